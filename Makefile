@@ -1,0 +1,57 @@
+# kube-bpf-proxy build. `make demo` and `make test` work on a fresh Debian machine:
+# the deps target installs the Debian and npm packages the project needs.
+SHELL := /bin/bash
+.DEFAULT_GOAL := build
+
+NODE_PREFIX := $(shell node -p "require('path').resolve(process.execPath, '../..')")
+CLANG ?= clang
+ARCH_INC := /usr/include/$(shell uname -m)-linux-gnu
+BPF_CFLAGS := -O2 -g -target bpf -Wall -Werror -Ibpf/include -Ibpf/lib -I$(ARCH_INC)
+BPF_SRCS := $(wildcard bpf/*.c)
+BPF_OBJS := $(patsubst bpf/%.c,build/bpf/%.bpf.o,$(BPF_SRCS))
+BPF_HDRS := $(wildcard bpf/include/kbp/*.h bpf/lib/*.h)
+ADDON := build/addon/Release/kbp_native.node
+ADDON_SRCS := addon/CMakeLists.txt $(wildcard addon/src/*)
+TS_SRCS := $(shell find src -name '*.ts' 2>/dev/null)
+
+.PHONY: build deps bpf addon ts check test demo clean
+
+build: deps bpf addon ts
+
+# Debian packages (only when missing) and npm packages (only when the lock changed).
+deps: .cache/deps.stamp node_modules/.package-lock.json
+.cache/deps.stamp: scripts/install-deps.sh
+	bash scripts/install-deps.sh
+	@mkdir -p .cache && touch $@
+node_modules/.package-lock.json: package.json package-lock.json
+	npm ci --no-audit --no-fund
+	@touch $@
+
+bpf: $(BPF_OBJS)
+build/bpf/%.bpf.o: bpf/%.c $(BPF_HDRS)
+	@mkdir -p build/bpf
+	$(CLANG) $(BPF_CFLAGS) -c $< -o $@
+
+# cmake-js reads Node's headers from npm's nodedir setting; point it at this
+# machine's install so nothing is downloaded.
+addon: $(ADDON)
+$(ADDON): $(ADDON_SRCS) $(BPF_HDRS) node_modules/.package-lock.json
+	npm_config_nodedir=$(NODE_PREFIX) npx cmake-js compile --directory addon --out build/addon --log-level warn
+
+ts: dist/.stamp
+dist/.stamp: $(TS_SRCS) tsconfig.json node_modules/.package-lock.json
+	npx tsc -p tsconfig.json
+	@touch $@
+
+# Type-check tests as well as sources.
+check: deps
+	npx tsc -p tsconfig.check.json
+
+test: build check
+	npx tap
+
+demo: build
+	node dist/testbed/demo.js
+
+clean:
+	rm -rf build dist .cache/deps.stamp

@@ -1,0 +1,172 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * kbp map ABI: every key and value that crosses the kernel/user boundary.
+ *
+ * This is the only definition. The BPF programs include it, the native addon
+ * includes it (and exports sizes and offsets from it), and the TypeScript codecs
+ * are tested against those exported sizes and offsets. Change a struct here and
+ * bump KBP_ABI_VERSION together with the "_vN" suffix of the map names, so a
+ * new agent never reinterprets maps pinned by an old one.
+ *
+ * Byte order: addresses and ports are network order (as on the wire, so the
+ * datapath compares them without swapping); every other integer is host order.
+ * Padding is explicit and must be zero in keys.
+ */
+#ifndef KBP_ABI_H
+#define KBP_ABI_H
+
+#include <linux/types.h>
+
+#define KBP_ABI_VERSION 1
+
+/* Map names (BPF_OBJ_NAME_LEN: at most 15 characters). The BPF side declares
+ * its maps with exactly these identifiers; the addon test checks the object. */
+#define KBP_MAP_SERVICES  "kbp_svc_v1"
+#define KBP_MAP_BACKENDS  "kbp_backend_v1"
+#define KBP_MAP_REVNAT    "kbp_revnat_v1"
+#define KBP_MAP_CT        "kbp_ct4_v1"
+#define KBP_MAP_STATS     "kbp_stats_v1"
+
+/* Default capacities; the agent may resize before load (bpf_map__set_max_entries). */
+#define KBP_SERVICES_MAX  (1u << 20) /* frontends x (1 + slots) + VIP markers */
+#define KBP_BACKENDS_MAX  (1u << 18)
+#define KBP_REVNAT_MAX    (1u << 18)
+#define KBP_CT_MAX        (1u << 19)
+
+/* tc filter identity: kbp owns this handle/priority on every hook it attaches. */
+#define KBP_TC_HANDLE     0x6b62 /* "kb" */
+#define KBP_TC_PRIORITY   1
+
+/* ---- services: frontend (and its backend slots) -> service entry / backend id ---- */
+
+/* Frontend scope. External covers ClusterIP/NodePort/LB/externalIP as seen by
+ * traffic that may use any backend; internal is reserved for the
+ * externalTrafficPolicy=Local / internalTrafficPolicy=Local split. */
+#define KBP_SCOPE_EXTERNAL 0
+#define KBP_SCOPE_INTERNAL 1
+
+struct kbp_svc_key {
+	__be32 vip;   /* frontend address, network order */
+	__be16 port;  /* frontend port, network order; 0 in a VIP marker */
+	__u8   proto; /* IPPROTO_TCP / IPPROTO_UDP; 0 in a VIP marker */
+	__u8   scope; /* KBP_SCOPE_* */
+	__u16  slot;  /* 0 = service entry, 1..count = backend slots; host order */
+	__u16  pad;   /* zero */
+};
+
+/* Service entry flags (slot 0 only). */
+#define KBP_SVC_F_CLUSTER_IP    (1u << 0)
+#define KBP_SVC_F_NODE_PORT     (1u << 1)
+#define KBP_SVC_F_EXTERNAL_IP   (1u << 2)
+#define KBP_SVC_F_LOAD_BALANCER (1u << 3)
+#define KBP_SVC_F_AFFINITY      (1u << 4) /* sessionAffinity: ClientIP */
+#define KBP_SVC_F_VIP_MARKER    (1u << 5) /* {vip, 0, 0}: the address is a known
+                                           * frontend; unknown ports are dropped */
+
+struct kbp_svc_value {
+	__u32 backend_id;       /* slot > 0: backend id; 0 in the service entry */
+	__u32 svc_id;           /* frontend id (revnat key, kept in conntrack); same in every slot */
+	__u16 count;            /* service entry: active backends, in slots 1..count */
+	__u16 flags;            /* service entry: KBP_SVC_F_* */
+	__u32 affinity_timeout; /* service entry: ClientIP affinity in seconds, 0 = none */
+};
+
+/* ---- backends: backend id -> endpoint ---- */
+
+#define KBP_BACKEND_ACTIVE      0
+#define KBP_BACKEND_TERMINATING 1 /* kept for established flows, never chosen for new ones */
+
+struct kbp_backend_key {
+	__u32 id;     /* backend id, never 0 */
+};
+
+struct kbp_backend {
+	__be32 ip;    /* endpoint address, network order */
+	__be16 port;  /* endpoint (target) port, network order */
+	__u8   proto; /* IPPROTO_* */
+	__u8   state; /* KBP_BACKEND_* */
+};
+
+/* ---- revnat: frontend id -> frontend, to rewrite replies ---- */
+
+struct kbp_revnat_key {
+	__u32 svc_id; /* frontend id */
+};
+
+struct kbp_revnat {
+	__be32 vip;   /* frontend address, network order */
+	__be16 port;  /* frontend port, network order */
+	__u16  pad;   /* zero */
+};
+
+/* ---- conntrack: tuple as the packet carries it -> translation ---- */
+
+#define KBP_CT_FORWARD 0 /* client -> frontend, before DNAT */
+#define KBP_CT_REPLY   1 /* backend -> client, before reverse NAT */
+
+struct kbp_ct_key {
+	__be32 saddr; /* network order */
+	__be32 daddr; /* network order */
+	__be16 sport; /* network order */
+	__be16 dport; /* network order */
+	__u8   proto; /* IPPROTO_* */
+	__u8   dir;   /* KBP_CT_FORWARD / KBP_CT_REPLY */
+	__u16  pad;   /* zero */
+};
+
+#define KBP_CT_F_SEEN_REPLY (1u << 0) /* a reply was reverse-translated */
+#define KBP_CT_F_CLOSING    (1u << 1) /* FIN or RST seen */
+
+struct kbp_ct_value {
+	__u64 created_ns;   /* bpf_ktime_get_ns() at creation (CLOCK_MONOTONIC) */
+	__u64 last_seen_ns; /* refreshed at most once per KBP_CT_REFRESH_NS */
+	__u32 backend_id;   /* the backend, never the slot: slots move, backends do not */
+	__u32 svc_id;       /* frontend id, key of revnat */
+	__u16 flags;        /* KBP_CT_F_* */
+	__u8  tcp_flags;    /* OR of TCP flags seen in this direction */
+	__u8  pad[5];       /* zero */
+};
+
+#define KBP_CT_REFRESH_NS 1000000000ull
+
+/* ---- stats: per-CPU counters, index = KBP_STAT_* ---- */
+
+enum kbp_stat {
+	KBP_STAT_NEW_FLOW = 0,        /* new service flow: backend chosen, DNAT */
+	KBP_STAT_ESTABLISHED,         /* service flow following conntrack, DNAT */
+	KBP_STAT_REVNAT,              /* reply rewritten back to the frontend */
+	KBP_STAT_PASS,                /* not service traffic, passed untouched */
+	KBP_STAT_DROP_NO_BACKEND,     /* frontend has no active backend */
+	KBP_STAT_DROP_UNKNOWN_PORT,   /* known VIP, port/protocol not served */
+	KBP_STAT_DROP_CT_INSERT,      /* conntrack insert failed: fail closed */
+	KBP_STAT_DROP_BACKEND_MISSING,/* slot points at an absent backend (sync in flight) */
+	KBP_STAT_DROP_REWRITE,        /* packet rewrite helper failed */
+	KBP_STAT_DROP_FRAGMENT,       /* IPv4 fragment to a frontend (not reassembled) */
+	KBP_STAT_DROP_MALFORMED,      /* truncated header towards a frontend */
+	KBP_STAT_MAX,
+};
+
+struct kbp_stat_value {
+	__u64 packets;
+	__u64 bytes;
+};
+
+/* ---- layout checks: the addon exports the same figures to the TypeScript test ---- */
+
+#ifdef __cplusplus
+#define KBP_STATIC_ASSERT static_assert
+#else
+#define KBP_STATIC_ASSERT _Static_assert
+#endif
+
+KBP_STATIC_ASSERT(sizeof(struct kbp_svc_key) == 12, "kbp_svc_key size");
+KBP_STATIC_ASSERT(sizeof(struct kbp_svc_value) == 16, "kbp_svc_value size");
+KBP_STATIC_ASSERT(sizeof(struct kbp_backend_key) == 4, "kbp_backend_key size");
+KBP_STATIC_ASSERT(sizeof(struct kbp_backend) == 8, "kbp_backend size");
+KBP_STATIC_ASSERT(sizeof(struct kbp_revnat_key) == 4, "kbp_revnat_key size");
+KBP_STATIC_ASSERT(sizeof(struct kbp_revnat) == 8, "kbp_revnat size");
+KBP_STATIC_ASSERT(sizeof(struct kbp_ct_key) == 16, "kbp_ct_key size");
+KBP_STATIC_ASSERT(sizeof(struct kbp_ct_value) == 32, "kbp_ct_value size");
+KBP_STATIC_ASSERT(sizeof(struct kbp_stat_value) == 16, "kbp_stat_value size");
+
+#endif /* KBP_ABI_H */

@@ -1,0 +1,158 @@
+// The typed face of the native addon (addon/, node-addon-api over libbpf).
+// This is the only module that loads the .node file; everything else imports
+// from here. Every asynchronous call runs its libbpf/syscall work on a worker
+// thread and rejects with a NativeError whose `code` is the errno name
+// ("ENOENT", "EPERM", ...) and `errno` the positive number.
+
+import { createRequire } from 'node:module';
+import { addonPath } from '../paths.js';
+
+export interface NativeError extends Error {
+  code: string; // errno name, e.g. "ENOENT"
+  errno: number; // positive errno
+  syscall?: string; // the libbpf call or syscall that failed
+}
+
+export interface MapInfo {
+  id: number;
+  name: string;
+  type: number; // BPF_MAP_TYPE_*
+  keySize: number;
+  valueSize: number; // per CPU for per-CPU maps
+  maxEntries: number;
+  flags: number;
+}
+
+export interface BatchPage {
+  keys: Buffer; // count * keySize bytes
+  values: Buffer; // count * valueSize (per-CPU maps: count * nCpus * round8(valueSize))
+  count: number;
+  /** Opaque cursor for the next call; null when the map has been read to the end. */
+  next: Buffer | null;
+}
+
+export interface BpfMap {
+  readonly info: MapInfo;
+  /** Bytes of one value as lookup() returns it (per-CPU maps: nCpus * round8(valueSize)). */
+  readonly valueBufferSize: number;
+  lookup(key: Buffer): Promise<Buffer | null>; // null when absent
+  update(key: Buffer, value: Buffer, flags?: number): Promise<void>; // BPF_ANY by default
+  /** Resolves false when the key was absent. */
+  delete(key: Buffer): Promise<boolean>;
+  /** keys/values are concatenated records; resolves with the number written. */
+  updateBatch(keys: Buffer, values: Buffer, count: number, flags?: number): Promise<number>;
+  /** Resolves with the number deleted (absent keys are skipped, not errors). */
+  deleteBatch(keys: Buffer, count: number): Promise<number>;
+  /** One page of up to maxCount entries, starting after `cursor` (null = start). */
+  lookupBatch(cursor: Buffer | null, maxCount: number): Promise<BatchPage>;
+  /** The key after `key` (null = first); null at the end. */
+  nextKey(key: Buffer | null): Promise<Buffer | null>;
+  pin(path: string): Promise<void>;
+  close(): void;
+}
+
+export interface ProgInfo {
+  id: number;
+  name: string;
+  type: number; // BPF_PROG_TYPE_*
+  tag: string; // hex
+}
+
+export interface TestRunOptions {
+  data: Buffer; // packet, starting at the Ethernet header
+  repeat?: number; // default 1
+  dataSizeOut?: number; // output buffer size, default data.length + 256
+}
+
+export interface TestRunResult {
+  retval: number;
+  data: Buffer; // packet after the program ran
+  durationNs: number; // kernel-measured average per repeat
+}
+
+export interface BpfProgram {
+  readonly name: string;
+  readonly fd: number;
+  readonly info: ProgInfo;
+  testRun(opts: TestRunOptions): Promise<TestRunResult>;
+  pin(path: string): Promise<void>;
+}
+
+export interface OpenOptions {
+  /** bpffs folder; maps declared with LIBBPF_PIN_BY_NAME are pinned/reused there. */
+  pinRoot?: string;
+  /** Resize maps before load: map name -> max entries. */
+  maxEntries?: Record<string, number>;
+}
+
+export interface BpfObject {
+  readonly path: string;
+  maps(): BpfMap[];
+  map(name: string): BpfMap; // throws NativeError ENOENT if absent
+  programs(): BpfProgram[];
+  program(name: string): BpfProgram; // throws NativeError ENOENT if absent
+  close(): void;
+}
+
+export interface TcTarget {
+  /** Device name (resolved inside netns) or ifindex. */
+  ifname?: string;
+  ifindex?: number;
+  /** Path of a network namespace file (e.g. /var/run/netns/NAME); current namespace when absent. */
+  netns?: string;
+  handle?: number; // default KBP_TC_HANDLE
+  priority?: number; // default KBP_TC_PRIORITY
+}
+
+export interface LinkEvent {
+  type: 'add' | 'del';
+  ifindex: number;
+  name: string;
+  up: boolean;
+}
+
+export interface LinkWatcher {
+  close(): void;
+}
+
+export interface StructLayout {
+  size: number;
+  fields: Record<string, { offset: number; size: number }>;
+}
+
+export interface Native {
+  /** Open an ELF object and load it into the kernel, pinning/reusing maps under pinRoot. */
+  openObject(path: string, opts?: OpenOptions): Promise<BpfObject>;
+  /** Open a map pinned on a bpffs. */
+  openPinnedMap(path: string): Promise<BpfMap>;
+  progInfo(id: number): Promise<ProgInfo>;
+  /** Create clsact on the device if needed and attach prog at ingress (replacing ours). */
+  tcAttach(target: TcTarget, prog: BpfProgram): Promise<{ ifindex: number; progId: number }>;
+  /** Remove our filter from the device's ingress hook; false if none was there. */
+  tcDetach(target: TcTarget): Promise<boolean>;
+  /** The program id attached at our handle/priority, or null. */
+  tcQuery(target: TcTarget): Promise<number | null>;
+  listLinks(netns?: string): Promise<Array<{ ifindex: number; name: string; up: boolean }>>;
+  /** Netlink RTMGRP_LINK subscription; callback runs on the JS thread. */
+  watchLinks(netns: string | undefined, onEvent: (ev: LinkEvent) => void, onError: (err: NativeError) => void): LinkWatcher;
+  /** sizeof/offsetof of every struct in bpf/include/kbp/abi.h, computed by the C++ compiler. */
+  layout(): Record<string, StructLayout>;
+  /** Constants from abi.h (map names, flags, stat indices, tc handle/priority). */
+  constants(): Record<string, number | string>;
+  numPossibleCpus(): number;
+}
+
+let cached: Native | undefined;
+
+/** Load the addon once. Throws a clear error when it has not been built. */
+export function native(): Native {
+  if (cached) return cached;
+  const require = createRequire(import.meta.url);
+  try {
+    cached = require(addonPath()) as Native;
+  } catch (err) {
+    const e = err as Error;
+    throw new Error(`kbp native addon not loadable at ${addonPath()} (run "make build"): ${e.message}`);
+  }
+  return cached;
+}
