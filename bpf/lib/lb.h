@@ -1,0 +1,131 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/* Service (frontend) lookup, backend selection and the forward/reverse
+ * translation of service traffic. */
+#ifndef KBP_LIB_LB_H
+#define KBP_LIB_LB_H
+
+#include "common.h"
+#include "maps.h"
+#include "parse.h"
+#include "nat.h"
+#include "conntrack.h"
+
+/* The service entry (slot 0) of a frontend, or NULL. */
+static __always_inline struct kbp_svc_value *lb4_lookup_service(__be32 vip, __be16 port, __u8 proto)
+{
+	struct kbp_svc_key key = {
+		.vip = vip,
+		.port = port,
+		.proto = proto,
+		.scope = KBP_SCOPE_EXTERNAL,
+		.slot = 0,
+	};
+
+	return bpf_map_lookup_elem(&kbp_svc_v1, &key);
+}
+
+/* True if some frontend lives on vip (the syncer writes a VIP marker, port 0
+ * and protocol 0, for every frontend address). */
+static __always_inline bool lb4_vip_known(__be32 vip)
+{
+	struct kbp_svc_key key = { .vip = vip, .scope = KBP_SCOPE_EXTERNAL };
+	struct kbp_svc_value *v = bpf_map_lookup_elem(&kbp_svc_v1, &key);
+
+	return v && (v->flags & KBP_SVC_F_VIP_MARKER);
+}
+
+/* A random active backend of the frontend: slots 1..count are dense (the
+ * syncer writes them before raising count). Returns the backend id, or 0 if
+ * the slot is missing. The caller has checked count > 0. */
+static __always_inline __u32 lb4_select_backend(const struct pkt4 *p, const struct kbp_svc_value *svc)
+{
+	struct kbp_svc_key key = {
+		.vip = p->daddr,
+		.port = p->dport,
+		.proto = p->proto,
+		.scope = KBP_SCOPE_EXTERNAL,
+		.slot = (bpf_get_prandom_u32() % svc->count) + 1,
+	};
+	struct kbp_svc_value *slot = bpf_map_lookup_elem(&kbp_svc_v1, &key);
+
+	return slot ? slot->backend_id : 0;
+}
+
+/*
+ * Client -> frontend: follow the flow's conntrack entry while its backend
+ * exists (even if terminating), otherwise choose an active backend and record
+ * the flow; then DNAT to the backend.
+ * Returns KBP_OK with *stat set to NEW_FLOW or ESTABLISHED, or a drop reason.
+ */
+static __always_inline int lb4_forward(struct __sk_buff *skb, const struct pkt4 *p,
+				       const struct kbp_svc_value *svc, __u32 *stat)
+{
+	struct kbp_ct_key key;
+	struct kbp_ct_value *ct;
+	struct kbp_backend_key bkey;
+	struct kbp_backend *be;
+	__u64 now = bpf_ktime_get_ns();
+	int ret;
+
+	ct4_key(&key, p->saddr, p->daddr, p->sport, p->dport, p->proto, KBP_CT_FORWARD);
+	ct = bpf_map_lookup_elem(&kbp_ct4_v1, &key);
+	if (ct) {
+		bkey.id = ct->backend_id;
+		be = bpf_map_lookup_elem(&kbp_backend_v1, &bkey);
+		if (be && ct->svc_id == svc->svc_id) {
+			ct4_touch(ct, p, now);
+			*stat = KBP_STAT_ESTABLISHED;
+			return nat4_rewrite(skb, p, true, p->daddr, be->ip, p->dport, be->port);
+		}
+		/* The frontend was replaced (new id): keep the backend if it is
+		 * still there and re-record the flow under the new frontend. */
+	} else {
+		be = NULL;
+	}
+
+	if (!be) {
+		if (svc->count == 0)
+			return KBP_STAT_DROP_NO_BACKEND;
+		bkey.id = lb4_select_backend(p, svc);
+		be = bkey.id ? bpf_map_lookup_elem(&kbp_backend_v1, &bkey) : NULL;
+		if (!be)
+			return KBP_STAT_DROP_BACKEND_MISSING;
+	}
+
+	ret = ct4_create(&key, p, be->ip, be->port, bkey.id, svc->svc_id, now);
+	if (ret != KBP_OK)
+		return ret;
+	*stat = KBP_STAT_NEW_FLOW;
+	return nat4_rewrite(skb, p, true, p->daddr, be->ip, p->dport, be->port);
+}
+
+/*
+ * Backend -> client: if the packet is the reply of a translated flow, rewrite
+ * its source back to the frontend the client addressed.
+ * Returns KBP_OK with *stat = REVNAT, or KBP_OK with *stat untouched when the
+ * packet is not a reply we know (it passes as it is), or a drop reason.
+ */
+static __always_inline int lb4_reverse(struct __sk_buff *skb, const struct pkt4 *p, __u32 *stat)
+{
+	struct kbp_ct_key key;
+	struct kbp_ct_value *ct;
+	struct kbp_revnat_key rkey;
+	struct kbp_revnat *rn;
+
+	ct4_key(&key, p->saddr, p->daddr, p->sport, p->dport, p->proto, KBP_CT_REPLY);
+	ct = bpf_map_lookup_elem(&kbp_ct4_v1, &key);
+	if (!ct)
+		return KBP_OK;
+	rkey.svc_id = ct->svc_id;
+	rn = bpf_map_lookup_elem(&kbp_revnat_v1, &rkey);
+	if (!rn)
+		return KBP_OK; /* frontend removed: nothing to translate back to */
+
+	ct4_touch(ct, p, bpf_ktime_get_ns());
+	if (!(ct->flags & KBP_CT_F_SEEN_REPLY))
+		ct->flags |= KBP_CT_F_SEEN_REPLY;
+	*stat = KBP_STAT_REVNAT;
+	return nat4_rewrite(skb, p, false, p->saddr, rn->vip, p->sport, rn->port);
+}
+
+#endif /* KBP_LIB_LB_H */
