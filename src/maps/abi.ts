@@ -1,0 +1,423 @@
+// TypeScript view of bpf/include/kbp/abi.h: constants and one codec per struct.
+//
+// Each struct is declared as a field table {name, offset, size, kind} with the
+// C field names, so test/maps/abi.test.ts compares it field by field with the
+// sizes and offsets the C++ compiler computed from the header (native().layout()).
+// Nothing here is trusted on its own: a field moved in abi.h fails that test.
+//
+// Conventions of the decoded form: IPv4 addresses are dotted strings, ports are
+// numbers in host form (the codec swaps them to network order, as the header
+// stores them), other integers are host order, u64 are bigints. Padding fields
+// are not part of the decoded objects; they are written as zero.
+
+// ---------------------------------------------------------------- constants
+
+export const KBP_ABI_VERSION = 1;
+
+export const KBP_MAP_SERVICES = 'kbp_svc_v1';
+export const KBP_MAP_BACKENDS = 'kbp_backend_v1';
+export const KBP_MAP_REVNAT = 'kbp_revnat_v1';
+export const KBP_MAP_CT = 'kbp_ct4_v1';
+export const KBP_MAP_STATS = 'kbp_stats_v1';
+
+export const KBP_SERVICES_MAX = 1 << 20;
+export const KBP_BACKENDS_MAX = 1 << 18;
+export const KBP_REVNAT_MAX = 1 << 18;
+export const KBP_CT_MAX = 1 << 19;
+
+export const KBP_TC_HANDLE = 0x6b62;
+export const KBP_TC_PRIORITY = 1;
+
+export const KBP_SCOPE_EXTERNAL = 0;
+export const KBP_SCOPE_INTERNAL = 1;
+
+export const KBP_SVC_F_CLUSTER_IP = 1 << 0;
+export const KBP_SVC_F_NODE_PORT = 1 << 1;
+export const KBP_SVC_F_EXTERNAL_IP = 1 << 2;
+export const KBP_SVC_F_LOAD_BALANCER = 1 << 3;
+export const KBP_SVC_F_AFFINITY = 1 << 4;
+export const KBP_SVC_F_VIP_MARKER = 1 << 5;
+
+export const KBP_BACKEND_ACTIVE = 0;
+export const KBP_BACKEND_TERMINATING = 1;
+
+export const KBP_CT_FORWARD = 0;
+export const KBP_CT_REPLY = 1;
+export const KBP_CT_F_SEEN_REPLY = 1 << 0;
+export const KBP_CT_F_CLOSING = 1 << 1;
+export const KBP_CT_REFRESH_NS = 1_000_000_000;
+
+/** enum kbp_stat, in order; the index is the array map key. */
+export const KBP_STAT_NEW_FLOW = 0;
+export const KBP_STAT_ESTABLISHED = 1;
+export const KBP_STAT_REVNAT = 2;
+export const KBP_STAT_PASS = 3;
+export const KBP_STAT_DROP_NO_BACKEND = 4;
+export const KBP_STAT_DROP_UNKNOWN_PORT = 5;
+export const KBP_STAT_DROP_CT_INSERT = 6;
+export const KBP_STAT_DROP_BACKEND_MISSING = 7;
+export const KBP_STAT_DROP_REWRITE = 8;
+export const KBP_STAT_DROP_FRAGMENT = 9;
+export const KBP_STAT_DROP_MALFORMED = 10;
+export const KBP_STAT_MAX = 11;
+
+/** Readable name of each stat index (metrics labels, CLI tables). */
+export const STAT_NAMES: readonly string[] = [
+  'new_flow',
+  'established',
+  'revnat',
+  'pass',
+  'drop_no_backend',
+  'drop_unknown_port',
+  'drop_ct_insert',
+  'drop_backend_missing',
+  'drop_rewrite',
+  'drop_fragment',
+  'drop_malformed',
+];
+
+/** Every constant above under its C name, for comparison with native().constants(). */
+export const ABI_CONSTANTS: Readonly<Record<string, number | string>> = {
+  KBP_ABI_VERSION,
+  KBP_MAP_SERVICES,
+  KBP_MAP_BACKENDS,
+  KBP_MAP_REVNAT,
+  KBP_MAP_CT,
+  KBP_MAP_STATS,
+  KBP_SERVICES_MAX,
+  KBP_BACKENDS_MAX,
+  KBP_REVNAT_MAX,
+  KBP_CT_MAX,
+  KBP_TC_HANDLE,
+  KBP_TC_PRIORITY,
+  KBP_SCOPE_EXTERNAL,
+  KBP_SCOPE_INTERNAL,
+  KBP_SVC_F_CLUSTER_IP,
+  KBP_SVC_F_NODE_PORT,
+  KBP_SVC_F_EXTERNAL_IP,
+  KBP_SVC_F_LOAD_BALANCER,
+  KBP_SVC_F_AFFINITY,
+  KBP_SVC_F_VIP_MARKER,
+  KBP_BACKEND_ACTIVE,
+  KBP_BACKEND_TERMINATING,
+  KBP_CT_FORWARD,
+  KBP_CT_REPLY,
+  KBP_CT_F_SEEN_REPLY,
+  KBP_CT_F_CLOSING,
+  KBP_CT_REFRESH_NS,
+  KBP_STAT_NEW_FLOW,
+  KBP_STAT_ESTABLISHED,
+  KBP_STAT_REVNAT,
+  KBP_STAT_PASS,
+  KBP_STAT_DROP_NO_BACKEND,
+  KBP_STAT_DROP_UNKNOWN_PORT,
+  KBP_STAT_DROP_CT_INSERT,
+  KBP_STAT_DROP_BACKEND_MISSING,
+  KBP_STAT_DROP_REWRITE,
+  KBP_STAT_DROP_FRAGMENT,
+  KBP_STAT_DROP_MALFORMED,
+  KBP_STAT_MAX,
+};
+
+export const IPPROTO_TCP = 6;
+export const IPPROTO_UDP = 17;
+export const IPPROTO_SCTP = 132;
+
+export type Protocol = 'TCP' | 'UDP';
+
+export function protoNumber(p: Protocol): number {
+  return p === 'TCP' ? IPPROTO_TCP : IPPROTO_UDP;
+}
+
+/** Protocol name of an IPPROTO number; unknown numbers print as the number. */
+export function protoName(n: number): string {
+  if (n === IPPROTO_TCP) return 'TCP';
+  if (n === IPPROTO_UDP) return 'UDP';
+  if (n === IPPROTO_SCTP) return 'SCTP';
+  return String(n);
+}
+
+// ---------------------------------------------------------------- addresses
+
+const ipv4Re = /^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$/;
+
+/** Strict dotted-quad check (no leading zeros, no shorthand). */
+export function isIPv4(s: string): boolean {
+  return ipv4Re.test(s);
+}
+
+/** Dotted quad -> u32 in host arithmetic (10.0.0.1 -> 0x0a000001). */
+export function ipv4ToNumber(s: string): number {
+  if (!isIPv4(s)) throw new TypeError(`not an IPv4 address: ${JSON.stringify(s)}`);
+  const p = s.split('.');
+  return ((Number(p[0]) << 24) | (Number(p[1]) << 16) | (Number(p[2]) << 8) | Number(p[3])) >>> 0;
+}
+
+export function numberToIPv4(n: number): string {
+  return `${(n >>> 24) & 255}.${(n >>> 16) & 255}.${(n >>> 8) & 255}.${n & 255}`;
+}
+
+// ---------------------------------------------------------------- struct codecs
+
+/**
+ * How a field is stored:
+ * ipv4 / be16: network order (an address / a port); u8 / u16 / u32 / u64: host
+ * order (little endian on every architecture we build for); pad: zero bytes.
+ */
+export type FieldKind = 'ipv4' | 'be16' | 'u8' | 'u16' | 'u32' | 'u64' | 'pad';
+
+export interface Field {
+  name: string; // the C field name
+  offset: number;
+  size: number;
+  kind: FieldKind;
+}
+
+export interface StructCodec<T> {
+  /** The C struct name (without "struct "), the key of native().layout(). */
+  readonly cName: string;
+  readonly size: number;
+  readonly fields: readonly Field[];
+  encode(v: T): Buffer;
+  /** Write v at `offset` of `buf` (batch buffers of concatenated records). */
+  encodeInto(v: T, buf: Buffer, offset: number): void;
+  decode(buf: Buffer, offset?: number): T;
+}
+
+const kindSize: Record<Exclude<FieldKind, 'pad'>, number> = { ipv4: 4, be16: 2, u8: 1, u16: 2, u32: 4, u64: 8 };
+
+function struct<T>(cName: string, size: number, fields: Field[]): StructCodec<T> {
+  for (const f of fields) {
+    if (f.kind !== 'pad' && kindSize[f.kind] !== f.size) throw new Error(`${cName}.${f.name}: ${f.kind} is ${kindSize[f.kind]} bytes, not ${f.size}`);
+    if (f.offset + f.size > size) throw new Error(`${cName}.${f.name} runs past the struct`);
+  }
+  const data = fields.filter((f) => f.kind !== 'pad');
+  const encodeInto = (v: T, buf: Buffer, base: number): void => {
+    buf.fill(0, base, base + size);
+    const rec = v as Record<string, unknown>;
+    for (const f of data) {
+      const x = rec[f.name];
+      const at = base + f.offset;
+      switch (f.kind) {
+        case 'ipv4':
+          buf.writeUInt32BE(ipv4ToNumber(x as string), at);
+          break;
+        case 'be16':
+          buf.writeUInt16BE(x as number, at);
+          break;
+        case 'u8':
+          buf.writeUInt8(x as number, at);
+          break;
+        case 'u16':
+          buf.writeUInt16LE(x as number, at);
+          break;
+        case 'u32':
+          buf.writeUInt32LE(x as number, at);
+          break;
+        case 'u64':
+          buf.writeBigUInt64LE(x as bigint, at);
+          break;
+      }
+    }
+  };
+  return {
+    cName,
+    size,
+    fields,
+    encodeInto,
+    encode(v: T): Buffer {
+      const buf = Buffer.alloc(size);
+      encodeInto(v, buf, 0);
+      return buf;
+    },
+    decode(buf: Buffer, base = 0): T {
+      if (buf.length < base + size) throw new RangeError(`${cName}: need ${size} bytes at ${base}, buffer has ${buf.length}`);
+      const out: Record<string, unknown> = {};
+      for (const f of data) {
+        const at = base + f.offset;
+        switch (f.kind) {
+          case 'ipv4':
+            out[f.name] = numberToIPv4(buf.readUInt32BE(at));
+            break;
+          case 'be16':
+            out[f.name] = buf.readUInt16BE(at);
+            break;
+          case 'u8':
+            out[f.name] = buf.readUInt8(at);
+            break;
+          case 'u16':
+            out[f.name] = buf.readUInt16LE(at);
+            break;
+          case 'u32':
+            out[f.name] = buf.readUInt32LE(at);
+            break;
+          case 'u64':
+            out[f.name] = buf.readBigUInt64LE(at);
+            break;
+        }
+      }
+      return out as T;
+    },
+  };
+}
+
+// Decoded forms. Field names are the C names, so a dump reads like the header.
+
+/** struct kbp_svc_key: a frontend (slot 0) or one of its backend slots. */
+export interface SvcKey {
+  vip: string;
+  port: number;
+  proto: number;
+  scope: number;
+  slot: number;
+}
+
+/** struct kbp_svc_value: the service entry (slot 0) or a backend slot. */
+export interface SvcValue {
+  backend_id: number;
+  svc_id: number;
+  count: number;
+  flags: number;
+  affinity_timeout: number;
+}
+
+export interface BackendKey {
+  id: number;
+}
+
+export interface Backend {
+  ip: string;
+  port: number;
+  proto: number;
+  state: number;
+}
+
+export interface RevNatKey {
+  svc_id: number;
+}
+
+export interface RevNat {
+  vip: string;
+  port: number;
+}
+
+export interface CtKey {
+  saddr: string;
+  daddr: string;
+  sport: number;
+  dport: number;
+  proto: number;
+  dir: number;
+}
+
+export interface CtValue {
+  created_ns: bigint;
+  last_seen_ns: bigint;
+  backend_id: number;
+  svc_id: number;
+  flags: number;
+  tcp_flags: number;
+}
+
+export interface StatValue {
+  packets: bigint;
+  bytes: bigint;
+}
+
+const f = (name: string, offset: number, size: number, kind: FieldKind): Field => ({ name, offset, size, kind });
+
+export const svcKey = struct<SvcKey>('kbp_svc_key', 12, [
+  f('vip', 0, 4, 'ipv4'),
+  f('port', 4, 2, 'be16'),
+  f('proto', 6, 1, 'u8'),
+  f('scope', 7, 1, 'u8'),
+  f('slot', 8, 2, 'u16'),
+  f('pad', 10, 2, 'pad'),
+]);
+
+export const svcValue = struct<SvcValue>('kbp_svc_value', 16, [
+  f('backend_id', 0, 4, 'u32'),
+  f('svc_id', 4, 4, 'u32'),
+  f('count', 8, 2, 'u16'),
+  f('flags', 10, 2, 'u16'),
+  f('affinity_timeout', 12, 4, 'u32'),
+]);
+
+export const backendKey = struct<BackendKey>('kbp_backend_key', 4, [f('id', 0, 4, 'u32')]);
+
+export const backendValue = struct<Backend>('kbp_backend', 8, [
+  f('ip', 0, 4, 'ipv4'),
+  f('port', 4, 2, 'be16'),
+  f('proto', 6, 1, 'u8'),
+  f('state', 7, 1, 'u8'),
+]);
+
+export const revnatKey = struct<RevNatKey>('kbp_revnat_key', 4, [f('svc_id', 0, 4, 'u32')]);
+
+export const revnatValue = struct<RevNat>('kbp_revnat', 8, [
+  f('vip', 0, 4, 'ipv4'),
+  f('port', 4, 2, 'be16'),
+  f('pad', 6, 2, 'pad'),
+]);
+
+export const ctKey = struct<CtKey>('kbp_ct_key', 16, [
+  f('saddr', 0, 4, 'ipv4'),
+  f('daddr', 4, 4, 'ipv4'),
+  f('sport', 8, 2, 'be16'),
+  f('dport', 10, 2, 'be16'),
+  f('proto', 12, 1, 'u8'),
+  f('dir', 13, 1, 'u8'),
+  f('pad', 14, 2, 'pad'),
+]);
+
+export const ctValue = struct<CtValue>('kbp_ct_value', 32, [
+  f('created_ns', 0, 8, 'u64'),
+  f('last_seen_ns', 8, 8, 'u64'),
+  f('backend_id', 16, 4, 'u32'),
+  f('svc_id', 20, 4, 'u32'),
+  f('flags', 24, 2, 'u16'),
+  f('tcp_flags', 26, 1, 'u8'),
+  f('pad', 27, 5, 'pad'),
+]);
+
+export const statValue = struct<StatValue>('kbp_stat_value', 16, [
+  f('packets', 0, 8, 'u64'),
+  f('bytes', 8, 8, 'u64'),
+]);
+
+/** Every struct codec, by C name. */
+export const STRUCTS: Readonly<Record<string, StructCodec<unknown>>> = Object.fromEntries(
+  [svcKey, svcValue, backendKey, backendValue, revnatKey, revnatValue, ctKey, ctValue, statValue].map((c) => [c.cName, c as StructCodec<unknown>]),
+);
+
+/** Key and value codec of each map, by map name. */
+export const MAP_CODECS = {
+  [KBP_MAP_SERVICES]: { key: svcKey, value: svcValue },
+  [KBP_MAP_BACKENDS]: { key: backendKey, value: backendValue },
+  [KBP_MAP_REVNAT]: { key: revnatKey, value: revnatValue },
+  [KBP_MAP_CT]: { key: ctKey, value: ctValue },
+} as const;
+
+/** The stats map key is a plain __u32 index. */
+export function statKey(index: number): Buffer {
+  const b = Buffer.alloc(4);
+  b.writeUInt32LE(index, 0);
+  return b;
+}
+
+/**
+ * A per-CPU value as the kernel returns it (nCpus records, each rounded up to
+ * 8 bytes), summed over CPUs.
+ */
+export function decodePerCpuStat(buf: Buffer, nCpus: number): StatValue {
+  const stride = Math.ceil(statValue.size / 8) * 8;
+  if (buf.length < stride * nCpus) throw new RangeError(`per-CPU stat: need ${stride * nCpus} bytes, got ${buf.length}`);
+  let packets = 0n;
+  let bytes = 0n;
+  for (let cpu = 0; cpu < nCpus; cpu++) {
+    const v = statValue.decode(buf, cpu * stride);
+    packets += v.packets;
+    bytes += v.bytes;
+  }
+  return { packets, bytes };
+}
