@@ -1,0 +1,224 @@
+// A loaded kbp datapath on a private bpffs, with helpers to program frontends
+// the way the syncer does and to run packets through the program with
+// BPF_PROG_TEST_RUN. The datapath tests (test/bpf) and the per-packet benchmark
+// (kbp bench packet) share it, so the benchmark measures exactly the paths the
+// tests assert.
+
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { execFileSync } from 'node:child_process';
+import { native, type BpfMap, type BpfObject, type BpfProgram, type TestRunResult } from '../native/binding.js';
+import { bpfObjectPath } from '../paths.js';
+import {
+  backendKey,
+  backendValue,
+  ctKey,
+  ctValue,
+  decodePerCpuStat,
+  KBP_BACKEND_ACTIVE,
+  KBP_MAP_BACKENDS,
+  KBP_MAP_CT,
+  KBP_MAP_REVNAT,
+  KBP_MAP_SERVICES,
+  KBP_MAP_STATS,
+  KBP_SCOPE_EXTERNAL,
+  KBP_STAT_MAX,
+  KBP_SVC_F_CLUSTER_IP,
+  KBP_SVC_F_VIP_MARKER,
+  revnatKey,
+  revnatValue,
+  statKey,
+  svcKey,
+  svcValue,
+  type CtKey,
+  type CtValue,
+  type StatValue,
+} from '../maps/abi.js';
+import { IPPROTO_TCP, IPPROTO_UDP, type L4Proto } from './packets.js';
+
+export const TC_ACT_OK = 0;
+export const TC_ACT_SHOT = 2;
+
+export interface FixtureBackend {
+  id: number;
+  ip: string;
+  port: number;
+  /** Terminating backends exist in the backend map but get no slot. */
+  terminating?: boolean;
+}
+
+export interface FixtureFrontend {
+  svcId: number;
+  vip: string;
+  port: number;
+  proto: L4Proto;
+  backends: FixtureBackend[];
+  flags?: number;
+}
+
+export function protoNum(p: L4Proto): number {
+  return p === 'tcp' ? IPPROTO_TCP : IPPROTO_UDP;
+}
+
+/** A bpffs mounted on a fresh temporary folder (never under /sys), removed by close(). */
+export class PrivateBpffs {
+  readonly dir: string;
+  private mounted = false;
+
+  constructor(prefix = 'kbp-bpffs-') {
+    this.dir = mkdtempSync(path.join(tmpdir(), prefix));
+    execFileSync('mount', ['-t', 'bpf', 'bpf', this.dir]);
+    this.mounted = true;
+  }
+
+  close(): void {
+    if (this.mounted) {
+      execFileSync('umount', [this.dir]);
+      this.mounted = false;
+    }
+    rmSync(this.dir, { recursive: true, force: true });
+  }
+}
+
+/** Frontends (with their backends) as the records the syncer writes, for batch updates. */
+export interface EncodedState {
+  backends: { keys: Buffer; values: Buffer; count: number };
+  services: { keys: Buffer; values: Buffer; count: number };
+  revnat: { keys: Buffer; values: Buffer; count: number };
+}
+
+/** Encode frontends into batch buffers: backends, slots + service entries + VIP markers, revnat. */
+export function encodeFrontends(frontends: readonly FixtureFrontend[]): EncodedState {
+  const backendsSeen = new Map<number, FixtureBackend & { proto: number }>();
+  const svc: Array<[Parameters<typeof svcKey.encode>[0], Parameters<typeof svcValue.encode>[0]]> = [];
+  const vips = new Set<string>();
+  for (const fe of frontends) {
+    const proto = protoNum(fe.proto);
+    const active = fe.backends.filter((b) => !b.terminating);
+    for (const b of fe.backends) backendsSeen.set(b.id, { ...b, proto });
+    active.forEach((b, i) => {
+      svc.push([
+        { vip: fe.vip, port: fe.port, proto, scope: KBP_SCOPE_EXTERNAL, slot: i + 1 },
+        { backend_id: b.id, svc_id: fe.svcId, count: 0, flags: 0, affinity_timeout: 0 },
+      ]);
+    });
+    svc.push([
+      { vip: fe.vip, port: fe.port, proto, scope: KBP_SCOPE_EXTERNAL, slot: 0 },
+      { backend_id: 0, svc_id: fe.svcId, count: active.length, flags: fe.flags ?? KBP_SVC_F_CLUSTER_IP, affinity_timeout: 0 },
+    ]);
+    vips.add(fe.vip);
+  }
+  for (const vip of vips) {
+    svc.push([
+      { vip, port: 0, proto: 0, scope: KBP_SCOPE_EXTERNAL, slot: 0 },
+      { backend_id: 0, svc_id: 0, count: 0, flags: KBP_SVC_F_VIP_MARKER, affinity_timeout: 0 },
+    ]);
+  }
+
+  const backends = [...backendsSeen.values()];
+  const out: EncodedState = {
+    backends: { keys: Buffer.alloc(backends.length * backendKey.size), values: Buffer.alloc(backends.length * backendValue.size), count: backends.length },
+    services: { keys: Buffer.alloc(svc.length * svcKey.size), values: Buffer.alloc(svc.length * svcValue.size), count: svc.length },
+    revnat: { keys: Buffer.alloc(frontends.length * revnatKey.size), values: Buffer.alloc(frontends.length * revnatValue.size), count: frontends.length },
+  };
+  backends.forEach((b, i) => {
+    backendKey.encodeInto({ id: b.id }, out.backends.keys, i * backendKey.size);
+    backendValue.encodeInto(
+      { ip: b.ip, port: b.port, proto: b.proto, state: b.terminating ? 1 : KBP_BACKEND_ACTIVE },
+      out.backends.values,
+      i * backendValue.size,
+    );
+  });
+  svc.forEach(([k, v], i) => {
+    svcKey.encodeInto(k, out.services.keys, i * svcKey.size);
+    svcValue.encodeInto(v, out.services.values, i * svcValue.size);
+  });
+  frontends.forEach((fe, i) => {
+    revnatKey.encodeInto({ svc_id: fe.svcId }, out.revnat.keys, i * revnatKey.size);
+    revnatValue.encodeInto({ vip: fe.vip, port: fe.port }, out.revnat.values, i * revnatValue.size);
+  });
+  return out;
+}
+
+/** The kbp_pod object loaded with its maps pinned on a private bpffs. */
+export class DatapathFixture {
+  private constructor(
+    readonly bpffs: PrivateBpffs,
+    readonly obj: BpfObject,
+    readonly prog: BpfProgram,
+    readonly services: BpfMap,
+    readonly backends: BpfMap,
+    readonly revnat: BpfMap,
+    readonly ct: BpfMap,
+    readonly stats: BpfMap,
+  ) {}
+
+  static async open(opts: { maxEntries?: Record<string, number> } = {}): Promise<DatapathFixture> {
+    const bpffs = new PrivateBpffs();
+    try {
+      const obj = await native().openObject(bpfObjectPath('kbp_pod'), { pinRoot: bpffs.dir, maxEntries: opts.maxEntries });
+      return new DatapathFixture(
+        bpffs,
+        obj,
+        obj.program('kbp_from_pod'),
+        obj.map(KBP_MAP_SERVICES),
+        obj.map(KBP_MAP_BACKENDS),
+        obj.map(KBP_MAP_REVNAT),
+        obj.map(KBP_MAP_CT),
+        obj.map(KBP_MAP_STATS),
+      );
+    } catch (err) {
+      bpffs.close();
+      throw err;
+    }
+  }
+
+  /** Write frontends in the syncer's order: backends, slots, revnat, service entries last. */
+  async program(frontends: readonly FixtureFrontend[]): Promise<void> {
+    const s = encodeFrontends(frontends);
+    await this.backends.updateBatch(s.backends.keys, s.backends.values, s.backends.count);
+    await this.revnat.updateBatch(s.revnat.keys, s.revnat.values, s.revnat.count);
+    await this.services.updateBatch(s.services.keys, s.services.values, s.services.count);
+  }
+
+  run(data: Buffer, repeat = 1): Promise<TestRunResult> {
+    return this.prog.testRun({ data, repeat });
+  }
+
+  async ctLookup(k: CtKey): Promise<CtValue | null> {
+    const v = await this.ct.lookup(ctKey.encode(k));
+    return v ? ctValue.decode(v) : null;
+  }
+
+  async ctCount(): Promise<number> {
+    let n = 0;
+    let cursor: Buffer | null = null;
+    do {
+      const page: Awaited<ReturnType<BpfMap['lookupBatch']>> = await this.ct.lookupBatch(cursor, 4096);
+      n += page.count;
+      cursor = page.next;
+    } while (cursor);
+    return n;
+  }
+
+  async deleteBackend(id: number): Promise<boolean> {
+    return this.backends.delete(backendKey.encode({ id }));
+  }
+
+  /** Every counter, summed over CPUs, by stat index. */
+  async readStats(): Promise<StatValue[]> {
+    const nCpus = native().numPossibleCpus();
+    const out: StatValue[] = [];
+    for (let i = 0; i < KBP_STAT_MAX; i++) {
+      const v = await this.stats.lookup(statKey(i));
+      out.push(v ? decodePerCpuStat(v, nCpus) : { packets: 0n, bytes: 0n });
+    }
+    return out;
+  }
+
+  close(): void {
+    this.obj.close();
+    this.bpffs.close();
+  }
+}

@@ -1,0 +1,271 @@
+// Datapath tests for tc ingress on pod devices (bpf/kbp_pod.c): packet in,
+// packet out through BPF_PROG_TEST_RUN, asserting addresses, ports, both
+// checksums, the verdict and the counter that moved.
+//
+// Address conventions in every datapath test:
+//   client pod   10.244.1.2 (source ports are unique per case, so flows never collide)
+//   backends     10.244.1.10 (be1), 10.244.1.11 (be2)
+//   ClusterIPs   10.96.0.10 (tcp/80 -> 8080 x2, tcp/443 -> 8443, udp/53 -> 5353)
+//                10.96.0.20 (tcp/80, no endpoints)
+//   elsewhere    10.244.9.9 (a pod IP no Service uses)
+import t from 'tap';
+import { DatapathFixture, TC_ACT_OK, TC_ACT_SHOT, type FixtureFrontend } from '../../src/bench/fixtures.js';
+import { buildArp, buildPacket, parsePacket, TCP_ACK, TCP_FIN, TCP_SYN, type PacketSpec } from '../../src/bench/packets.js';
+import {
+  KBP_CT_F_CLOSING,
+  KBP_CT_F_SEEN_REPLY,
+  KBP_CT_FORWARD,
+  KBP_CT_REPLY,
+  KBP_STAT_DROP_FRAGMENT,
+  KBP_STAT_DROP_NO_BACKEND,
+  KBP_STAT_DROP_UNKNOWN_PORT,
+  KBP_STAT_ESTABLISHED,
+  KBP_STAT_NEW_FLOW,
+  KBP_STAT_PASS,
+  KBP_STAT_REVNAT,
+  KBP_SCOPE_EXTERNAL,
+  STAT_NAMES,
+  svcKey,
+} from '../../src/maps/abi.js';
+
+const CLIENT = '10.244.1.2';
+const BE1 = '10.244.1.10';
+const BE2 = '10.244.1.11';
+const VIP = '10.96.0.10';
+const VIP_EMPTY = '10.96.0.20';
+const OTHER = '10.244.9.9';
+
+const frontends: FixtureFrontend[] = [
+  { svcId: 1, vip: VIP, port: 80, proto: 'tcp', backends: [{ id: 1, ip: BE1, port: 8080 }, { id: 2, ip: BE2, port: 8080 }] },
+  { svcId: 2, vip: VIP, port: 443, proto: 'tcp', backends: [{ id: 3, ip: BE1, port: 8443 }] },
+  { svcId: 3, vip: VIP, port: 53, proto: 'udp', backends: [{ id: 4, ip: BE2, port: 5353 }] },
+  { svcId: 4, vip: VIP_EMPTY, port: 80, proto: 'tcp', backends: [] },
+];
+
+let nextPort = 20000;
+const sport = (): number => nextPort++;
+
+let dp: DatapathFixture;
+t.before(async () => {
+  dp = await DatapathFixture.open();
+  await dp.program(frontends);
+});
+t.teardown(() => dp?.close());
+
+/** Run one packet and return the verdict, the parsed output and which counters moved. */
+async function send(spec: PacketSpec) {
+  const before = await dp.readStats();
+  const input = buildPacket(spec);
+  const res = await dp.run(input);
+  const after = await dp.readStats();
+  const moved = STAT_NAMES.filter((_, i) => after[i]!.packets !== before[i]!.packets);
+  return { input, res, out: res.retval === TC_ACT_OK ? parsePacket(res.data) : null, moved };
+}
+
+interface Case {
+  name: string;
+  packet: () => PacketSpec;
+  verdict: number;
+  stat: number;
+  /** Expected output tuple; omitted means the packet must leave byte for byte unchanged. */
+  out?: { saddr: string; daddr: string | string[]; dport: number };
+}
+
+const cases: Case[] = [
+  {
+    name: 'TCP SYN to ClusterIP:80 is DNATed to a backend:8080',
+    packet: () => ({ saddr: CLIENT, daddr: VIP, proto: 'tcp', sport: sport(), dport: 80, tcpFlags: TCP_SYN }),
+    verdict: TC_ACT_OK,
+    stat: KBP_STAT_NEW_FLOW,
+    out: { saddr: CLIENT, daddr: [BE1, BE2], dport: 8080 },
+  },
+  {
+    name: 'a second port of the same ClusterIP translates with its own targetPort',
+    packet: () => ({ saddr: CLIENT, daddr: VIP, proto: 'tcp', sport: sport(), dport: 443 }),
+    verdict: TC_ACT_OK,
+    stat: KBP_STAT_NEW_FLOW,
+    out: { saddr: CLIENT, daddr: BE1, dport: 8443 },
+  },
+  {
+    name: 'UDP to ClusterIP:53 is DNATed to backend:5353 with a valid UDP checksum',
+    packet: () => ({ saddr: CLIENT, daddr: VIP, proto: 'udp', sport: sport(), dport: 53 }),
+    verdict: TC_ACT_OK,
+    stat: KBP_STAT_NEW_FLOW,
+    out: { saddr: CLIENT, daddr: BE2, dport: 5353 },
+  },
+  {
+    name: 'UDP without checksum is translated and keeps checksum zero',
+    packet: () => ({ saddr: CLIENT, daddr: VIP, proto: 'udp', sport: sport(), dport: 53, udpZeroChecksum: true }),
+    verdict: TC_ACT_OK,
+    stat: KBP_STAT_NEW_FLOW,
+    out: { saddr: CLIENT, daddr: BE2, dport: 5353 },
+  },
+  {
+    name: 'a packet with IPv4 options is translated at the right L4 offset',
+    packet: () => ({ saddr: CLIENT, daddr: VIP, proto: 'tcp', sport: sport(), dport: 443, ipOptions: Buffer.from([1, 1, 1, 0]) }),
+    verdict: TC_ACT_OK,
+    stat: KBP_STAT_NEW_FLOW,
+    out: { saddr: CLIENT, daddr: BE1, dport: 8443 },
+  },
+  {
+    name: 'known ClusterIP on a port the Service does not have is dropped',
+    packet: () => ({ saddr: CLIENT, daddr: VIP, proto: 'tcp', sport: sport(), dport: 8080 }),
+    verdict: TC_ACT_SHOT,
+    stat: KBP_STAT_DROP_UNKNOWN_PORT,
+  },
+  {
+    name: 'known ClusterIP port with the other protocol is dropped',
+    packet: () => ({ saddr: CLIENT, daddr: VIP, proto: 'udp', sport: sport(), dport: 80 }),
+    verdict: TC_ACT_SHOT,
+    stat: KBP_STAT_DROP_UNKNOWN_PORT,
+  },
+  {
+    name: 'a Service with no endpoints drops new flows',
+    packet: () => ({ saddr: CLIENT, daddr: VIP_EMPTY, proto: 'tcp', sport: sport(), dport: 80 }),
+    verdict: TC_ACT_SHOT,
+    stat: KBP_STAT_DROP_NO_BACKEND,
+  },
+  {
+    name: 'a fragment to a ClusterIP is dropped (no reassembly)',
+    packet: () => ({ saddr: CLIENT, daddr: VIP, proto: 'udp', sport: sport(), dport: 53, fragment: { moreFragments: true, offset: 0 } }),
+    verdict: TC_ACT_SHOT,
+    stat: KBP_STAT_DROP_FRAGMENT,
+  },
+  {
+    name: 'pod-to-pod traffic (no Service) passes untouched',
+    packet: () => ({ saddr: CLIENT, daddr: OTHER, proto: 'tcp', sport: sport(), dport: 80 }),
+    verdict: TC_ACT_OK,
+    stat: KBP_STAT_PASS,
+  },
+  {
+    name: 'a packet from a backend that is not a reply of a translated flow passes untouched',
+    packet: () => ({ saddr: BE1, daddr: CLIENT, proto: 'tcp', sport: 8080, dport: sport(), tcpFlags: TCP_ACK }),
+    verdict: TC_ACT_OK,
+    stat: KBP_STAT_PASS,
+  },
+];
+
+for (const c of cases) {
+  t.test(c.name, async (t) => {
+    const { input, res, out, moved } = await send(c.packet());
+    t.equal(res.retval, c.verdict, 'verdict');
+    t.same(moved, [STAT_NAMES[c.stat]], 'exactly one counter moved');
+    if (c.verdict !== TC_ACT_OK) return;
+    if (!c.out) {
+      t.ok(res.data.equals(input), 'packet leaves unchanged');
+      return;
+    }
+    t.equal(out!.saddr, c.out.saddr, 'source address');
+    if (Array.isArray(c.out.daddr)) t.ok(c.out.daddr.includes(out!.daddr), `destination ${out!.daddr} is a backend`);
+    else t.equal(out!.daddr, c.out.daddr, 'destination address');
+    t.equal(out!.dport, c.out.dport, 'destination port');
+    t.ok(out!.ipChecksumOk, 'IPv4 header checksum');
+    t.ok(out!.l4ChecksumOk, 'L4 checksum');
+    t.ok(out!.payload.equals(parsePacket(input).payload), 'payload intact');
+  });
+}
+
+t.test('non-IPv4 (ARP) passes untouched and counts nothing', async (t) => {
+  const before = await dp.readStats();
+  const arp = buildArp();
+  const res = await dp.run(arp);
+  t.equal(res.retval, TC_ACT_OK);
+  t.ok(res.data.equals(arp));
+  t.same(await dp.readStats(), before);
+});
+
+t.test('UDP zero checksum stays zero after DNAT', async (t) => {
+  const { out } = await send({ saddr: CLIENT, daddr: VIP, proto: 'udp', sport: sport(), dport: 53, udpZeroChecksum: true });
+  t.equal(out!.l4Checksum, 0);
+});
+
+t.test('a flow: SYN creates both conntrack entries, later packets follow them, the reply is reverse-NATed', async (t) => {
+  const cport = sport();
+  const syn = await send({ saddr: CLIENT, daddr: VIP, proto: 'tcp', sport: cport, dport: 80, tcpFlags: TCP_SYN });
+  const backend = syn.out!.daddr;
+  const backendId = backend === BE1 ? 1 : 2;
+
+  const fwd = await dp.ctLookup({ saddr: CLIENT, daddr: VIP, sport: cport, dport: 80, proto: 6, dir: KBP_CT_FORWARD });
+  t.match(fwd, { backend_id: backendId, svc_id: 1, tcp_flags: TCP_SYN }, 'forward entry names the backend id and frontend id');
+  const rev = await dp.ctLookup({ saddr: backend, daddr: CLIENT, sport: 8080, dport: cport, proto: 6, dir: KBP_CT_REPLY });
+  t.match(rev, { backend_id: backendId, svc_id: 1 }, 'reply entry keyed by the backend tuple');
+
+  for (let i = 0; i < 20; i++) {
+    const ack = await send({ saddr: CLIENT, daddr: VIP, proto: 'tcp', sport: cport, dport: 80, tcpFlags: TCP_ACK });
+    t.equal(ack.out!.daddr, backend, 'established packets stay on the backend');
+    t.same(ack.moved, ['established']);
+  }
+
+  const reply = await send({ saddr: backend, daddr: CLIENT, proto: 'tcp', sport: 8080, dport: cport, tcpFlags: TCP_SYN | TCP_ACK });
+  t.equal(reply.res.retval, TC_ACT_OK);
+  t.same(reply.moved, ['revnat']);
+  t.match(reply.out, { saddr: VIP, sport: 80, daddr: CLIENT, dport: cport, ipChecksumOk: true, l4ChecksumOk: true }, 'reply comes from the ClusterIP:80');
+  const revAfter = await dp.ctLookup({ saddr: backend, daddr: CLIENT, sport: 8080, dport: cport, proto: 6, dir: KBP_CT_REPLY });
+  t.ok(revAfter!.flags & KBP_CT_F_SEEN_REPLY, 'reply marked seen');
+
+  await send({ saddr: CLIENT, daddr: VIP, proto: 'tcp', sport: cport, dport: 80, tcpFlags: TCP_FIN | TCP_ACK });
+  const closing = await dp.ctLookup({ saddr: CLIENT, daddr: VIP, sport: cport, dport: 80, proto: 6, dir: KBP_CT_FORWARD });
+  t.ok(closing!.flags & KBP_CT_F_CLOSING, 'FIN marks the flow closing');
+});
+
+t.test('UDP reply is reverse-NATed to ClusterIP:53', async (t) => {
+  const cport = sport();
+  const q = await send({ saddr: CLIENT, daddr: VIP, proto: 'udp', sport: cport, dport: 53 });
+  t.equal(q.out!.daddr, BE2);
+  const a = await send({ saddr: BE2, daddr: CLIENT, proto: 'udp', sport: 5353, dport: cport });
+  t.match(a.out, { saddr: VIP, sport: 53, daddr: CLIENT, dport: cport, ipChecksumOk: true, l4ChecksumOk: true });
+});
+
+t.test('new flows are spread over every active backend', async (t) => {
+  const seen = new Map<string, number>();
+  for (let i = 0; i < 200; i++) {
+    const { out } = await send({ saddr: CLIENT, daddr: VIP, proto: 'tcp', sport: sport(), dport: 80 });
+    seen.set(out!.daddr, (seen.get(out!.daddr) ?? 0) + 1);
+  }
+  t.same([...seen.keys()].sort(), [BE1, BE2]);
+  for (const [ip, n] of seen) t.ok(n > 50, `${ip} got ${n}/200`);
+});
+
+t.test('an established flow keeps a terminating backend; new flows avoid it', async (t) => {
+  const vip = '10.96.0.40';
+  const a = { id: 40, ip: BE1, port: 9000 };
+  const b = { id: 41, ip: BE2, port: 9000 };
+  await dp.program([{ svcId: 40, vip, port: 80, proto: 'tcp', backends: [a, b] }]);
+  // Find a flow on backend a.
+  let cport = 0;
+  for (let i = 0; i < 100 && !cport; i++) {
+    const p = sport();
+    const { out } = await send({ saddr: CLIENT, daddr: vip, proto: 'tcp', sport: p, dport: 80 });
+    if (out!.daddr === a.ip) cport = p;
+  }
+  t.ok(cport, 'found a flow on the first backend');
+
+  // a starts terminating: the syncer keeps it in the backend map and drops its slot.
+  await dp.program([{ svcId: 40, vip, port: 80, proto: 'tcp', backends: [{ ...a, terminating: true }, b] }]);
+  await dp.services.delete(svcKey.encode({ vip, port: 80, proto: 6, scope: KBP_SCOPE_EXTERNAL, slot: 2 })); // trim the stale slot
+  const est = await send({ saddr: CLIENT, daddr: vip, proto: 'tcp', sport: cport, dport: 80, tcpFlags: TCP_ACK });
+  t.equal(est.out!.daddr, a.ip, 'established flow stays on the terminating backend');
+  t.same(est.moved, ['established']);
+  for (let i = 0; i < 30; i++) {
+    const { out } = await send({ saddr: CLIENT, daddr: vip, proto: 'tcp', sport: sport(), dport: 80 });
+    t.equal(out!.daddr, b.ip, 'new flow goes to the active backend');
+  }
+
+  // a is removed entirely: the flow is re-balanced instead of black-holed.
+  t.ok(await dp.deleteBackend(a.id));
+  const moved = await send({ saddr: CLIENT, daddr: vip, proto: 'tcp', sport: cport, dport: 80, tcpFlags: TCP_ACK });
+  t.equal(moved.out!.daddr, b.ip, 'flow of a deleted backend moves to a live one');
+  t.same(moved.moved, ['new_flow']);
+  const fwd = await dp.ctLookup({ saddr: CLIENT, daddr: vip, sport: cport, dport: 80, proto: 6, dir: KBP_CT_FORWARD });
+  t.equal(fwd!.backend_id, b.id, 'conntrack now names the new backend');
+});
+
+t.test('stats count bytes as well as packets', async (t) => {
+  const before = await dp.readStats();
+  const { input } = await send({ saddr: CLIENT, daddr: VIP, proto: 'tcp', sport: sport(), dport: 80 });
+  const after = await dp.readStats();
+  t.equal(after[KBP_STAT_NEW_FLOW]!.bytes - before[KBP_STAT_NEW_FLOW]!.bytes, BigInt(input.length));
+  t.equal(after[KBP_STAT_ESTABLISHED]!.packets, before[KBP_STAT_ESTABLISHED]!.packets);
+  t.equal(after[KBP_STAT_REVNAT]!.packets, before[KBP_STAT_REVNAT]!.packets);
+});
+
