@@ -1,0 +1,125 @@
+// A long-running probe inside one namespace (a client pod, or the node to
+// reach the agent's API), driven over stdin/stdout with one JSON object per
+// line: {"id":1,"op":"http",...} in, {"id":1,"result":...} or
+// {"id":1,"error":"..."} out. One probe per namespace keeps `ip netns exec`
+// (and a node start-up) out of every request.
+//
+// Ops (types in ../probe-protocol.ts):
+//   http  N sequential GETs, each on a NEW TCP connection (agent: false)
+//   udp   one datagram from an unconnected socket; reports who replied
+//   get   one GET returning status and body (the agent's REST API)
+
+import { createSocket } from 'node:dgram';
+import { request } from 'node:http';
+import { createInterface } from 'node:readline';
+import type { GetResult, HttpResult, ProbeRequest, UdpResult } from '../probe-protocol.js';
+
+function now(): number {
+  return performance.timeOrigin + performance.now();
+}
+
+function errText(err: unknown): string {
+  const e = err as NodeJS.ErrnoException;
+  return e.code ? `${e.code}: ${e.message}` : String(e.message ?? err);
+}
+
+function getOnce(host: string, port: number, path: string, timeoutMs: number): Promise<{ status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    const req = request({ host, port, path, method: 'GET', agent: false, timeout: timeoutMs }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks).toString('utf8') }));
+      res.on('error', reject);
+    });
+    req.on('timeout', () => req.destroy(Object.assign(new Error(`no answer within ${timeoutMs} ms`), { code: 'ETIMEDOUT' })));
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+async function httpOnce(host: string, port: number, path: string, timeoutMs: number): Promise<HttpResult> {
+  const start = now();
+  try {
+    const { status, body } = await getOnce(host, port, path, timeoutMs);
+    const end = now();
+    let backend: string | null = null;
+    let seenFrom: string | null = null;
+    try {
+      const hello = JSON.parse(body) as { pod?: string; remoteAddress?: string; remotePort?: number };
+      backend = hello.pod ?? null;
+      seenFrom = hello.remoteAddress ? `${hello.remoteAddress}:${hello.remotePort}` : null;
+    } catch {
+      // not a testbed server; body is still reported
+    }
+    return { ok: status === 200, status, backend, seenFrom, body, error: null, start, end };
+  } catch (err) {
+    return { ok: false, status: 0, backend: null, seenFrom: null, body: '', error: errText(err), start, end: now() };
+  }
+}
+
+function udpOnce(host: string, port: number, payload: string, timeoutMs: number): Promise<UdpResult> {
+  return new Promise((resolve) => {
+    // Unconnected on purpose: a connected socket would filter out a reply
+    // whose source is not exactly host:port, hiding a broken reverse NAT.
+    const sock = createSocket('udp4');
+    const done = (r: UdpResult) => {
+      clearTimeout(timer);
+      sock.close();
+      resolve(r);
+    };
+    const timer = setTimeout(
+      () => done({ ok: false, from: null, body: '', error: `ETIMEDOUT: no reply within ${timeoutMs} ms` }),
+      timeoutMs,
+    );
+    sock.on('message', (msg, rinfo) =>
+      done({ ok: true, from: { address: rinfo.address, port: rinfo.port }, body: msg.toString('utf8'), error: null }),
+    );
+    sock.on('error', (err) => done({ ok: false, from: null, body: '', error: errText(err) }));
+    sock.send(payload, port, host, (err) => {
+      if (err) done({ ok: false, from: null, body: '', error: errText(err) });
+    });
+  });
+}
+
+async function handle(req: ProbeRequest): Promise<unknown> {
+  switch (req.op) {
+    case 'http': {
+      const results: HttpResult[] = [];
+      for (let i = 0; i < req.count; i++) {
+        results.push(await httpOnce(req.host, req.port, req.path ?? '/', req.timeoutMs));
+      }
+      return results;
+    }
+    case 'udp':
+      return udpOnce(req.host, req.port, req.payload ?? 'ping', req.timeoutMs);
+    case 'get': {
+      const url = new URL(req.url);
+      try {
+        const r = await getOnce(url.hostname, Number(url.port || 80), url.pathname + url.search, req.timeoutMs);
+        return { ok: true, status: r.status, body: r.body, error: null } satisfies GetResult;
+      } catch (err) {
+        return { ok: false, status: 0, body: '', error: errText(err) } satisfies GetResult;
+      }
+    }
+    default:
+      throw new Error(`unknown op ${(req as { op: string }).op}`);
+  }
+}
+
+const rl = createInterface({ input: process.stdin });
+rl.on('line', (line) => {
+  if (!line.trim()) return;
+  let req: ProbeRequest;
+  try {
+    req = JSON.parse(line) as ProbeRequest;
+  } catch {
+    process.stdout.write(`${JSON.stringify({ id: -1, error: 'bad json' })}\n`);
+    return;
+  }
+  handle(req).then(
+    (result) => process.stdout.write(`${JSON.stringify({ id: req.id, result })}\n`),
+    (err: unknown) => process.stdout.write(`${JSON.stringify({ id: req.id, error: errText(err) })}\n`),
+  );
+});
+rl.on('close', () => process.exit(0));
+process.stdout.write(`${JSON.stringify({ id: 0, result: 'ready' })}\n`);

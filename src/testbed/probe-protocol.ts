@@ -1,0 +1,36 @@
+// Messages between the testbed and a probe (pods/probe.ts) running inside a
+// namespace. Times are epoch milliseconds with sub-millisecond precision
+// (performance.timeOrigin + performance.now()), comparable across processes.
+
+export type ProbeRequest =
+  | { id: number; op: 'http'; host: string; port: number; path?: string; count: number; timeoutMs: number }
+  | { id: number; op: 'udp'; host: string; port: number; payload?: string; timeoutMs: number }
+  | { id: number; op: 'get'; url: string; timeoutMs: number };
+
+export interface HttpResult {
+  ok: boolean;
+  status: number;
+  /** The backend pod that answered (from the testbed server's reply). */
+  backend: string | null;
+  /** The client address:port the backend saw. */
+  seenFrom: string | null;
+  body: string;
+  error: string | null;
+  start: number;
+  end: number;
+}
+
+export interface UdpResult {
+  ok: boolean;
+  /** Source of the reply as the client's socket received it. */
+  from: { address: string; port: number } | null;
+  body: string;
+  error: string | null;
+}
+
+export interface GetResult {
+  ok: boolean;
+  status: number;
+  body: string;
+  error: string | null;
+}

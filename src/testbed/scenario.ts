@@ -1,0 +1,68 @@
+// One Service on a one-node cluster: a backend pod per endpoint (running the
+// testbed server on every target port), a client pod with a probe, a probe
+// in the node namespace for the agent's API, and a manifests folder holding
+// the Service and its EndpointSlice. Shared by the demo, the integration test
+// and benchmarks.
+
+import { copyFile, readdir } from 'node:fs/promises';
+import path from 'node:path';
+import { Probe, startPodServer } from './programs.js';
+import { writeService, type ServiceSpec } from './manifests.js';
+import type { Testbed } from './netns.js';
+import { Cluster, type Pod } from './topology.js';
+import type { HttpResult } from './probe-protocol.js';
+
+export const CLIENT_POD = 'client';
+export const CLIENT_IP = '10.244.1.100';
+
+export interface ServiceScenario {
+  tb: Testbed;
+  cluster: Cluster;
+  spec: ServiceSpec;
+  /** The agent's --manifests folder; holds the spec as written by writeService. */
+  manifestsDir: string;
+  backends: Pod[];
+  client: Pod;
+  clientProbe: Probe;
+  nodeProbe: Probe;
+}
+
+export interface ScenarioOptions {
+  nodeName?: string;
+  clientName?: string;
+  clientIp?: string;
+  /** Copy this folder's *.yaml/*.yml as the manifests instead of writing `spec`. */
+  manifestsFrom?: string;
+}
+
+export async function serviceScenario(tb: Testbed, spec: ServiceSpec, opts: ScenarioOptions = {}): Promise<ServiceScenario> {
+  const cluster = await Cluster.create(tb, { nodeName: opts.nodeName ?? 'node' });
+  const targetPorts = [...new Set(spec.ports.map((p) => p.targetPort))];
+  const backends: Pod[] = [];
+  for (const ep of spec.endpoints) {
+    const pod = await cluster.addPod(ep.podName, ep.ip);
+    for (const port of targetPorts) await startPodServer(tb, pod.ns, pod.name, port);
+    backends.push(pod);
+  }
+  const client = await cluster.addPod(opts.clientName ?? CLIENT_POD, opts.clientIp ?? CLIENT_IP);
+  const [clientProbe, nodeProbe] = await Promise.all([Probe.start(tb, client.ns), Probe.start(tb, cluster.nodeNs)]);
+  const manifestsDir = await tb.tempDir('manifests');
+  if (opts.manifestsFrom) {
+    for (const f of await readdir(opts.manifestsFrom)) {
+      if (/\.ya?ml$/.test(f)) await copyFile(path.join(opts.manifestsFrom, f), path.join(manifestsDir, f));
+    }
+  } else {
+    await writeService(manifestsDir, spec);
+  }
+  return { tb, cluster, spec, manifestsDir, backends, client, clientProbe, nodeProbe };
+}
+
+/** Requests per backend name (failed requests under '(failed)'). */
+export function tally(results: readonly HttpResult[]): Map<string, number> {
+  const counts = new Map<string, number>();
+  for (const r of results) {
+    const key = r.ok && r.backend ? r.backend : '(failed)';
+    counts.set(key, (counts.get(key) ?? 0) + 1);
+  }
+  return counts;
+}
