@@ -123,8 +123,8 @@ t.test('skipped Services and addresses, each with a reason; the rest keep workin
       svc('mismatch', '10.96.0.57', [{ port: 80 }], { clusterIPs: ['10.96.0.58'] }),
       svc('no-ports', '10.96.0.59', []),
       svc('v6only', 'fd00::10', [{ port: 80 }], { clusterIPs: ['fd00::10'] }),
-      svc('dual', '10.96.0.60', [{ port: 80 }, { name: 's', port: 90, protocol: 'SCTP' }].map((p, i) => ({ ...p, name: i ? 's' : 'h' })), { clusterIPs: ['10.96.0.60', 'fd00::60'] }),
-      svc('thief', '10.96.0.50', [{ port: 80 }, { name: 'other', port: 81 }].map((p, i) => ({ ...p, name: i ? 'other' : 'web' }))),
+      svc('dual', '10.96.0.60', [{ name: 'h', port: 80 }, { name: 's', port: 90, protocol: 'SCTP' }], { clusterIPs: ['10.96.0.60', 'fd00::60'] }),
+      svc('thief', '10.96.0.50', [{ name: 'web', port: 80 }, { name: 'other', port: 81 }]),
       svc('bad-affinity', '10.96.0.61', [{ port: 80 }], { sessionAffinity: 'ClientIP', sessionAffinityConfig: { clientIP: { timeoutSeconds: 0 } } }),
     ],
     [
