@@ -6,13 +6,11 @@
 //
 // Exit 0 on success; non-zero with a message on failure. Teardown always runs.
 
-import { execFile } from 'node:child_process';
-import { readdir } from 'node:fs/promises';
 import path from 'node:path';
-import { promisify } from 'node:util';
 import { projectRoot } from '../paths.js';
 import { Agent, kbpDetach } from './agent.js';
 import { readServiceSpec } from './manifests.js';
+import { dumpPinnedMap, kbpPins } from './mapdump.js';
 import { cleanupStale, Testbed } from './netns.js';
 import { serviceScenario, tally } from './scenario.js';
 import type { HttpResult } from './probe-protocol.js';
@@ -30,16 +28,6 @@ function say(text: string): void {
 
 function describe(r: HttpResult): string {
   return r.ok ? `${r.backend} (it saw the client as ${r.seenFrom})` : `FAILED: ${r.error ?? `HTTP ${r.status}`}`;
-}
-
-async function bpftoolDump(pin: string): Promise<string> {
-  try {
-    const { stdout } = await promisify(execFile)('bpftool', ['map', 'dump', 'pinned', pin], { maxBuffer: 16 << 20 });
-    const lines = stdout.trimEnd().split('\n');
-    return lines.length > 60 ? `${lines.slice(0, 60).join('\n')}\n… (${lines.length - 60} more lines)` : lines.join('\n');
-  } catch (err) {
-    return `(bpftool failed: ${(err as Error).message.split('\n')[0]})`;
-  }
 }
 
 async function main(): Promise<void> {
@@ -81,10 +69,17 @@ async function main(): Promise<void> {
     step('Programmed frontends (GET /v1/services on the agent API)');
     process.stdout.write(`${JSON.stringify(await agent.services(), null, 2)}\n`);
 
-    step(`Pinned maps in ${sc.cluster.bpffs} (bpftool map dump pinned …)`);
-    const pins = (await readdir(sc.cluster.bpffs)).filter((f) => f.startsWith('kbp_')).sort();
-    for (const pin of pins) {
-      process.stdout.write(`\n-- ${pin}\n${await bpftoolDump(path.join(sc.cluster.bpffs, pin))}\n`);
+    step(`Pinned maps in ${sc.cluster.bpffs} (bpftool -j map dump, decoded)`);
+    for (const pin of await kbpPins(sc.cluster.bpffs)) {
+      let lines: string[];
+      try {
+        lines = await dumpPinnedMap(path.join(sc.cluster.bpffs, pin));
+      } catch (err) {
+        lines = [`(not dumped: ${(err as Error).message.split('\n')[0]})`];
+      }
+      process.stdout.write(`\n   ${pin} (${lines.length} lines)\n`);
+      for (const l of lines.slice(0, 40)) say(`  ${l}`);
+      if (lines.length > 40) say(`  … ${lines.length - 40} more`);
     }
 
     step('Stopping the agent (SIGTERM): programs stay attached and maps pinned');
@@ -98,7 +93,7 @@ async function main(): Promise<void> {
     if (detach.stdout.trim()) say(detach.stdout.trim().split('\n').join('\n   '));
     const gone = await sc.clientProbe.http(spec.clusterIP, port.port, { timeoutMs: 1000 });
     say(`request -> ${describe(gone[0]!)}`);
-    const left = (await readdir(sc.cluster.bpffs)).filter((f) => f.startsWith('kbp_'));
+    const left = await kbpPins(sc.cluster.bpffs);
     if (left.length) throw new Error(`kbp detach left pins: ${left.join(', ')}`);
   } finally {
     step('Tearing down');
