@@ -1,0 +1,92 @@
+// Frontend (service) and backend ids: u32, never 0 (0 means "none" in the
+// maps). An id stays with its key while the key exists, so conntrack entries,
+// which remember ids, keep matching across syncs and agent restarts (ids are
+// restored from the pinned maps on start). New keys get fresh ids; a released
+// id is handed out again only once the fresh ones run out, so a stale
+// conntrack entry is unlikely to meet a new frontend under its old id.
+
+export class IdsExhaustedError extends Error {
+  constructor(readonly what: string) {
+    super(`no free ${what} id left`);
+    this.name = 'IdsExhaustedError';
+  }
+}
+
+export class IdAllocator {
+  private readonly byKey = new Map<string, number>();
+  private readonly byId = new Map<number, string>();
+  private readonly released: number[] = []; // FIFO: the longest released first
+  private next = 1;
+
+  constructor(
+    readonly what: string,
+    private readonly max = 0xffffffff,
+  ) {}
+
+  get size(): number {
+    return this.byKey.size;
+  }
+
+  get(key: string): number | undefined {
+    return this.byKey.get(key);
+  }
+
+  keyOf(id: number): string | undefined {
+    return this.byId.get(id);
+  }
+
+  keys(): IterableIterator<string> {
+    return this.byKey.keys();
+  }
+
+  /** The key's id, allocating one if it has none. */
+  allocate(key: string): number {
+    const have = this.byKey.get(key);
+    if (have !== undefined) return have;
+    let id: number | undefined;
+    while (this.next <= this.max && this.byId.has(this.next)) this.next++;
+    if (this.next <= this.max) id = this.next++;
+    else {
+      while (this.released.length > 0) {
+        const r = this.released.shift()!;
+        if (!this.byId.has(r)) {
+          id = r;
+          break;
+        }
+      }
+    }
+    if (id === undefined) throw new IdsExhaustedError(this.what);
+    this.byKey.set(key, id);
+    this.byId.set(id, key);
+    return id;
+  }
+
+  /**
+   * Claim `id` for `key` (found in the maps on start). False, and nothing
+   * changes, when the key already has another id or the id belongs to another
+   * key: the caller then treats that map entry as stale.
+   */
+  restore(key: string, id: number): boolean {
+    if (!Number.isInteger(id) || id < 1 || id > this.max) return false;
+    const haveId = this.byKey.get(key);
+    const haveKey = this.byId.get(id);
+    if (haveId !== undefined || haveKey !== undefined) return haveId === id && haveKey === key;
+    this.byKey.set(key, id);
+    this.byId.set(id, key);
+    if (id >= this.next) this.next = id + 1;
+    return true;
+  }
+
+  release(key: string): void {
+    const id = this.byKey.get(key);
+    if (id === undefined) return;
+    this.byKey.delete(key);
+    this.byId.delete(id);
+    this.released.push(id);
+  }
+
+  /** Release every key not in `keep`. */
+  retain(keep: ReadonlySet<string>): void {
+    for (const key of [...this.byKey.keys()]) if (!keep.has(key)) this.release(key);
+  }
+}

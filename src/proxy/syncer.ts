@@ -1,0 +1,350 @@
+// The syncer: make the datapath maps hold the desired state, writing only the
+// entries that differ.
+//
+// The maps' content is read once (on start, and again after any failure) and
+// then tracked in memory, so a sync costs one comparison per entry and one
+// syscall per changed entry (or per batch). Writes follow the order the
+// datapath needs to never see a dangling reference:
+//
+//   1. backends (new or changed)
+//   2. backend slots 1..n of every frontend
+//   3. revnat entries
+//   4. slot-0 service entries, then VIP markers (count goes up only when the
+//      slots it covers exist)
+//   5. stale slots (> new count) of kept frontends
+//   6. removed frontends: service entry first, then its slots, then revnat
+//   7. backends no frontend references any more
+//
+// Slots are dense (the datapath picks a random slot in 1..count) and stable:
+// a backend keeps its slot while it stays, and the hole left by a removed one
+// is filled by moving the last, so an endpoint change rewrites a handful of
+// entries, not the frontend.
+
+import * as abi from '../maps/abi.js';
+import { MapFullError, type MapEntry, type MapWriter } from '../maps/writer.js';
+import type { Logger } from '../log.js';
+import { IdAllocator } from './ids.js';
+import { backendKeyOf, frontendKey, type DesiredState, type ServiceRef } from './desired.js';
+
+const S = abi.KBP_MAP_SERVICES;
+const B = abi.KBP_MAP_BACKENDS;
+const R = abi.KBP_MAP_REVNAT;
+
+/** A frontend as the maps identify it (scope included). */
+function feId(vip: string, port: number, proto: number, scope: number): string {
+  return `${frontendKey(vip, port, proto)}#${scope}`;
+}
+
+const isMarker = (k: abi.SvcKey): boolean => k.port === 0 && k.proto === 0;
+
+interface TrackedFrontend {
+  base: abi.SvcKey; // slot 0
+  entry: abi.SvcValue | undefined; // undefined: slots without a service entry (left by a failed sync)
+  slots: Map<number, abi.SvcValue>;
+}
+
+interface Tracked {
+  frontends: Map<string, TrackedFrontend>;
+  backends: Map<number, abi.Backend>;
+  revnat: Map<number, abi.RevNat>;
+}
+
+interface WantedFrontend {
+  base: abi.SvcKey;
+  entry: abi.SvcValue;
+  slots: abi.SvcValue[]; // index i = slot i + 1
+}
+
+export interface ProgrammedFrontend {
+  id: number;
+  frontend: string; // "10.96.0.10:80/TCP"
+  service: ServiceRef;
+}
+
+export interface SyncResult {
+  ok: boolean;
+  full: boolean; // the maps were (re-)read first
+  updates: number;
+  deletes: number;
+  durationMs: number;
+  error?: Error;
+}
+
+export interface SyncerStats {
+  syncs: number;
+  fullSyncs: number;
+  failures: number;
+  mapFull: number;
+  lastSuccess: Date | undefined;
+  lastError: string | undefined;
+  lastResult: SyncResult | undefined;
+}
+
+export interface SyncerOptions {
+  writer: MapWriter;
+  log: Logger;
+  /** Use a batch syscall from this many entries of one phase on (default 4). */
+  batchMin?: number;
+  now?: () => Date;
+}
+
+const sameSvc = (a: abi.SvcValue | undefined, b: abi.SvcValue): boolean =>
+  !!a && a.backend_id === b.backend_id && a.svc_id === b.svc_id && a.count === b.count && a.flags === b.flags && a.affinity_timeout === b.affinity_timeout;
+const sameBackend = (a: abi.Backend | undefined, b: abi.Backend): boolean => !!a && a.ip === b.ip && a.port === b.port && a.proto === b.proto && a.state === b.state;
+const sameRevNat = (a: abi.RevNat | undefined, b: abi.RevNat): boolean => !!a && a.vip === b.vip && a.port === b.port;
+
+export class Syncer {
+  readonly frontendIds = new IdAllocator('frontend');
+  readonly backendIds = new IdAllocator('backend');
+  readonly stats: SyncerStats = { syncs: 0, fullSyncs: 0, failures: 0, mapFull: 0, lastSuccess: undefined, lastError: undefined, lastResult: undefined };
+  private tracked: Tracked | undefined;
+  private programmed = new Map<number, ProgrammedFrontend>();
+  private readonly writer: MapWriter;
+  private readonly log: Logger;
+  private readonly batchMin: number;
+  private readonly now: () => Date;
+  private updates = 0;
+  private deletes = 0;
+
+  constructor(opts: SyncerOptions) {
+    this.writer = opts.writer;
+    this.log = opts.log;
+    this.batchMin = opts.batchMin ?? 4;
+    this.now = opts.now ?? (() => new Date());
+  }
+
+  /** Make the next sync re-read the maps (periodic drift check, or after a failure). */
+  requestFullResync(): void {
+    this.tracked = undefined;
+  }
+
+  /** Service name of a frontend id, as of the last sync. */
+  frontend(id: number): ProgrammedFrontend | undefined {
+    return this.programmed.get(id);
+  }
+
+  /**
+   * Read the maps and restore ids from them, so the first sync rewrites
+   * nothing that is already right. Called by the first sync if not before.
+   */
+  async restore(): Promise<void> {
+    const [svcs, backends, revnat] = await Promise.all([this.writer.entries(S), this.writer.entries(B), this.writer.entries(R)]);
+    const t: Tracked = { frontends: new Map(), backends: new Map(), revnat: new Map() };
+    for (const e of svcs) {
+      const k = abi.svcKey.decode(e.key);
+      const v = abi.svcValue.decode(e.value);
+      const id = feId(k.vip, k.port, k.proto, k.scope);
+      let fe = t.frontends.get(id);
+      if (!fe) {
+        fe = { base: { ...k, slot: 0 }, entry: undefined, slots: new Map() };
+        t.frontends.set(id, fe);
+      }
+      if (k.slot === 0) fe.entry = v;
+      else fe.slots.set(k.slot, v);
+    }
+    for (const e of backends) t.backends.set(abi.backendKey.decode(e.key).id, abi.backendValue.decode(e.value));
+    for (const e of revnat) t.revnat.set(abi.revnatKey.decode(e.key).svc_id, abi.revnatValue.decode(e.value));
+
+    let conflicts = 0;
+    for (const [id, fe] of t.frontends) {
+      if (!fe.entry || isMarker(fe.base) || fe.entry.svc_id === 0) continue;
+      if (!this.frontendIds.restore(id, fe.entry.svc_id)) conflicts++;
+    }
+    for (const [id, b] of t.backends) if (!this.backendIds.restore(backendKeyOf(b.ip, b.port, b.proto), id)) conflicts++;
+    this.tracked = t;
+    this.log.info('maps read', {
+      frontends: [...t.frontends.values()].filter((f) => !isMarker(f.base)).length,
+      slots: svcs.length - t.frontends.size,
+      backends: t.backends.size,
+      revnat: t.revnat.size,
+      idConflicts: conflicts || undefined,
+    });
+  }
+
+  /** Bring the maps to `desired`. Never throws: failures are logged, counted and returned. */
+  async sync(desired: DesiredState): Promise<SyncResult> {
+    const start = performance.now();
+    const full = this.tracked === undefined;
+    this.updates = 0;
+    this.deletes = 0;
+    this.stats.syncs++;
+    if (full) this.stats.fullSyncs++;
+    let result: SyncResult;
+    try {
+      if (!this.tracked) await this.restore();
+      await this.apply(desired, this.tracked!);
+      this.stats.lastSuccess = this.now();
+      this.stats.lastError = undefined;
+      result = { ok: true, full, updates: this.updates, deletes: this.deletes, durationMs: performance.now() - start };
+      const level = this.updates + this.deletes > 0 || full ? 'info' : 'debug';
+      this.log[level]('maps synced', { full, updates: this.updates, deletes: this.deletes, frontends: desired.frontends.length, backends: desired.backends.size, ms: result.durationMs.toFixed(1) });
+    } catch (err) {
+      const error = err instanceof Error ? err : new Error(String(err));
+      this.tracked = undefined; // whatever was half-written, the next sync reads it back
+      this.stats.failures++;
+      this.stats.lastError = error.message;
+      if (error instanceof MapFullError) {
+        this.stats.mapFull++;
+        this.log.error('map full: sync incomplete, will retry with a full resync; raise the map size', { map: error.map, code: error.code, updates: this.updates, deletes: this.deletes });
+      } else {
+        this.log.error('sync failed, next sync is a full resync', { err: error, code: (error as { code?: string }).code, updates: this.updates, deletes: this.deletes });
+      }
+      result = { ok: false, full, updates: this.updates, deletes: this.deletes, durationMs: performance.now() - start, error };
+    }
+    this.stats.lastResult = result;
+    return result;
+  }
+
+  private async apply(desired: DesiredState, cur: Tracked): Promise<void> {
+    // ---- ids (restored ones first, then fresh ones in desired order)
+    const wantBackends = new Map<number, abi.Backend>();
+    for (const b of desired.backends.values()) {
+      wantBackends.set(this.backendIds.allocate(b.key), { ip: b.ip, port: b.port, proto: b.proto, state: b.state });
+    }
+    const wantFrontends = new Map<string, WantedFrontend>();
+    const wantRevNat = new Map<number, abi.RevNat>();
+    const programmed = new Map<number, ProgrammedFrontend>();
+    for (const f of desired.frontends) {
+      const id = feId(f.vip, f.port, f.proto, f.scope);
+      const svcId = this.frontendIds.allocate(id);
+      const activeIds = f.active.map((k) => this.backendIds.get(k)!);
+      const slotIds = assignSlots(activeIds, cur.frontends.get(id)?.slots);
+      wantFrontends.set(id, {
+        base: { vip: f.vip, port: f.port, proto: f.proto, scope: f.scope, slot: 0 },
+        entry: { backend_id: 0, svc_id: svcId, count: slotIds.length, flags: f.flags, affinity_timeout: f.affinityTimeout },
+        slots: slotIds.map((backend_id) => ({ backend_id, svc_id: svcId, count: 0, flags: 0, affinity_timeout: 0 })),
+      });
+      wantRevNat.set(svcId, { vip: f.vip, port: f.port });
+      programmed.set(svcId, { id: svcId, frontend: f.key, service: f.service });
+    }
+    const markers = new Map<string, WantedFrontend>();
+    for (const vip of desired.vips) {
+      markers.set(feId(vip, 0, 0, abi.KBP_SCOPE_EXTERNAL), {
+        base: { vip, port: 0, proto: 0, scope: abi.KBP_SCOPE_EXTERNAL, slot: 0 },
+        entry: { backend_id: 0, svc_id: 0, count: 0, flags: abi.KBP_SVC_F_VIP_MARKER, affinity_timeout: 0 },
+        slots: [],
+      });
+    }
+    this.programmed = programmed;
+
+    // ---- 1. backends
+    const backendWrites = [...wantBackends].filter(([id, b]) => !sameBackend(cur.backends.get(id), b));
+    await this.put(B, backendWrites.map(([id, b]) => ({ key: abi.backendKey.encode({ id }), value: abi.backendValue.encode(b) })));
+    for (const [id, b] of wantBackends) cur.backends.set(id, b);
+
+    // ---- 2. slots 1..n
+    const slotWrites: Array<{ fe: string; slot: number; value: abi.SvcValue; base: abi.SvcKey }> = [];
+    for (const [id, w] of wantFrontends) {
+      const have = cur.frontends.get(id)?.slots;
+      w.slots.forEach((value, i) => {
+        if (!sameSvc(have?.get(i + 1), value)) slotWrites.push({ fe: id, slot: i + 1, value, base: w.base });
+      });
+    }
+    await this.put(S, slotWrites.map((s) => ({ key: abi.svcKey.encode({ ...s.base, slot: s.slot }), value: abi.svcValue.encode(s.value) })));
+    for (const s of slotWrites) this.track(cur, s.fe, s.base).slots.set(s.slot, s.value);
+
+    // ---- 3. revnat
+    const revWrites = [...wantRevNat].filter(([id, r]) => !sameRevNat(cur.revnat.get(id), r));
+    await this.put(R, revWrites.map(([svc_id, r]) => ({ key: abi.revnatKey.encode({ svc_id }), value: abi.revnatValue.encode(r) })));
+    for (const [id, r] of revWrites) cur.revnat.set(id, r);
+
+    // ---- 4. service entries, then VIP markers
+    const entryWrites: Array<[string, WantedFrontend]> = [];
+    for (const group of [wantFrontends, markers]) {
+      for (const [id, w] of group) if (!sameSvc(cur.frontends.get(id)?.entry, w.entry)) entryWrites.push([id, w]);
+    }
+    await this.put(S, entryWrites.map(([, w]) => ({ key: abi.svcKey.encode(w.base), value: abi.svcValue.encode(w.entry) })));
+    for (const [id, w] of entryWrites) this.track(cur, id, w.base).entry = w.entry;
+
+    // ---- 5. stale slots of kept frontends
+    const trims: Array<{ fe: TrackedFrontend; slot: number }> = [];
+    for (const [id, w] of [...wantFrontends, ...markers]) {
+      const fe = cur.frontends.get(id);
+      if (!fe) continue;
+      for (const slot of [...fe.slots.keys()].sort((a, b) => a - b)) if (slot > w.slots.length) trims.push({ fe, slot });
+    }
+    await this.drop(S, trims.map((x) => abi.svcKey.encode({ ...x.fe.base, slot: x.slot })));
+    for (const x of trims) x.fe.slots.delete(x.slot);
+
+    // ---- 6. removed frontends: entry, then slots, then revnat
+    const removed = [...cur.frontends].filter(([id]) => !wantFrontends.has(id) && !markers.has(id));
+    const withEntry = removed.filter(([, fe]) => fe.entry);
+    await this.drop(S, withEntry.map(([, fe]) => abi.svcKey.encode(fe.base)));
+    for (const [, fe] of withEntry) fe.entry = undefined;
+    const removedSlots = removed.flatMap(([, fe]) => [...fe.slots.keys()].sort((a, b) => a - b).map((slot) => abi.svcKey.encode({ ...fe.base, slot })));
+    await this.drop(S, removedSlots);
+    for (const [id] of removed) cur.frontends.delete(id);
+    const staleRev = [...cur.revnat.keys()].filter((id) => !wantRevNat.has(id));
+    await this.drop(R, staleRev.map((svc_id) => abi.revnatKey.encode({ svc_id })));
+    for (const id of staleRev) cur.revnat.delete(id);
+
+    // ---- 7. unreferenced backends
+    const staleBackends = [...cur.backends.keys()].filter((id) => !wantBackends.has(id));
+    await this.drop(B, staleBackends.map((id) => abi.backendKey.encode({ id })));
+    for (const id of staleBackends) cur.backends.delete(id);
+
+    // Everything desired is written: ids of what is gone can be released.
+    this.frontendIds.retain(new Set(wantFrontends.keys()));
+    this.backendIds.retain(new Set(desired.backends.keys()));
+  }
+
+  private track(cur: Tracked, id: string, base: abi.SvcKey): TrackedFrontend {
+    let fe = cur.frontends.get(id);
+    if (!fe) {
+      fe = { base: { ...base, slot: 0 }, entry: undefined, slots: new Map() };
+      cur.frontends.set(id, fe);
+    }
+    return fe;
+  }
+
+  private async put(map: string, entries: MapEntry[]): Promise<void> {
+    if (entries.length === 0) return;
+    if (entries.length < this.batchMin) {
+      for (const e of entries) {
+        await this.writer.update(map, e.key, e.value);
+        this.updates++;
+      }
+      return;
+    }
+    await this.writer.updateBatch(map, entries);
+    this.updates += entries.length;
+  }
+
+  private async drop(map: string, keys: Buffer[]): Promise<void> {
+    if (keys.length === 0) return;
+    if (keys.length < this.batchMin) {
+      for (const k of keys) {
+        await this.writer.delete(map, k);
+        this.deletes++;
+      }
+      return;
+    }
+    await this.writer.deleteBatch(map, keys);
+    this.deletes += keys.length;
+  }
+}
+
+/**
+ * Slot layout for a frontend: backends that stay keep their slot when it is
+ * still within 1..n; the others (new ones, and those beyond n) fill the holes
+ * in order. Returns backend ids by slot (index 0 = slot 1).
+ */
+export function assignSlots(activeIds: readonly number[], current: ReadonlyMap<number, abi.SvcValue> | undefined): number[] {
+  const n = activeIds.length;
+  const out: Array<number | undefined> = new Array(n).fill(undefined);
+  const want = new Set(activeIds);
+  const placed = new Set<number>();
+  if (current) {
+    for (let s = 1; s <= n; s++) {
+      const id = current.get(s)?.backend_id;
+      if (id !== undefined && want.has(id) && !placed.has(id)) {
+        out[s - 1] = id;
+        placed.add(id);
+      }
+    }
+  }
+  const rest = activeIds.filter((id) => !placed.has(id));
+  let r = 0;
+  for (let i = 0; i < n; i++) if (out[i] === undefined) out[i] = rest[r++];
+  return out as number[];
+}
