@@ -6,7 +6,7 @@
 // Needs root and a build (make build: bin/kbp.js, dist/, the BPF object and
 // the addon).
 
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { readdir } from 'node:fs/promises';
 import path from 'node:path';
 import { projectRoot } from '../../src/paths.js';
@@ -41,6 +41,7 @@ if (process.getuid?.() !== 0) {
   const tb = Testbed.create();
   let sc!: ServiceScenario;
   let agent!: Agent;
+  let healthy = false;
 
   t.teardown(async () => {
     if (!t.passing() && agent) process.stderr.write(`${await agent.logTail(80)}\n`);
@@ -55,17 +56,29 @@ if (process.getuid?.() !== 0) {
   const get = (count: number, opts: { port?: number; timeoutMs?: number; probe?: Probe } = {}) =>
     (opts.probe ?? sc.clientProbe).http(vip, opts.port ?? http.port, { count, timeoutMs: opts.timeoutMs ?? 2000 });
 
+  // Later checks are meaningless (and slow: every request times out) when the
+  // agent never came up; they fail at once instead.
+  const withAgent = (name: string, fn: (t: Test) => Promise<void>) =>
+    t.test(name, async (t) => {
+      if (!healthy) {
+        t.fail('agent is not healthy');
+        return;
+      }
+      await fn(t);
+    });
+
   const failures = (rs: HttpResult[]) => rs.filter((r) => !r.ok).map((r) => r.error ?? `HTTP ${r.status}`);
 
   t.test('the agent becomes healthy and programs the ClusterIP', async (t) => {
     const start = now();
     await agent.waitHealthy(30_000);
+    healthy = true;
     t.comment(`healthy ${Math.round(now() - start)} ms after start`);
     const services = JSON.stringify(await agent.services());
     t.match(services, vip, `GET /v1/services lists ${vip}`);
   });
 
-  t.test('50 requests on new connections all succeed and reach every backend', async (t) => {
+  withAgent('50 requests on new connections all succeed and reach every backend', async (t) => {
     const results = await get(50);
     t.same(failures(results), [], 'no request failed');
     const counts = tally(results);
@@ -77,7 +90,7 @@ if (process.getuid?.() !== 0) {
     t.same([...seen], [sc.client.ip], 'backends saw the client pod address (no masquerade)');
   });
 
-  t.test('UDP replies come from the ClusterIP and the Service port', async (t) => {
+  withAgent('UDP replies come from the ClusterIP and the Service port', async (t) => {
     const backends = new Set<string>();
     for (let i = 0; i < 20; i++) {
       const r = await sc.clientProbe.udp(vip, UDP_PORT);
@@ -93,7 +106,7 @@ if (process.getuid?.() !== 0) {
     t.same([...backends].sort(), [podA, podB].sort(), 'UDP flows are balanced too');
   });
 
-  t.test('a port the Service does not have is dropped on the ClusterIP', async (t) => {
+  withAgent('a port the Service does not have is dropped on the ClusterIP', async (t) => {
     const [r] = await get(1, { port: UNKNOWN_PORT, timeoutMs: 1000 });
     t.equal(r?.ok, false, `TCP ${vip}:${UNKNOWN_PORT} fails`);
     // Without the drop the node would answer "net unreachable" at once.
@@ -104,7 +117,7 @@ if (process.getuid?.() !== 0) {
     t.equal(again?.ok, true, 'the Service port still works');
   });
 
-  t.test('a pod created after the agent started is attached and can use the ClusterIP', async (t) => {
+  withAgent('a pod created after the agent started is attached and can use the ClusterIP', async (t) => {
     const late = await sc.cluster.addPod('late', '10.244.1.101');
     const probe = await Probe.start(tb, late.ns);
     const start = now();
@@ -121,7 +134,7 @@ if (process.getuid?.() !== 0) {
     t.same(failures(more), [], 'and keeps working');
   });
 
-  t.test(`removing ${podB} from the manifests stops new requests to it within 1 s`, async (t) => {
+  withAgent(`removing ${podB} from the manifests stops new requests to it within 1 s`, async (t) => {
     const written = now();
     await writeService(sc.manifestsDir, { ...spec, endpoints: spec.endpoints.filter((e) => e.podName !== podB) });
     const results: HttpResult[] = [];
@@ -147,7 +160,7 @@ if (process.getuid?.() !== 0) {
     t.notMatch(services, removedIp, `GET /v1/services no longer lists ${removedIp}`);
   });
 
-  t.test('after the agent is killed (SIGKILL) traffic keeps flowing', async (t) => {
+  withAgent('after the agent is killed (SIGKILL) traffic keeps flowing', async (t) => {
     const exit = await agent.kill('SIGKILL');
     t.equal(exit.signal, 'SIGKILL');
     const results = await get(20);
@@ -157,7 +170,7 @@ if (process.getuid?.() !== 0) {
     t.same(u.from, { address: vip, port: UDP_PORT }, 'UDP replies still come from the ClusterIP');
   });
 
-  t.test('kbp detach removes every hook and pin; the ClusterIP stops working', async (t) => {
+  withAgent('kbp detach removes every hook and pin; the ClusterIP stops working', async (t) => {
     await kbpDetach(sc.cluster);
     const [r] = await get(1, { timeoutMs: 1000 });
     t.equal(r?.ok, false, `request to ${vip} fails after detach (${r?.error})`);
