@@ -1,0 +1,69 @@
+// `kbp detach`: remove what agents left in this network namespace and pin
+// folder. Hooks first, then pins: a tc hook must never outlive the maps its
+// program reads. Only our handle/priority is touched, and only when the
+// program there is one of ours (name kbp_*). Running it twice is harmless.
+
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import { native, type NativeError } from '../native/binding.js';
+import { isBpffs } from './bpffs.js';
+import { KBP_TC_HANDLE } from '../maps/abi.js';
+
+export interface DetachResult {
+  detached: string[]; // device names
+  unpinned: string[]; // paths
+  problems: string[];
+}
+
+export async function runDetach(bpffs: string, out: (line: string) => void): Promise<DetachResult> {
+  const n = native();
+  const res: DetachResult = { detached: [], unpinned: [], problems: [] };
+
+  for (const link of await n.listLinks()) {
+    let progId: number | null;
+    try {
+      progId = await n.tcQuery({ ifindex: link.ifindex });
+    } catch (err) {
+      // No clsact on the device, or it vanished: nothing of ours there.
+      if (['ENOENT', 'ENODEV', 'EINVAL'].includes((err as NativeError).code)) continue;
+      throw err;
+    }
+    if (progId === null) continue;
+    const name = await n.progInfo(progId).then(
+      (i) => i.name,
+      () => '?',
+    );
+    if (!name.startsWith('kbp_')) {
+      const msg = `left ${link.name}: tc ingress handle 0x${KBP_TC_HANDLE.toString(16)} holds program ${name} (id ${progId}), not ours`;
+      res.problems.push(msg);
+      out(msg);
+      continue;
+    }
+    if (await n.tcDetach({ ifindex: link.ifindex })) {
+      res.detached.push(link.name);
+      out(`detached ${name} (prog id ${progId}) from tc ingress of ${link.name}`);
+    }
+  }
+
+  let names: string[] = [];
+  try {
+    names = (await fs.readdir(bpffs)).filter((f) => f.startsWith('kbp_')).sort();
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+  }
+  if (names.length > 0 && !(await isBpffs(bpffs))) {
+    throw new Error(`${bpffs} is not on a BPF filesystem: refusing to delete files there`);
+  }
+  for (const f of names) {
+    const p = path.join(bpffs, f);
+    try {
+      await fs.unlink(p);
+      res.unpinned.push(p);
+      out(`unpinned ${p}`);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+    }
+  }
+  if (res.detached.length === 0 && res.unpinned.length === 0) out('nothing to remove');
+  return res;
+}

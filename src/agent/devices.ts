@@ -1,0 +1,141 @@
+// Pod-facing devices: attach the tc ingress program to every link whose name
+// matches the globs, at start and whenever one appears (netlink link watch).
+// Link events repeat (every state change of a link is an RTM_NEWLINK) and can
+// be lost (ENOBUFS when the socket overflows), so attaching is idempotent and
+// a full re-list reconciles after any doubt, and periodically as well.
+
+import type { BpfProgram, LinkWatcher, Native, NativeError } from '../native/binding.js';
+import type { Logger } from '../log.js';
+
+/** Shell-style glob (*, ?, [...]) on a whole device name. */
+export function globToRegExp(glob: string): RegExp {
+  let re = '';
+  for (let i = 0; i < glob.length; i++) {
+    const c = glob[i]!;
+    if (c === '*') re += '.*';
+    else if (c === '?') re += '.';
+    else if (c === '[') {
+      const end = glob.indexOf(']', i + 2);
+      if (end === -1) re += '\\[';
+      else {
+        let body = glob.slice(i + 1, end).replace(/\\/g, '\\\\');
+        if (body.startsWith('!')) body = '^' + body.slice(1);
+        re += `[${body}]`;
+        i = end;
+      }
+    } else re += c.replace(/[.+^${}()|\\\]]/g, '\\$&');
+  }
+  return new RegExp(`^${re}$`);
+}
+
+export function parseGlobs(list: string): RegExp[] {
+  const globs = list
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean);
+  if (globs.length === 0) throw new Error('--pod-devices: no pattern given');
+  return globs.map(globToRegExp);
+}
+
+export type LinkNative = Pick<Native, 'listLinks' | 'watchLinks' | 'tcAttach'>;
+
+export interface DeviceAttacherOptions {
+  native: LinkNative;
+  prog: BpfProgram;
+  patterns: RegExp[];
+  log: Logger;
+  /** Safety-net re-list period (ms); 0 disables. */
+  relistMs?: number;
+}
+
+const goneCodes = new Set(['ENODEV', 'ENXIO', 'ENOENT']);
+
+export class DeviceAttacher {
+  /** ifindex -> name of every device our program is attached to. */
+  readonly attached = new Map<number, string>();
+  private readonly inflight = new Map<number, Promise<void>>();
+  private watcher: LinkWatcher | undefined;
+  private timer: NodeJS.Timeout | undefined;
+  private relisting: Promise<void> | undefined;
+  private closed = false;
+
+  constructor(private readonly opts: DeviceAttacherOptions) {}
+
+  matches(name: string): boolean {
+    return this.opts.patterns.some((p) => p.test(name));
+  }
+
+  /** Watch first, then list, so a link created in between is not missed. */
+  async start(): Promise<void> {
+    this.watcher = this.opts.native.watchLinks(
+      undefined,
+      (ev) => {
+        if (this.closed) return;
+        if (ev.type === 'del') {
+          if (this.attached.delete(ev.ifindex)) this.opts.log.info('device gone', { device: ev.name, ifindex: ev.ifindex });
+          return;
+        }
+        if (this.matches(ev.name)) void this.ensure(ev.ifindex, ev.name);
+      },
+      (err: NativeError) => {
+        if (this.closed) return;
+        this.opts.log[err.code === 'ENOBUFS' ? 'info' : 'warn']('link watch error; re-listing devices', { code: err.code, err });
+        void this.relist();
+      },
+    );
+    await this.relist();
+    if (this.opts.relistMs) {
+      this.timer = setInterval(() => void this.relist(), this.opts.relistMs);
+      this.timer.unref();
+    }
+  }
+
+  /** Attach to every matching link not yet attached; forget links that are gone. */
+  relist(): Promise<void> {
+    if (this.relisting) return this.relisting;
+    this.relisting = (async () => {
+      try {
+        const links = await this.opts.native.listLinks();
+        const present = new Map(links.map((l) => [l.ifindex, l.name]));
+        for (const [ifindex, name] of this.attached) if (present.get(ifindex) !== name) this.attached.delete(ifindex);
+        await Promise.all(links.filter((l) => this.matches(l.name)).map((l) => this.ensure(l.ifindex, l.name)));
+      } catch (err) {
+        this.opts.log.warn('cannot list devices', { err, code: (err as NativeError).code });
+      }
+    })().finally(() => (this.relisting = undefined));
+    return this.relisting;
+  }
+
+  /** Attach once per (ifindex, name); concurrent calls share one attempt. */
+  ensure(ifindex: number, name: string): Promise<void> {
+    if (this.closed || this.attached.get(ifindex) === name) return Promise.resolve();
+    const running = this.inflight.get(ifindex);
+    if (running) return running;
+    const p = (async () => {
+      try {
+        const r = await this.opts.native.tcAttach({ ifindex }, this.opts.prog);
+        if (this.closed) return;
+        this.attached.set(ifindex, name);
+        this.opts.log.info('attached tc ingress', { device: name, ifindex, prog: this.opts.prog.name, progId: r.progId });
+      } catch (err) {
+        const code = (err as NativeError).code;
+        // A veth can vanish right after it appeared (a pod that failed to start).
+        if (goneCodes.has(code)) this.opts.log.debug('device vanished before attach', { device: name, ifindex, code });
+        else this.opts.log.warn('cannot attach tc ingress; will retry on the next link event or re-list', { device: name, ifindex, code, err });
+      }
+    })().finally(() => this.inflight.delete(ifindex));
+    this.inflight.set(ifindex, p);
+    return p;
+  }
+
+  /** Wait for attaches in flight (tests, shutdown). */
+  async idle(): Promise<void> {
+    while (this.inflight.size || this.relisting) await Promise.all([...this.inflight.values(), this.relisting]);
+  }
+
+  close(): void {
+    this.closed = true;
+    this.watcher?.close();
+    clearInterval(this.timer);
+  }
+}

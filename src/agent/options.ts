@@ -1,0 +1,96 @@
+// `kbp agent` flags. Names and defaults follow kube-proxy where it has an
+// equivalent (--hostname-override -> --node-name, --healthz-bind-address ->
+// --api-listen on its port 10256, --iptables-min-sync-period and
+// --iptables-sync-period -> --min-sync-period and --sync-period).
+
+import os from 'node:os';
+import { parseArgs } from 'node:util';
+import { isLogLevel, type LogLevel } from '../log.js';
+import { parseGlobs } from './devices.js';
+import { parseListen } from '../api/app.js';
+
+export const DEFAULT_POD_DEVICES = 'veth*,lxc*,cali*';
+export const DEFAULT_BPFFS = '/sys/fs/bpf/kbp';
+export const DEFAULT_API_LISTEN = '127.0.0.1:10256';
+
+export interface AgentConfig {
+  manifests: string;
+  nodeName: string;
+  podDevices: string;
+  podDevicePatterns: RegExp[];
+  bpffs: string;
+  apiListen: { host: string; port: number } | null; // null: no API
+  logLevel: LogLevel;
+  minSyncMs: number;
+  syncPeriodMs: number;
+  retryMs: number;
+}
+
+export const agentUsage = `Usage: kbp agent --manifests DIR [options]
+
+Programs the BPF service maps from Kubernetes objects and attaches the
+datapath to pod-facing devices. Programs stay attached and maps stay pinned
+when the agent exits; \`kbp detach\` removes them.
+
+  --manifests DIR         folder of Service and EndpointSlice manifests (*.yaml,
+                          *.yml, *.json; several documents per file); watched
+                          for changes (required)
+  --node-name NAME        this node's name (default: the host name)
+  --pod-devices GLOBS     comma-separated name patterns of pod-facing host
+                          devices (default: ${DEFAULT_POD_DEVICES}: veth pairs of
+                          bridge CNIs, Cilium, Calico)
+  --bpffs DIR             folder on a BPF filesystem for the pinned maps
+                          (default: ${DEFAULT_BPFFS}); created if its parent is a
+                          bpffs, never mounted by the agent
+  --api-listen HOST:PORT  REST API (health, programmed services); "off" for none
+                          (default: ${DEFAULT_API_LISTEN}, kube-proxy's health port)
+  --min-sync-period DUR   least time between two syncs (default: 100ms)
+  --sync-period DUR       full resync at least this often (default: 60s)
+  --log-level LEVEL       debug, info, warn or error (default: info)
+`;
+
+/** "100ms", "2s", "1m", or a bare number of milliseconds. */
+export function parseDuration(s: string, flag: string): number {
+  const m = /^(\d+(?:\.\d+)?)(ms|s|m)?$/.exec(s.trim());
+  if (!m) throw new Error(`${flag}: expected a duration like 100ms, 2s or 1m, got ${JSON.stringify(s)}`);
+  const n = Number(m[1]);
+  return Math.round(m[2] === 's' ? n * 1000 : m[2] === 'm' ? n * 60_000 : n);
+}
+
+export function parseAgentArgs(args: string[]): AgentConfig {
+  const { values } = parseArgs({
+    args,
+    strict: true,
+    allowPositionals: false,
+    options: {
+      manifests: { type: 'string' },
+      'node-name': { type: 'string' },
+      'pod-devices': { type: 'string' },
+      bpffs: { type: 'string' },
+      'api-listen': { type: 'string' },
+      'min-sync-period': { type: 'string' },
+      'sync-period': { type: 'string' },
+      'log-level': { type: 'string' },
+    },
+  });
+  if (!values.manifests) throw new Error('--manifests DIR is required (a later version adds --kubeconfig)');
+  const logLevel = values['log-level'] ?? 'info';
+  if (!isLogLevel(logLevel)) throw new Error(`--log-level: expected debug, info, warn or error, got ${JSON.stringify(logLevel)}`);
+  const podDevices = values['pod-devices'] ?? DEFAULT_POD_DEVICES;
+  const listen = values['api-listen'] ?? DEFAULT_API_LISTEN;
+  const minSyncMs = parseDuration(values['min-sync-period'] ?? '100ms', '--min-sync-period');
+  const syncPeriodMs = parseDuration(values['sync-period'] ?? '60s', '--sync-period');
+  if (syncPeriodMs < minSyncMs || syncPeriodMs <= 0) throw new Error('--sync-period must be positive and at least --min-sync-period');
+  return {
+    manifests: values.manifests,
+    nodeName: values['node-name'] || os.hostname(),
+    podDevices,
+    podDevicePatterns: parseGlobs(podDevices),
+    bpffs: values.bpffs ?? DEFAULT_BPFFS,
+    apiListen: listen === 'off' ? null : parseListen(listen),
+    logLevel,
+    minSyncMs,
+    syncPeriodMs,
+    retryMs: Math.max(minSyncMs, 1000),
+  };
+}

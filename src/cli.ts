@@ -1,0 +1,128 @@
+// `kbp <command>`: the one entry point (bin/kbp.js loads this file from dist/).
+
+import { realpathSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { DEFAULT_BPFFS, agentUsage, parseAgentArgs } from './agent/options.js';
+
+const usage = `Usage: kbp <command> [options]
+
+Commands:
+  agent --manifests DIR [...]   run the node agent (kbp agent --help for flags)
+  detach [--bpffs DIR]          remove kbp's tc hooks in this network namespace,
+                                then its pinned maps under DIR (default ${DEFAULT_BPFFS})
+  bench packet [--json]         per-packet cost of the datapath (BPF prog test run)
+                                against a no-op tc program, at 1, 1k and 100k services
+
+Options:
+  -h, --help                    show this help
+`;
+
+const detachUsage = `Usage: kbp detach [--bpffs DIR]
+
+Detaches every kbp program from tc ingress in the current network namespace,
+then unpins every kbp_* object under DIR (default ${DEFAULT_BPFFS}). Idempotent.
+`;
+
+const benchUsage = `Usage: kbp bench packet [--json]
+
+Per-packet prog-test-run time of a no-op tc program and of the service path
+(new flow, established flow) with 1, 1k and 100k services, and their ratios.
+`;
+
+class UsageError extends Error {}
+
+async function cmdAgent(args: string[]): Promise<number> {
+  if (args.includes('-h') || args.includes('--help')) {
+    process.stdout.write(agentUsage);
+    return 0;
+  }
+  let cfg;
+  try {
+    cfg = parseAgentArgs(args);
+  } catch (err) {
+    throw new UsageError(`${(err as Error).message}\n\n${agentUsage}`);
+  }
+  const { runAgent } = await import('./agent/agent.js');
+  return runAgent(cfg);
+}
+
+async function cmdDetach(args: string[]): Promise<number> {
+  let values;
+  try {
+    ({ values } = parseArgs({ args, strict: true, options: { bpffs: { type: 'string' }, help: { type: 'boolean', short: 'h' } } }));
+  } catch (err) {
+    throw new UsageError(`${(err as Error).message}\n\n${detachUsage}`);
+  }
+  if (values.help) {
+    process.stdout.write(detachUsage);
+    return 0;
+  }
+  const { runDetach } = await import('./agent/detach.js');
+  const r = await runDetach(values.bpffs ?? DEFAULT_BPFFS, (l) => process.stdout.write(l + '\n'));
+  return r.problems.length ? 1 : 0;
+}
+
+async function cmdBench(args: string[]): Promise<number> {
+  let parsed;
+  try {
+    parsed = parseArgs({ args, strict: true, allowPositionals: true, options: { json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } } });
+  } catch (err) {
+    throw new UsageError(`${(err as Error).message}\n\n${benchUsage}`);
+  }
+  if (parsed.values.help) {
+    process.stdout.write(benchUsage);
+    return 0;
+  }
+  if (parsed.positionals.length !== 1 || parsed.positionals[0] !== 'packet') throw new UsageError(benchUsage);
+  // Imported by a computed name: the benchmark module is built separately and
+  // the CLI must still build and run its other commands without it.
+  const modPath = './bench/packet.js';
+  const mod = (await import(modPath)) as { runPacketBench(opts: { json: boolean }): Promise<void> };
+  await mod.runPacketBench({ json: parsed.values.json ?? false });
+  return 0;
+}
+
+/** Runs a command; resolves with the process exit code. */
+export async function main(argv: string[]): Promise<number> {
+  const [cmd, ...rest] = argv;
+  try {
+    switch (cmd) {
+      case 'agent':
+        return await cmdAgent(rest);
+      case 'detach':
+        return await cmdDetach(rest);
+      case 'bench':
+        return await cmdBench(rest);
+      case '-h':
+      case '--help':
+      case 'help':
+        process.stdout.write(usage);
+        return 0;
+      default:
+        process.stderr.write(`${cmd === undefined ? 'no command given' : `unknown command: ${cmd}`}\n\n${usage}`);
+        return 2;
+    }
+  } catch (err) {
+    if (err instanceof UsageError) {
+      process.stderr.write(`kbp ${cmd}: ${err.message}\n`);
+      return 2;
+    }
+    process.stderr.write(`kbp ${cmd}: ${(err as Error).message}\n`);
+    if (process.env.KBP_DEBUG) process.stderr.write(`${(err as Error).stack}\n`);
+    return 1;
+  }
+}
+
+function isEntryPoint(): boolean {
+  if (!process.argv[1]) return false;
+  try {
+    return realpathSync(process.argv[1]) === realpathSync(fileURLToPath(import.meta.url));
+  } catch {
+    return false;
+  }
+}
+
+if (isEntryPoint()) {
+  main(process.argv.slice(2)).then((code) => process.exit(code));
+}

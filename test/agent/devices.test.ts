@@ -1,0 +1,133 @@
+// DeviceAttacher over a scripted link table (no kernel): idempotent attach,
+// repeated and lost events, vanished devices. The kernel path is covered by
+// test/agent/agent.test.ts.
+
+import t from 'tap';
+import { DeviceAttacher, globToRegExp, parseGlobs, type LinkNative } from '../../src/agent/devices.js';
+import { parseAgentArgs, parseDuration } from '../../src/agent/options.js';
+import { memoryLogger } from '../../src/log.js';
+import type { BpfProgram, LinkEvent, NativeError } from '../../src/native/binding.js';
+
+const errno = (code: string) => Object.assign(new Error(code), { code, errno: 1 }) as NativeError;
+
+function fakeLinks(initial: Array<[number, string]>) {
+  const links = new Map<number, string>(initial);
+  const attaches: string[] = [];
+  const failNext = new Map<string, string>();
+  let onEvent: ((ev: LinkEvent) => void) | undefined;
+  let onError: ((err: NativeError) => void) | undefined;
+  let closed = false;
+  const native: LinkNative = {
+    async listLinks() {
+      return [...links].map(([ifindex, name]) => ({ ifindex, name, up: true }));
+    },
+    watchLinks(_ns, ev, err) {
+      onEvent = ev;
+      onError = err;
+      return { close: () => (closed = true) };
+    },
+    async tcAttach(target) {
+      const name = links.get(target.ifindex!) ?? '?';
+      const code = failNext.get(name);
+      if (code) {
+        failNext.delete(name);
+        throw errno(code);
+      }
+      attaches.push(name);
+      return { ifindex: target.ifindex!, progId: 42 };
+    },
+  };
+  return {
+    native,
+    links,
+    attaches,
+    failNext,
+    emit: (ev: LinkEvent) => onEvent!(ev),
+    error: (code: string) => onError!(errno(code)),
+    get closed() {
+      return closed;
+    },
+  };
+}
+
+const prog = { name: 'kbp_from_pod', fd: 3, info: { id: 42, name: 'kbp_from_pod', type: 3, tag: '' } } as BpfProgram;
+
+t.test('globs', async (t) => {
+  const m = (g: string, s: string) => globToRegExp(g).test(s);
+  t.ok(m('veth*', 'veth1a2b'));
+  t.notOk(m('veth*', 'xveth1'), 'whole name');
+  t.ok(m('lxc?', 'lxc1'));
+  t.notOk(m('lxc?', 'lxc12'));
+  t.ok(m('eth[0-3]', 'eth2'));
+  t.notOk(m('eth[!0-3]', 'eth2'));
+  t.ok(m('a.b', 'a.b'));
+  t.notOk(m('a.b', 'axb'), 'dots are literal');
+  t.same(parseGlobs(' veth* , cali*').map(String), ['/^veth.*$/', '/^cali.*$/']);
+  t.throws(() => parseGlobs(' , '), /no pattern/);
+});
+
+t.test('attaches matching links at start and new ones from events, once each', async (t) => {
+  const f = fakeLinks([[1, 'lo'], [2, 'eth0'], [3, 'veth-a'], [4, 'cali123']]);
+  const { log, lines } = memoryLogger();
+  const d = new DeviceAttacher({ native: f.native, prog, patterns: parseGlobs('veth*,cali*'), log });
+  await d.start();
+  t.same(f.attaches.sort(), ['cali123', 'veth-a']);
+
+  f.links.set(5, 'veth-b');
+  for (let i = 0; i < 3; i++) f.emit({ type: 'add', ifindex: 5, name: 'veth-b', up: i > 0 }); // repeated RTM_NEWLINK
+  f.emit({ type: 'add', ifindex: 6, name: 'docker0', up: true });
+  await d.idle();
+  t.same(f.attaches.sort(), ['cali123', 'veth-a', 'veth-b'], 'one attach per device');
+
+  // Deleted, then the ifindex comes back: attach again.
+  f.links.delete(5);
+  f.emit({ type: 'del', ifindex: 5, name: 'veth-b', up: false });
+  t.notOk(d.attached.has(5));
+  f.links.set(5, 'veth-c');
+  f.emit({ type: 'add', ifindex: 5, name: 'veth-c', up: true });
+  await d.idle();
+  t.same([...d.attached].sort((a, b) => a[0] - b[0]), [[3, 'veth-a'], [4, 'cali123'], [5, 'veth-c']]);
+  t.match(lines.join('\n'), /msg="attached tc ingress" device=veth-c ifindex=5 prog=kbp_from_pod progId=42/);
+  d.close();
+  t.ok(f.closed, 'watcher closed');
+});
+
+t.test('lost events (ENOBUFS) trigger a re-list; failures are logged and retried later', async (t) => {
+  const f = fakeLinks([[3, 'veth-a']]);
+  const { log, lines } = memoryLogger();
+  const d = new DeviceAttacher({ native: f.native, prog, patterns: parseGlobs('veth*'), log });
+  f.failNext.set('veth-a', 'EBUSY');
+  await d.start();
+  t.same(f.attaches, []);
+  t.match(lines.join('\n'), /level=warn msg="cannot attach tc ingress; will retry/);
+  // Links appeared while the socket overflowed: no events for them.
+  f.links.set(7, 'veth-x');
+  f.error('ENOBUFS');
+  await d.idle();
+  t.same(f.attaches.sort(), ['veth-a', 'veth-x'], 're-list attached both (the failed one too)');
+  t.match(lines.join('\n'), /level=info msg="link watch error; re-listing devices" code=ENOBUFS/);
+
+  f.links.set(8, 'veth-gone');
+  f.failNext.set('veth-gone', 'ENODEV');
+  f.emit({ type: 'add', ifindex: 8, name: 'veth-gone', up: true });
+  await d.idle();
+  t.match(lines.join('\n'), /level=debug msg="device vanished before attach" device=veth-gone/);
+  d.close();
+});
+
+t.test('agent flags: defaults and errors', async (t) => {
+  const c = parseAgentArgs(['--manifests', '/m']);
+  t.match(c, { manifests: '/m', podDevices: 'veth*,lxc*,cali*', bpffs: '/sys/fs/bpf/kbp', apiListen: { host: '127.0.0.1', port: 10256 }, logLevel: 'info', minSyncMs: 100, syncPeriodMs: 60_000 });
+  t.ok(c.nodeName.length > 0, 'node name defaults to the host name');
+  t.same(parseAgentArgs(['--manifests', '/m', '--api-listen', 'off', '--node-name', 'n1']).apiListen, null);
+  t.throws(() => parseAgentArgs([]), /--manifests DIR is required/);
+  t.throws(() => parseAgentArgs(['--manifests', '/m', '--bogus']), /Unknown option/);
+  t.throws(() => parseAgentArgs(['--manifests', '/m', '--log-level', 'loud']), /--log-level/);
+  t.throws(() => parseAgentArgs(['--manifests', '/m', '--api-listen', 'localhost']), /HOST:PORT/);
+  t.throws(() => parseAgentArgs(['--manifests', '/m', '--min-sync-period', '2m', '--sync-period', '1m']), /sync-period/);
+  t.equal(parseDuration('250ms', 'x'), 250);
+  t.equal(parseDuration('1.5s', 'x'), 1500);
+  t.equal(parseDuration('2m', 'x'), 120_000);
+  t.equal(parseDuration('40', 'x'), 40);
+  t.throws(() => parseDuration('fast', '--x'), /--x: expected a duration/);
+});
