@@ -43,7 +43,12 @@ export interface BpfMap {
   updateBatch(keys: Buffer, values: Buffer, count: number, flags?: number): Promise<number>;
   /** Resolves with the number deleted (absent keys are skipped, not errors). */
   deleteBatch(keys: Buffer, count: number): Promise<number>;
-  /** One page of up to maxCount entries, starting after `cursor` (null = start). */
+  /**
+   * One page of up to maxCount entries, starting after `cursor` (null = start).
+   * The kernel never splits a hash bucket: if a single bucket holds more than
+   * maxCount entries, that page is larger. Walking a map that changes meanwhile
+   * may miss or repeat entries that moved.
+   */
   lookupBatch(cursor: Buffer | null, maxCount: number): Promise<BatchPage>;
   /** The key after `key` (null = first); null at the end. */
   nextKey(key: Buffer | null): Promise<Buffer | null>;
@@ -72,14 +77,14 @@ export interface TestRunResult {
 
 export interface BpfProgram {
   readonly name: string;
-  readonly fd: number;
+  readonly fd: number; // -1 once its object is closed
   readonly info: ProgInfo;
   testRun(opts: TestRunOptions): Promise<TestRunResult>;
   pin(path: string): Promise<void>;
 }
 
 export interface OpenOptions {
-  /** bpffs folder; maps declared with LIBBPF_PIN_BY_NAME are pinned/reused there. */
+  /** bpffs folder; maps declared with LIBBPF_PIN_BY_NAME are pinned/reused there (libbpf's default, /sys/fs/bpf, when absent). */
   pinRoot?: string;
   /** Resize maps before load: map name -> max entries. */
   maxEntries?: Record<string, number>;
@@ -108,9 +113,10 @@ export interface LinkEvent {
   type: 'add' | 'del';
   ifindex: number;
   name: string;
-  up: boolean;
+  up: boolean; // IFF_UP (administratively up)
 }
 
+/** Never keeps the process alive by itself (like an unref'd timer). */
 export interface LinkWatcher {
   close(): void;
 }
@@ -133,7 +139,11 @@ export interface Native {
   /** The program id attached at our handle/priority, or null. */
   tcQuery(target: TcTarget): Promise<number | null>;
   listLinks(netns?: string): Promise<Array<{ ifindex: number; name: string; up: boolean }>>;
-  /** Netlink RTMGRP_LINK subscription; callback runs on the JS thread. */
+  /**
+   * Netlink RTMGRP_LINK subscription; callbacks run on the JS thread. Throws
+   * (synchronously) if the namespace cannot be entered. onError gets ENOBUFS
+   * when the kernel dropped notifications (watching goes on: re-list).
+   */
   watchLinks(netns: string | undefined, onEvent: (ev: LinkEvent) => void, onError: (err: NativeError) => void): LinkWatcher;
   /** sizeof/offsetof of every struct in bpf/include/kbp/abi.h, computed by the C++ compiler. */
   layout(): Record<string, StructLayout>;
