@@ -139,18 +139,41 @@ export function protoName(n: number): string {
 
 // ---------------------------------------------------------------- addresses
 
-const ipv4Re = /^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$/;
-
-/** Strict dotted-quad check (no leading zeros, no shorthand). */
-export function isIPv4(s: string): boolean {
-  return ipv4Re.test(s);
+/**
+ * Strict dotted quad -> u32 in host arithmetic (10.0.0.1 -> 0x0a000001), or -1
+ * when the text is not one (no leading zeros, no shorthand). Hand-written: it
+ * runs for every endpoint of every sync.
+ */
+function parseIPv4(s: string): number {
+  let n = 0;
+  let octet = 0;
+  let digits = 0;
+  let dots = 0;
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    if (c === 46 /* . */) {
+      if (digits === 0 || ++dots > 3) return -1;
+      n = n * 256 + octet;
+      octet = 0;
+      digits = 0;
+    } else if (c >= 48 && c <= 57) {
+      if (digits === 1 && octet === 0) return -1; // leading zero
+      octet = octet * 10 + (c - 48);
+      if (++digits > 3 || octet > 255) return -1;
+    } else return -1;
+  }
+  if (dots !== 3 || digits === 0) return -1;
+  return n * 256 + octet;
 }
 
-/** Dotted quad -> u32 in host arithmetic (10.0.0.1 -> 0x0a000001). */
+export function isIPv4(s: string): boolean {
+  return parseIPv4(s) >= 0;
+}
+
 export function ipv4ToNumber(s: string): number {
-  if (!isIPv4(s)) throw new TypeError(`not an IPv4 address: ${JSON.stringify(s)}`);
-  const p = s.split('.');
-  return ((Number(p[0]) << 24) | (Number(p[1]) << 16) | (Number(p[2]) << 8) | Number(p[3])) >>> 0;
+  const n = parseIPv4(s);
+  if (n < 0) throw new TypeError(`not an IPv4 address: ${JSON.stringify(s)}`);
+  return n;
 }
 
 export function numberToIPv4(n: number): string {

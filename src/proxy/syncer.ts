@@ -99,6 +99,12 @@ export class Syncer {
   readonly stats: SyncerStats = { syncs: 0, fullSyncs: 0, failures: 0, mapFull: 0, lastSuccess: undefined, lastError: undefined, lastResult: undefined };
   private tracked: Tracked | undefined;
   private programmed = new Map<number, ProgrammedFrontend>();
+  /**
+   * Per frontend, a signature of what the last successful sync wrote (id,
+   * flags, affinity, backend ids): an unchanged frontend is skipped without
+   * building its entries. Cleared whenever the maps are re-read.
+   */
+  private applied = new Map<string, string>();
   private readonly writer: MapWriter;
   private readonly log: Logger;
   private readonly batchMin: number;
@@ -152,6 +158,7 @@ export class Syncer {
     }
     for (const [id, b] of t.backends) if (!this.backendIds.restore(backendKeyOf(b.ip, b.port, b.proto), id)) conflicts++;
     this.tracked = t;
+    this.applied = new Map();
     this.log.info('maps read', {
       frontends: [...t.frontends.values()].filter((f) => !isMarker(f.base)).length,
       slots: svcs.length - t.frontends.size,
@@ -201,21 +208,27 @@ export class Syncer {
     for (const b of desired.backends.values()) {
       wantBackends.set(this.backendIds.allocate(b.key), { ip: b.ip, port: b.port, proto: b.proto, state: b.state });
     }
-    const wantFrontends = new Map<string, WantedFrontend>();
+    const wantFrontends = new Map<string, WantedFrontend>(); // changed ones only
+    const wanted = new Set<string>(); // every desired frontend
     const wantRevNat = new Map<number, abi.RevNat>();
     const programmed = new Map<number, ProgrammedFrontend>();
+    const applied = new Map<string, string>();
     for (const f of desired.frontends) {
       const id = feId(f.vip, f.port, f.proto, f.scope);
       const svcId = this.frontendIds.allocate(id);
       const activeIds = f.active.map((k) => this.backendIds.get(k)!);
+      wanted.add(id);
+      wantRevNat.set(svcId, { vip: f.vip, port: f.port });
+      programmed.set(svcId, { id: svcId, frontend: f.key, service: f.service });
+      const sig = `${svcId}|${f.flags}|${f.affinityTimeout}|${activeIds.join(',')}`;
+      applied.set(id, sig);
+      if (this.applied.get(id) === sig) continue;
       const slotIds = assignSlots(activeIds, cur.frontends.get(id)?.slots);
       wantFrontends.set(id, {
         base: { vip: f.vip, port: f.port, proto: f.proto, scope: f.scope, slot: 0 },
         entry: { backend_id: 0, svc_id: svcId, count: slotIds.length, flags: f.flags, affinity_timeout: f.affinityTimeout },
         slots: slotIds.map((backend_id) => ({ backend_id, svc_id: svcId, count: 0, flags: 0, affinity_timeout: 0 })),
       });
-      wantRevNat.set(svcId, { vip: f.vip, port: f.port });
-      programmed.set(svcId, { id: svcId, frontend: f.key, service: f.service });
     }
     const markers = new Map<string, WantedFrontend>();
     for (const vip of desired.vips) {
@@ -267,7 +280,7 @@ export class Syncer {
     for (const x of trims) x.fe.slots.delete(x.slot);
 
     // ---- 6. removed frontends: entry, then slots, then revnat
-    const removed = [...cur.frontends].filter(([id]) => !wantFrontends.has(id) && !markers.has(id));
+    const removed = [...cur.frontends].filter(([id]) => !wanted.has(id) && !markers.has(id));
     const withEntry = removed.filter(([, fe]) => fe.entry);
     await this.drop(S, withEntry.map(([, fe]) => abi.svcKey.encode(fe.base)));
     for (const [, fe] of withEntry) fe.entry = undefined;
@@ -284,7 +297,8 @@ export class Syncer {
     for (const id of staleBackends) cur.backends.delete(id);
 
     // Everything desired is written: ids of what is gone can be released.
-    this.frontendIds.retain(new Set(wantFrontends.keys()));
+    this.frontendIds.retain(wanted);
+    this.applied = applied;
     this.backendIds.retain(new Set(desired.backends.keys()));
   }
 
