@@ -287,3 +287,25 @@ t.test('assignSlots keeps positions and fills holes with the displaced', async (
   t.same(assignSlots([2, 5], cur([1, 2, 3])), [5, 2]);
   t.same(assignSlots([], cur([1])), []);
 });
+
+t.test('a full resync repairs entries changed behind the syncer, and only those', async (t) => {
+  const w = fakeMaps();
+  const s = new Syncer({ writer: w, log: silentLogger() });
+  const d = () => state([nginx()], [nginxEps(['10.244.1.1', '10.244.1.2'])]);
+  await s.sync(d());
+  const good = dump(w);
+  // Someone (bpftool, a crashed tool) overwrote a slot and deleted the revnat entry.
+  await w.update(S, abi.svcKey.encode({ vip: '10.96.0.10', port: 80, proto: 6, scope: 0, slot: 2 }), abi.svcValue.encode({ backend_id: 99, svc_id: 1, count: 0, flags: 0, affinity_timeout: 0 }));
+  await w.delete(R, abi.revnatKey.encode({ svc_id: 1 }));
+  takeOps(w);
+  await s.sync(d());
+  t.same(takeOps(w), [], 'an incremental sync trusts its memory');
+  s.requestFullResync();
+  const r = await s.sync(d());
+  t.match(r, { ok: true, full: true, updates: 2, deletes: 0 });
+  t.same(takeOps(w), [
+    'update kbp_svc_v1 10.96.0.10:80/TCP scope=0 slot=2 -> svc=1 backend=2',
+    'update kbp_revnat_v1 svc=1 -> 10.96.0.10:80',
+  ]);
+  t.same(dump(w), good);
+});
