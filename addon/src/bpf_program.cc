@@ -2,6 +2,7 @@
 
 #include <cerrno>
 #include <cstdint>
+#include <string>
 #include <utility>
 #include <vector>
 
@@ -19,6 +20,7 @@ Napi::Function BpfProgram::Define(Napi::Env env) {
                          InstanceAccessor<&BpfProgram::GetFd>("fd"),
                          InstanceAccessor<&BpfProgram::GetInfo>("info"),
                          InstanceMethod<&BpfProgram::TestRun>("testRun"),
+                         InstanceMethod<&BpfProgram::TestRunEach>("testRunEach"),
                          InstanceMethod<&BpfProgram::Pin>("pin"),
                      });
 }
@@ -91,6 +93,27 @@ Napi::Value BpfProgram::TestRun(const Napi::CallbackInfo& info) {
   return (new TestRunWorker(env, std::move(lease), fd, std::move(packet), static_cast<int>(repeat),
                             static_cast<uint32_t>(size_out)))
       ->Start();
+}
+
+Napi::Value BpfProgram::TestRunEach(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const char* call = "bpf_prog_test_run_opts";
+  if (!info[0].IsArray()) return RejectedErrno(env, EINVAL, call, "packets must be an array of Buffers");
+  Napi::Array list = info[0].As<Napi::Array>();
+  std::vector<std::vector<uint8_t>> packets;
+  packets.reserve(list.Length());
+  for (uint32_t i = 0; i < list.Length(); i++) {
+    Napi::Value v = list.Get(i);
+    if (env.IsExceptionPending()) return RejectedPending(env);
+    if (!v.IsBuffer()) return RejectedErrno(env, EINVAL, call, "packet " + std::to_string(i) + " is not a Buffer");
+    auto buffer = v.As<Napi::Buffer<uint8_t>>();
+    if (buffer.Length() > UINT32_MAX) return RejectedErrno(env, EINVAL, call, "packet too large");
+    packets.emplace_back(buffer.Data(), buffer.Data() + buffer.Length());
+  }
+  int fd;
+  Resource::Lease lease = Acquire(&fd);
+  if (!lease) return RejectedErrno(env, EBADF, call, "program " + name_ + " is closed");
+  return (new TestRunEachWorker(env, std::move(lease), fd, std::move(packets)))->Start();
 }
 
 Napi::Value BpfProgram::Pin(const Napi::CallbackInfo& info) {

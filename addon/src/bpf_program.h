@@ -34,6 +34,7 @@ class BpfProgram : public Napi::ObjectWrap<BpfProgram> {
   Napi::Value GetFd(const Napi::CallbackInfo& info);
   Napi::Value GetInfo(const Napi::CallbackInfo& info);
   Napi::Value TestRun(const Napi::CallbackInfo& info);
+  Napi::Value TestRunEach(const Napi::CallbackInfo& info);
   Napi::Value Pin(const Napi::CallbackInfo& info);
 
   std::shared_ptr<Resource> resource_;

@@ -46,6 +46,43 @@ Napi::Value TestRunWorker::Result(Napi::Env env) {
   return result;
 }
 
+TestRunEachWorker::TestRunEachWorker(Napi::Env env, Resource::Lease lease, int fd,
+                                     std::vector<std::vector<uint8_t>> packets)
+    : PromiseWorker(env, "kbp:prog_test_run_each"), lease_(std::move(lease)), fd_(fd), packets_(std::move(packets)) {}
+
+void TestRunEachWorker::Work() {
+  retvals_.reserve(packets_.size());
+  durations_ns_.reserve(packets_.size());
+  for (auto& packet : packets_) {
+    bpf_test_run_opts opts;
+    memset(&opts, 0, sizeof opts);
+    opts.sz = sizeof opts;
+    opts.data_in = packet.data();
+    opts.data_size_in = static_cast<__u32>(packet.size());
+    opts.repeat = 1;
+    int err = bpf_prog_test_run_opts(fd_, &opts);
+    if (err != 0) {
+      Fail(err, "bpf_prog_test_run_opts", "packet " + std::to_string(retvals_.size()));
+      return;
+    }
+    retvals_.push_back(opts.retval);
+    durations_ns_.push_back(opts.duration);
+  }
+}
+
+Napi::Value TestRunEachWorker::Result(Napi::Env env) {
+  Napi::Array retvals = Napi::Array::New(env, retvals_.size());
+  Napi::Array durations = Napi::Array::New(env, durations_ns_.size());
+  for (size_t i = 0; i < retvals_.size(); i++) {
+    retvals.Set(static_cast<uint32_t>(i), Napi::Number::New(env, static_cast<int32_t>(retvals_[i])));
+    durations.Set(static_cast<uint32_t>(i), Napi::Number::New(env, durations_ns_[i]));
+  }
+  Napi::Object result = Napi::Object::New(env);
+  result.Set("retvals", retvals);
+  result.Set("durationsNs", durations);
+  return result;
+}
+
 ProgInfoWorker::ProgInfoWorker(Napi::Env env, uint32_t id) : PromiseWorker(env, "kbp:prog_info"), id_(id) {}
 
 void ProgInfoWorker::Work() {

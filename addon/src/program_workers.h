@@ -33,6 +33,25 @@ class TestRunWorker : public PromiseWorker {
   uint32_t duration_ns_ = 0;
 };
 
+// Runs the program once on each packet, back to back on one thread, and
+// returns each verdict and kernel-measured run time. Used by the per-packet
+// benchmark: a tc test run rewrites its skb in place, so every sample must be
+// a fresh packet with repeat = 1, and looping here rather than in JavaScript
+// keeps the event loop and thread hand-offs out of the caches between runs.
+class TestRunEachWorker : public PromiseWorker {
+ public:
+  TestRunEachWorker(Napi::Env env, Resource::Lease lease, int fd, std::vector<std::vector<uint8_t>> packets);
+
+ private:
+  void Work() override;
+  Napi::Value Result(Napi::Env env) override;
+  Resource::Lease lease_;
+  int fd_;
+  std::vector<std::vector<uint8_t>> packets_;
+  std::vector<uint32_t> retvals_;
+  std::vector<uint32_t> durations_ns_;
+};
+
 // Info of any loaded program by id (e.g. the one tcQuery found).
 class ProgInfoWorker : public PromiseWorker {
  public:

@@ -18,39 +18,62 @@ static __always_inline __u32 nat4_l4_csum_off(const struct pkt4 *p)
 						     : offsetof(struct udphdr, check));
 }
 
+/* One's-complement update of a checksum for a 32-bit field changing from
+ * `from` to `to` (RFC 1624, eqn. 3). Works on the values as stored. */
+static __always_inline __u16 csum_replace4(__u16 check, __be32 from, __be32 to)
+{
+	__u32 sum = (__u16)~check;
+
+	sum += (__u16)~from + (__u16)~(from >> 16);
+	sum += (__u16)to + (__u16)(to >> 16);
+	sum = (sum & 0xffff) + (sum >> 16);
+	sum = (sum & 0xffff) + (sum >> 16);
+	return (__u16)~sum;
+}
+
 /*
  * Rewrite the destination (dst = true) or source address and port of an IPv4
  * TCP/UDP packet, keeping the IPv4 header checksum and the L4 checksum right.
- * A UDP checksum of zero means "none" and stays zero (BPF_F_MARK_MANGLED_0).
  * TCP and UDP keep source and destination ports at the same offsets (0 and 2).
  *
- * Returns KBP_OK, or KBP_STAT_DROP_REWRITE if a helper failed (the packet may
- * then be half rewritten: the caller must drop it).
+ * The address, port and IPv4 checksum are written in place (the IPv4 header
+ * checksum is always complete). The L4 checksum goes through
+ * bpf_l4_csum_replace, because only the kernel knows whether it is complete or
+ * (CHECKSUM_PARTIAL) holds just the pseudo-header sum; a UDP checksum of zero
+ * means "none" and stays zero (BPF_F_MARK_MANGLED_0). Those helpers invalidate
+ * packet pointers, so every direct write comes first.
+ *
+ * Returns KBP_OK, KBP_STAT_DROP_MALFORMED if the headers are not where parsing
+ * found them, or KBP_STAT_DROP_REWRITE if a helper failed (the packet may then
+ * be half rewritten: the caller must drop it).
  */
 static __always_inline int nat4_rewrite(struct __sk_buff *skb, const struct pkt4 *p, bool dst,
 					__be32 old_ip, __be32 new_ip, __be16 old_port, __be16 new_port)
 {
-	__u32 ip_off = p->l3_off + (dst ? offsetof(struct iphdr, daddr) : offsetof(struct iphdr, saddr));
-	__u32 port_off = p->l4_off + (dst ? offsetof(struct udphdr, dest) : offsetof(struct udphdr, source));
+	void *data = (void *)(long)skb->data;
+	void *end = (void *)(long)skb->data_end;
+	struct iphdr *ip = data + sizeof(struct ethhdr);
+	struct udphdr *l4 = data + (p->l4_off & 0xff); /* l4_off <= 14 + 60 */
 	__u32 csum_off = nat4_l4_csum_off(p);
 	__u64 l4_flags = p->proto == IPPROTO_UDP ? BPF_F_MARK_MANGLED_0 : 0;
 
-	if (old_ip != new_ip) {
-		if (bpf_l4_csum_replace(skb, csum_off, old_ip, new_ip,
-					l4_flags | BPF_F_PSEUDO_HDR | sizeof(new_ip)))
-			return KBP_STAT_DROP_REWRITE;
-		if (bpf_l3_csum_replace(skb, p->l3_off + offsetof(struct iphdr, check),
-					old_ip, new_ip, sizeof(new_ip)))
-			return KBP_STAT_DROP_REWRITE;
-		if (bpf_skb_store_bytes(skb, ip_off, &new_ip, sizeof(new_ip), 0))
-			return KBP_STAT_DROP_REWRITE;
+	if ((void *)(ip + 1) > end || (void *)(l4 + 1) > end)
+		return KBP_STAT_DROP_MALFORMED;
+	if (dst) {
+		ip->daddr = new_ip;
+		l4->dest = new_port;
+	} else {
+		ip->saddr = new_ip;
+		l4->source = new_port;
 	}
-	if (old_port != new_port) {
-		if (bpf_l4_csum_replace(skb, csum_off, old_port, new_port, l4_flags | sizeof(new_port)))
-			return KBP_STAT_DROP_REWRITE;
-		if (bpf_skb_store_bytes(skb, port_off, &new_port, sizeof(new_port), 0))
-			return KBP_STAT_DROP_REWRITE;
-	}
+	ip->check = csum_replace4(ip->check, old_ip, new_ip);
+
+	if (old_ip != new_ip &&
+	    bpf_l4_csum_replace(skb, csum_off, old_ip, new_ip, l4_flags | BPF_F_PSEUDO_HDR | sizeof(new_ip)))
+		return KBP_STAT_DROP_REWRITE;
+	if (old_port != new_port &&
+	    bpf_l4_csum_replace(skb, csum_off, old_port, new_port, l4_flags | sizeof(new_port)))
+		return KBP_STAT_DROP_REWRITE;
 	return KBP_OK;
 }
 

@@ -80,6 +80,11 @@ export interface BpfProgram {
   readonly fd: number; // -1 once its object is closed
   readonly info: ProgInfo;
   testRun(opts: TestRunOptions): Promise<TestRunResult>;
+  /**
+   * Run once (repeat = 1) on each packet, back to back on one worker thread;
+   * outputs are not copied back. For the per-packet benchmark.
+   */
+  testRunEach(packets: Buffer[]): Promise<{ retvals: number[]; durationsNs: number[] }>;
   pin(path: string): Promise<void>;
 }
 
