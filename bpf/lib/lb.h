@@ -64,7 +64,7 @@ static __always_inline int lb4_forward(struct __sk_buff *skb, const struct pkt4 
 	struct kbp_ct_value *ct;
 	struct kbp_backend_key bkey;
 	struct kbp_backend *be;
-	__u64 now = bpf_ktime_get_ns();
+	__u64 now = bpf_ktime_get_coarse_ns();
 	int ret;
 
 	ct4_key(&key, p->saddr, p->daddr, p->sport, p->dport, p->proto, KBP_CT_FORWARD);
@@ -121,7 +121,7 @@ static __always_inline int lb4_reverse(struct __sk_buff *skb, const struct pkt4 
 	if (!rn)
 		return KBP_OK; /* frontend removed: nothing to translate back to */
 
-	ct4_touch(ct, p, bpf_ktime_get_ns());
+	ct4_touch(ct, p, bpf_ktime_get_coarse_ns());
 	if (!(ct->flags & KBP_CT_F_SEEN_REPLY))
 		ct->flags |= KBP_CT_F_SEEN_REPLY;
 	*stat = KBP_STAT_REVNAT;

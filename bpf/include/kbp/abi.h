@@ -118,7 +118,7 @@ struct kbp_ct_key {
 #define KBP_CT_F_CLOSING    (1u << 1) /* FIN or RST seen */
 
 struct kbp_ct_value {
-	__u64 created_ns;   /* bpf_ktime_get_ns() at creation (CLOCK_MONOTONIC) */
+	__u64 created_ns;   /* CLOCK_MONOTONIC_COARSE at creation (bpf_ktime_get_coarse_ns: tick resolution, a fraction of the cost) */
 	__u64 last_seen_ns; /* refreshed at most once per KBP_CT_REFRESH_NS */
 	__u32 backend_id;   /* the backend, never the slot: slots move, backends do not */
 	__u32 svc_id;       /* frontend id, key of revnat */
