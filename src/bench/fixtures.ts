@@ -4,12 +4,9 @@
 // (kbp bench packet) share it, so the benchmark measures exactly the paths the
 // tests assert.
 
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import path from 'node:path';
-import { execFileSync } from 'node:child_process';
 import { native, type BpfMap, type BpfObject, type BpfProgram, type TestRunResult } from '../native/binding.js';
 import { bpfObjectPath } from '../paths.js';
+import { Testbed } from '../testbed/netns.js';
 import {
   backendKey,
   backendValue,
@@ -59,26 +56,6 @@ export interface FixtureFrontend {
 
 export function protoNum(p: L4Proto): number {
   return p === 'tcp' ? IPPROTO_TCP : IPPROTO_UDP;
-}
-
-/** A bpffs mounted on a fresh temporary folder (never under /sys), removed by close(). */
-export class PrivateBpffs {
-  readonly dir: string;
-  private mounted = false;
-
-  constructor(prefix = 'kbp-bpffs-') {
-    this.dir = mkdtempSync(path.join(tmpdir(), prefix));
-    execFileSync('mount', ['-t', 'bpf', 'bpf', this.dir]);
-    this.mounted = true;
-  }
-
-  close(): void {
-    if (this.mounted) {
-      execFileSync('umount', [this.dir]);
-      this.mounted = false;
-    }
-    rmSync(this.dir, { recursive: true, force: true });
-  }
 }
 
 /** Frontends (with their backends) as the records the syncer writes, for batch updates. */
@@ -144,7 +121,7 @@ export function encodeFrontends(frontends: readonly FixtureFrontend[]): EncodedS
 /** The kbp_pod object loaded with its maps pinned on a private bpffs. */
 export class DatapathFixture {
   private constructor(
-    readonly bpffs: PrivateBpffs,
+    private readonly testbed: Testbed,
     readonly obj: BpfObject,
     readonly prog: BpfProgram,
     readonly services: BpfMap,
@@ -155,11 +132,13 @@ export class DatapathFixture {
   ) {}
 
   static async open(opts: { maxEntries?: Record<string, number> } = {}): Promise<DatapathFixture> {
-    const bpffs = new PrivateBpffs();
+    // A private bpffs, unmounted (and its pins gone) at close or if this process dies.
+    const testbed = Testbed.create();
     try {
-      const obj = await native().openObject(bpfObjectPath('kbp_pod'), { pinRoot: bpffs.dir, maxEntries: opts.maxEntries });
+      const pinRoot = await testbed.mountBpffs();
+      const obj = await native().openObject(bpfObjectPath('kbp_pod'), { pinRoot, maxEntries: opts.maxEntries });
       return new DatapathFixture(
-        bpffs,
+        testbed,
         obj,
         obj.program('kbp_from_pod'),
         obj.map(KBP_MAP_SERVICES),
@@ -169,7 +148,7 @@ export class DatapathFixture {
         obj.map(KBP_MAP_STATS),
       );
     } catch (err) {
-      bpffs.close();
+      await testbed.teardown();
       throw err;
     }
   }
@@ -217,8 +196,8 @@ export class DatapathFixture {
     return out;
   }
 
-  close(): void {
+  async close(): Promise<void> {
     this.obj.close();
-    this.bpffs.close();
+    await this.testbed.teardown();
   }
 }

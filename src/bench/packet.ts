@@ -146,7 +146,7 @@ async function measureRow(n: number, samples: number, noop: BpfProgram): Promise
       established_spread_ns: med(spread.est.ns),
     };
   } finally {
-    dp.close();
+    await dp.close();
   }
 }
 

@@ -11,6 +11,7 @@ import { randomBytes } from 'node:crypto';
 import { promisify } from 'node:util';
 import { bpfObjectPath, projectRoot } from '../../src/paths.js';
 import type { NativeError } from '../../src/native/binding.js';
+import { Testbed } from '../../src/testbed/netns.js';
 
 const execFileP = promisify(execFile);
 
@@ -23,13 +24,9 @@ export async function run(cmd: string, args: string[]): Promise<string> {
 
 /** A fresh bpffs mounted on a temporary folder, unmounted and removed at teardown. */
 export async function mountBpffs(t: Test): Promise<string> {
-  const dir = await mkdtemp(path.join(tmpdir(), 'kbp-addon-bpffs-'));
-  t.teardown(async () => {
-    await run('umount', [dir]).catch(() => undefined);
-    await rm(dir, { recursive: true, force: true });
-  });
-  await run('mount', ['-t', 'bpf', 'bpf', dir]);
-  return dir;
+  const testbed = Testbed.create();
+  t.teardown(() => testbed.teardown());
+  return testbed.mountBpffs();
 }
 
 export interface Netns {
