@@ -36,7 +36,7 @@ build/bpf/%.bpf.o: bpf/%.c $(BPF_HDRS)
 # machine's install so nothing is downloaded.
 addon: $(ADDON)
 $(ADDON): $(ADDON_SRCS) $(BPF_HDRS) node_modules/.package-lock.json
-	npm_config_nodedir=$(NODE_PREFIX) npx cmake-js compile --directory addon --out build/addon --log-level warn
+	npm_config_nodedir=$(NODE_PREFIX) node_modules/.bin/cmake-js compile --directory addon --out build/addon --log-level warn
 
 ts: dist/.stamp
 dist/.stamp: $(TS_SRCS) tsconfig.json node_modules/.package-lock.json

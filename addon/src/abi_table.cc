@@ -93,12 +93,27 @@ constexpr Field kStatValue[] = {
 };
 KBP_CHECK_TILES(kbp_stat_value, kStatValue);
 
+constexpr Field kAffinityKey[] = {
+    KBP_FIELD(kbp_affinity_key, client),
+    KBP_FIELD(kbp_affinity_key, svc_id),
+};
+KBP_CHECK_TILES(kbp_affinity_key, kAffinityKey);
+
+constexpr Field kAffinityValue[] = {
+    KBP_FIELD(kbp_affinity_value, last_used_ns),
+    KBP_FIELD(kbp_affinity_value, backend_id),
+    KBP_FIELD(kbp_affinity_value, slot),
+    KBP_FIELD(kbp_affinity_value, pad),
+};
+KBP_CHECK_TILES(kbp_affinity_value, kAffinityValue);
+
 constexpr Struct kStructs[] = {
     KBP_STRUCT(kbp_svc_key, kSvcKey),         KBP_STRUCT(kbp_svc_value, kSvcValue),
     KBP_STRUCT(kbp_backend_key, kBackendKey), KBP_STRUCT(kbp_backend, kBackend),
     KBP_STRUCT(kbp_revnat_key, kRevnatKey),   KBP_STRUCT(kbp_revnat, kRevnat),
     KBP_STRUCT(kbp_ct_key, kCtKey),           KBP_STRUCT(kbp_ct_value, kCtValue),
-    KBP_STRUCT(kbp_stat_value, kStatValue),
+    KBP_STRUCT(kbp_stat_value, kStatValue),   KBP_STRUCT(kbp_affinity_key, kAffinityKey),
+    KBP_STRUCT(kbp_affinity_value, kAffinityValue),
 };
 
 #undef KBP_FIELD
@@ -138,11 +153,13 @@ Napi::Value Constants(const Napi::CallbackInfo& info) {
   KBP_STR(KBP_MAP_REVNAT);
   KBP_STR(KBP_MAP_CT);
   KBP_STR(KBP_MAP_STATS);
+  KBP_STR(KBP_MAP_AFFINITY);
 
   KBP_NUM(KBP_SERVICES_MAX);
   KBP_NUM(KBP_BACKENDS_MAX);
   KBP_NUM(KBP_REVNAT_MAX);
   KBP_NUM(KBP_CT_MAX);
+  KBP_NUM(KBP_AFFINITY_MAX);
 
   KBP_NUM(KBP_TC_HANDLE);
   KBP_NUM(KBP_TC_PRIORITY);

@@ -35,9 +35,10 @@ static __always_inline bool lb4_vip_known(__be32 vip)
 }
 
 /* A random active backend of the frontend: slots 1..count are dense (the
- * syncer writes them before raising count). Returns the backend id, or 0 if
- * the slot is missing. The caller has checked count > 0. */
-static __always_inline __u32 lb4_select_backend(const struct pkt4 *p, const struct kbp_svc_value *svc)
+ * syncer writes them before raising count). Returns the backend id and its
+ * slot, or 0 if the slot is missing. The caller has checked count > 0. */
+static __always_inline __u32 lb4_select_backend(const struct pkt4 *p, const struct kbp_svc_value *svc,
+						__u16 *slot_out)
 {
 	struct kbp_svc_key key = {
 		.vip = p->daddr,
@@ -48,7 +49,50 @@ static __always_inline __u32 lb4_select_backend(const struct pkt4 *p, const stru
 	};
 	struct kbp_svc_value *slot = bpf_map_lookup_elem(&kbp_svc_v1, &key);
 
+	*slot_out = key.slot;
 	return slot ? slot->backend_id : 0;
+}
+
+/*
+ * sessionAffinity ClientIP: the backend this client used for the frontend
+ * within the timeout, if the frontend still has it in the same active slot;
+ * else 0. A hit refreshes the timer: each new flow of the client does, as
+ * kube-proxy's `recent` match does.
+ */
+static __always_inline __u32 lb4_affinity_backend(const struct pkt4 *p, const struct kbp_svc_value *svc,
+						  __u64 now)
+{
+	struct kbp_affinity_key key = { .client = p->saddr, .svc_id = svc->svc_id };
+	struct kbp_affinity_value *aff = bpf_map_lookup_elem(&kbp_affinity_v1, &key);
+	struct kbp_svc_key skey = {
+		.vip = p->daddr,
+		.port = p->dport,
+		.proto = p->proto,
+		.scope = KBP_SCOPE_EXTERNAL,
+	};
+	struct kbp_svc_value *slot;
+
+	if (!aff || now - aff->last_used_ns > (__u64)svc->affinity_timeout * 1000000000ull)
+		return 0;
+	if (aff->slot == 0 || aff->slot > svc->count)
+		return 0;
+	skey.slot = aff->slot;
+	slot = bpf_map_lookup_elem(&kbp_svc_v1, &skey);
+	if (!slot || slot->backend_id != aff->backend_id)
+		return 0;
+	aff->last_used_ns = now;
+	return aff->backend_id;
+}
+
+/* Remember the client's backend for the frontend. A failed update only costs
+ * stickiness for the client's next flow, so it does not fail the packet. */
+static __always_inline void lb4_affinity_record(const struct pkt4 *p, const struct kbp_svc_value *svc,
+						__u32 backend_id, __u16 slot, __u64 now)
+{
+	struct kbp_affinity_key key = { .client = p->saddr, .svc_id = svc->svc_id };
+	struct kbp_affinity_value v = { .last_used_ns = now, .backend_id = backend_id, .slot = slot };
+
+	bpf_map_update_elem(&kbp_affinity_v1, &key, &v, BPF_ANY);
 }
 
 /*
@@ -84,9 +128,18 @@ static __always_inline int lb4_forward(struct __sk_buff *skb, const struct pkt4 
 	}
 
 	if (!be) {
+		bool affinity = svc->flags & KBP_SVC_F_AFFINITY;
+
 		if (svc->count == 0)
 			return KBP_STAT_DROP_NO_BACKEND;
-		bkey.id = lb4_select_backend(p, svc);
+		bkey.id = affinity ? lb4_affinity_backend(p, svc, now) : 0;
+		if (!bkey.id) {
+			__u16 slot;
+
+			bkey.id = lb4_select_backend(p, svc, &slot);
+			if (affinity && bkey.id)
+				lb4_affinity_record(p, svc, bkey.id, slot, now);
+		}
 		be = bkey.id ? bpf_map_lookup_elem(&kbp_backend_v1, &bkey) : NULL;
 		if (!be)
 			return KBP_STAT_DROP_BACKEND_MISSING;

@@ -47,6 +47,15 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } kbp_ct4_v1 SEC(".maps");
 
+/* ClientIP session affinity; LRU like conntrack, expired by timestamp on use. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__type(key, struct kbp_affinity_key);
+	__type(value, struct kbp_affinity_value);
+	__uint(max_entries, KBP_AFFINITY_MAX);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} kbp_affinity_v1 SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__type(key, __u32);

@@ -21,7 +21,13 @@ import {
   KBP_MAP_STATS,
   KBP_SCOPE_EXTERNAL,
   KBP_STAT_MAX,
+  KBP_SVC_F_AFFINITY,
   KBP_SVC_F_CLUSTER_IP,
+  KBP_MAP_AFFINITY,
+  affinityKey,
+  affinityValue,
+  type AffinityKey,
+  type AffinityValue,
   KBP_SVC_F_VIP_MARKER,
   revnatKey,
   revnatValue,
@@ -52,6 +58,8 @@ export interface FixtureFrontend {
   proto: L4Proto;
   backends: FixtureBackend[];
   flags?: number;
+  /** sessionAffinity ClientIP timeout in seconds (sets KBP_SVC_F_AFFINITY). */
+  affinityTimeout?: number;
 }
 
 export function protoNum(p: L4Proto): number {
@@ -82,7 +90,13 @@ export function encodeFrontends(frontends: readonly FixtureFrontend[]): EncodedS
     });
     svc.push([
       { vip: fe.vip, port: fe.port, proto, scope: KBP_SCOPE_EXTERNAL, slot: 0 },
-      { backend_id: 0, svc_id: fe.svcId, count: active.length, flags: fe.flags ?? KBP_SVC_F_CLUSTER_IP, affinity_timeout: 0 },
+      {
+        backend_id: 0,
+        svc_id: fe.svcId,
+        count: active.length,
+        flags: (fe.flags ?? KBP_SVC_F_CLUSTER_IP) | (fe.affinityTimeout ? KBP_SVC_F_AFFINITY : 0),
+        affinity_timeout: fe.affinityTimeout ?? 0,
+      },
     ]);
     vips.add(fe.vip);
   }
@@ -129,6 +143,7 @@ export class DatapathFixture {
     readonly revnat: BpfMap,
     readonly ct: BpfMap,
     readonly stats: BpfMap,
+    readonly affinity: BpfMap,
   ) {}
 
   static async open(opts: { maxEntries?: Record<string, number> } = {}): Promise<DatapathFixture> {
@@ -146,6 +161,7 @@ export class DatapathFixture {
         obj.map(KBP_MAP_REVNAT),
         obj.map(KBP_MAP_CT),
         obj.map(KBP_MAP_STATS),
+        obj.map(KBP_MAP_AFFINITY),
       );
     } catch (err) {
       await testbed.teardown();
@@ -168,6 +184,15 @@ export class DatapathFixture {
   async ctLookup(k: CtKey): Promise<CtValue | null> {
     const v = await this.ct.lookup(ctKey.encode(k));
     return v ? ctValue.decode(v) : null;
+  }
+
+  async affinityLookup(k: AffinityKey): Promise<AffinityValue | null> {
+    const v = await this.affinity.lookup(affinityKey.encode(k));
+    return v ? affinityValue.decode(v) : null;
+  }
+
+  async affinitySet(k: AffinityKey, v: AffinityValue): Promise<void> {
+    await this.affinity.update(affinityKey.encode(k), affinityValue.encode(v));
   }
 
   async ctCount(): Promise<number> {

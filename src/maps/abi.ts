@@ -19,11 +19,13 @@ export const KBP_MAP_BACKENDS = 'kbp_backend_v1';
 export const KBP_MAP_REVNAT = 'kbp_revnat_v1';
 export const KBP_MAP_CT = 'kbp_ct4_v1';
 export const KBP_MAP_STATS = 'kbp_stats_v1';
+export const KBP_MAP_AFFINITY = 'kbp_affinity_v1';
 
 export const KBP_SERVICES_MAX = 1 << 20;
 export const KBP_BACKENDS_MAX = 1 << 18;
 export const KBP_REVNAT_MAX = 1 << 18;
 export const KBP_CT_MAX = 1 << 19;
+export const KBP_AFFINITY_MAX = 1 << 18;
 
 export const KBP_TC_HANDLE = 0x6b62;
 export const KBP_TC_PRIORITY = 1;
@@ -84,10 +86,12 @@ export const ABI_CONSTANTS: Readonly<Record<string, number | string>> = {
   KBP_MAP_REVNAT,
   KBP_MAP_CT,
   KBP_MAP_STATS,
+  KBP_MAP_AFFINITY,
   KBP_SERVICES_MAX,
   KBP_BACKENDS_MAX,
   KBP_REVNAT_MAX,
   KBP_CT_MAX,
+  KBP_AFFINITY_MAX,
   KBP_TC_HANDLE,
   KBP_TC_PRIORITY,
   KBP_SCOPE_EXTERNAL,
@@ -342,6 +346,17 @@ export interface CtValue {
   tcp_flags: number;
 }
 
+export interface AffinityKey {
+  client: string;
+  svc_id: number;
+}
+
+export interface AffinityValue {
+  last_used_ns: bigint;
+  backend_id: number;
+  slot: number;
+}
+
 export interface StatValue {
   packets: bigint;
   bytes: bigint;
@@ -408,9 +423,21 @@ export const statValue = struct<StatValue>('kbp_stat_value', 16, [
   f('bytes', 8, 8, 'u64'),
 ]);
 
+export const affinityKey = struct<AffinityKey>('kbp_affinity_key', 8, [
+  f('client', 0, 4, 'ipv4'),
+  f('svc_id', 4, 4, 'u32'),
+]);
+
+export const affinityValue = struct<AffinityValue>('kbp_affinity_value', 16, [
+  f('last_used_ns', 0, 8, 'u64'),
+  f('backend_id', 8, 4, 'u32'),
+  f('slot', 12, 2, 'u16'),
+  f('pad', 14, 2, 'pad'),
+]);
+
 /** Every struct codec, by C name. */
 export const STRUCTS: Readonly<Record<string, StructCodec<unknown>>> = Object.fromEntries(
-  [svcKey, svcValue, backendKey, backendValue, revnatKey, revnatValue, ctKey, ctValue, statValue].map((c) => [c.cName, c as StructCodec<unknown>]),
+  [svcKey, svcValue, backendKey, backendValue, revnatKey, revnatValue, ctKey, ctValue, statValue, affinityKey, affinityValue].map((c) => [c.cName, c as StructCodec<unknown>]),
 );
 
 /** Key and value codec of each map, by map name. */
@@ -419,6 +446,7 @@ export const MAP_CODECS = {
   [KBP_MAP_BACKENDS]: { key: backendKey, value: backendValue },
   [KBP_MAP_REVNAT]: { key: revnatKey, value: revnatValue },
   [KBP_MAP_CT]: { key: ctKey, value: ctValue },
+  [KBP_MAP_AFFINITY]: { key: affinityKey, value: affinityValue },
 } as const;
 
 /** The stats map key is a plain __u32 index. */

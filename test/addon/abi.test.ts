@@ -74,6 +74,8 @@ t.test('layout() has the static sizes of abi.h', async (t) => {
     kbp_ct_key: 16,
     kbp_ct_value: 32,
     kbp_stat_value: 16,
+    kbp_affinity_key: 8,
+    kbp_affinity_value: 16,
   });
 });
 

@@ -269,3 +269,67 @@ t.test('stats count bytes as well as packets', async (t) => {
   t.equal(after[KBP_STAT_REVNAT]!.packets, before[KBP_STAT_REVNAT]!.packets);
 });
 
+
+t.test('sessionAffinity ClientIP: a client sticks to its backend across new flows', async (t) => {
+  const vip = '10.96.0.60';
+  const backends = [
+    { id: 60, ip: BE1, port: 8080 },
+    { id: 61, ip: BE2, port: 8080 },
+  ];
+  await dp.program([{ svcId: 60, vip, port: 80, proto: 'tcp', backends, affinityTimeout: 10800 }]);
+
+  const first = await send({ saddr: CLIENT, daddr: vip, proto: 'tcp', sport: sport(), dport: 80 });
+  const sticky = first.out!.daddr;
+  const aff = await dp.affinityLookup({ client: CLIENT, svc_id: 60 });
+  t.match(aff, { backend_id: sticky === BE1 ? 60 : 61 }, 'the first flow records the client backend');
+  for (let i = 0; i < 30; i++) {
+    const { out } = await send({ saddr: CLIENT, daddr: vip, proto: 'tcp', sport: sport(), dport: 80 });
+    t.equal(out!.daddr, sticky, `new flow ${i} goes to the same backend`);
+  }
+
+  // Many other clients still get both backends.
+  const seen = new Set<string>();
+  for (let i = 0; i < 40; i++) {
+    const { out } = await send({ saddr: `10.244.2.${i + 1}`, daddr: vip, proto: 'tcp', sport: sport(), dport: 80 });
+    seen.add(out!.daddr);
+  }
+  t.same([...seen].sort(), [BE1, BE2], 'other clients are balanced over both backends');
+});
+
+t.test('sessionAffinity: an expired entry, or one whose backend left the frontend, is not used', async (t) => {
+  const vip = '10.96.0.61';
+  const be1 = { id: 70, ip: BE1, port: 8080 };
+  const be2 = { id: 71, ip: BE2, port: 8080 };
+  // be1 is still a live backend (another frontend uses it), but not of this one.
+  await dp.program([
+    { svcId: 70, vip, port: 80, proto: 'tcp', backends: [be2], affinityTimeout: 60 },
+    { svcId: 71, vip: '10.96.0.62', port: 80, proto: 'tcp', backends: [be1] },
+  ]);
+  const client = '10.244.3.1';
+  await dp.affinitySet({ client, svc_id: 70 }, { last_used_ns: 0n, backend_id: be1.id, slot: 1 });
+  const stale = await send({ saddr: client, daddr: vip, proto: 'tcp', sport: sport(), dport: 80 });
+  t.equal(stale.out!.daddr, BE2, 'slot 1 names another backend: affinity entry ignored');
+  t.match(await dp.affinityLookup({ client, svc_id: 70 }), { backend_id: be2.id, slot: 1 }, 're-recorded');
+
+  // Expired: the entry names the right slot and backend, but is older than the timeout.
+  const client2 = '10.244.3.2';
+  await dp.program([{ svcId: 70, vip, port: 80, proto: 'tcp', backends: [be2, be1], affinityTimeout: 1 }]);
+  await dp.affinitySet({ client: client2, svc_id: 70 }, { last_used_ns: 0n, backend_id: be1.id, slot: 2 });
+  const picks = new Set<string>();
+  for (let i = 0; i < 40; i++) {
+    // Age the entry again before each flow, so every flow sees an expired one.
+    const cur = await dp.affinityLookup({ client: client2, svc_id: 70 });
+    await dp.affinitySet({ client: client2, svc_id: 70 }, { ...cur!, last_used_ns: 0n });
+    const { out } = await send({ saddr: client2, daddr: vip, proto: 'tcp', sport: sport(), dport: 80 });
+    picks.add(out!.daddr);
+  }
+  t.same([...picks].sort(), [BE1, BE2], 'expired entries do not pin the client');
+
+  // Fresh entry with a timeout: honoured.
+  const now = (await dp.affinityLookup({ client: client2, svc_id: 70 }))!;
+  t.ok(now.last_used_ns > 0n, 'each new flow refreshed the entry');
+  for (let i = 0; i < 20; i++) {
+    const { out } = await send({ saddr: client2, daddr: vip, proto: 'tcp', sport: sport(), dport: 80 });
+    t.equal(out!.daddr, now.backend_id === be1.id ? BE1 : BE2, `flow ${i} follows the fresh entry`);
+  }
+});

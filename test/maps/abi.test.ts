@@ -44,6 +44,12 @@ t.test('round trip of every codec, with the exact bytes', async (t) => {
       hex: '0807060504030201' + 'ffffffffffffffff' + '09000000' + '0a000000' + '0300' + '12' + '0000000000',
     },
     { codec: abi.statValue, value: { packets: 5n, bytes: 1500n }, hex: '0500000000000000' + 'dc05000000000000' },
+    { codec: abi.affinityKey, value: { client: '10.244.0.2', svc_id: 3 }, hex: '0af40002' + '03000000' },
+    {
+      codec: abi.affinityValue,
+      value: { last_used_ns: 0x0102030405060708n, backend_id: 0x11, slot: 2 },
+      hex: '0807060504030201' + '11000000' + '0200' + '0000',
+    },
   ];
   t.equal(cases.length, Object.keys(abi.STRUCTS).length, 'one case per struct');
   for (const c of cases) {

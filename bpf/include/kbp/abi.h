@@ -26,12 +26,14 @@
 #define KBP_MAP_REVNAT    "kbp_revnat_v1"
 #define KBP_MAP_CT        "kbp_ct4_v1"
 #define KBP_MAP_STATS     "kbp_stats_v1"
+#define KBP_MAP_AFFINITY  "kbp_affinity_v1"
 
 /* Default capacities; the agent may resize before load (bpf_map__set_max_entries). */
 #define KBP_SERVICES_MAX  (1u << 20) /* frontends x (1 + slots) + VIP markers */
 #define KBP_BACKENDS_MAX  (1u << 18)
 #define KBP_REVNAT_MAX    (1u << 18)
 #define KBP_CT_MAX        (1u << 19)
+#define KBP_AFFINITY_MAX  (1u << 18)
 
 /* tc filter identity: kbp owns this handle/priority on every hook it attaches. */
 #define KBP_TC_HANDLE     0x6b62 /* "kb" */
@@ -129,6 +131,25 @@ struct kbp_ct_value {
 
 #define KBP_CT_REFRESH_NS 1000000000ull
 
+/* ---- affinity: sessionAffinity ClientIP, (client, frontend) -> backend ---- */
+
+/* kube-proxy (iptables `recent`) refreshes the timer on every new connection of
+ * the client, not per packet; so does the datapath. */
+struct kbp_affinity_key {
+	__be32 client; /* client address, network order */
+	__u32  svc_id; /* frontend id */
+};
+
+struct kbp_affinity_value {
+	__u64 last_used_ns; /* CLOCK_MONOTONIC_COARSE of the client's last new flow */
+	__u32 backend_id;   /* the backend the client sticks to */
+	__u16 slot;         /* its slot when chosen: the entry holds only while that
+	                     * slot of the frontend still names this backend, so a
+	                     * backend that left the frontend (but lives on in
+	                     * another) is never reused */
+	__u16 pad;          /* zero */
+};
+
 /* ---- stats: per-CPU counters, index = KBP_STAT_* ---- */
 
 enum kbp_stat {
@@ -168,5 +189,7 @@ KBP_STATIC_ASSERT(sizeof(struct kbp_revnat) == 8, "kbp_revnat size");
 KBP_STATIC_ASSERT(sizeof(struct kbp_ct_key) == 16, "kbp_ct_key size");
 KBP_STATIC_ASSERT(sizeof(struct kbp_ct_value) == 32, "kbp_ct_value size");
 KBP_STATIC_ASSERT(sizeof(struct kbp_stat_value) == 16, "kbp_stat_value size");
+KBP_STATIC_ASSERT(sizeof(struct kbp_affinity_key) == 8, "kbp_affinity_key size");
+KBP_STATIC_ASSERT(sizeof(struct kbp_affinity_value) == 16, "kbp_affinity_value size");
 
 #endif /* KBP_ABI_H */
