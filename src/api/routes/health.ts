@@ -1,26 +1,42 @@
-// GET /healthz, shaped like kube-proxy's: 200 once the agent has programmed
-// the maps and attached its devices, with the time of the last successful
-// sync; 503 before that.
+// GET /healthz, shaped like kube-proxy's (lastUpdated/currentTime, 200 or
+// 503): healthy once the agent has programmed the maps and attached its
+// devices, and as long as the last successful sync is recent (the runner
+// re-syncs at least every --sync-period, so an old lastUpdated means the sync
+// loop is stuck or failing). GET /readyz: the first sync and attach happened.
 
 import type { FastifyPluginAsync } from 'fastify';
-import { errorSchema } from '../errors.js';
-import type { ApiDeps } from '../app.js';
+import { ErrorBody } from '../errors.js';
+import { Health, Ready } from '../schemas.js';
+import type { ApiContext } from '../app.js';
 
-const healthSchema = {
-  type: 'object',
-  required: ['lastUpdated', 'currentTime', 'nodeName'],
-  properties: {
-    lastUpdated: { type: ['string', 'null'], description: 'time of the last successful sync (RFC 3339)' },
-    currentTime: { type: 'string' },
-    nodeName: { type: 'string' },
-  },
-} as const;
+export const healthRoutes: FastifyPluginAsync<{ ctx: ApiContext }> = async (app, { ctx }) => {
+  const { deps } = ctx;
+  app.get(
+    '/healthz',
+    {
+      schema: {
+        summary: 'kube-proxy-compatible health: 503 before the first sync and when the last successful sync is older than the stale limit',
+        tags: ['health'],
+        response: { 200: Health, 503: Health, 500: ErrorBody },
+      },
+    },
+    async (_req, reply) => {
+      const h = deps.health();
+      const now = ctx.now();
+      const fresh = !!h.lastUpdated && now.getTime() - h.lastUpdated.getTime() <= ctx.healthStaleMs;
+      const healthy = h.ready && fresh;
+      reply.code(healthy ? 200 : 503);
+      return { lastUpdated: h.lastUpdated?.toISOString() ?? null, currentTime: now.toISOString(), nodeName: deps.nodeName, nodeEligible: true };
+    },
+  );
 
-export const healthRoutes: FastifyPluginAsync<{ deps: ApiDeps }> = async (app, { deps }) => {
-  app.get('/healthz', { schema: { response: { 200: healthSchema, 503: healthSchema, 500: errorSchema } } }, async (_req, reply) => {
-    const h = deps.health();
-    const now = deps.now?.() ?? new Date();
-    reply.code(h.ready && h.lastUpdated ? 200 : 503);
-    return { lastUpdated: h.lastUpdated?.toISOString() ?? null, currentTime: now.toISOString(), nodeName: deps.nodeName };
-  });
+  app.get(
+    '/readyz',
+    { schema: { summary: 'readiness: maps programmed and pod devices attached', tags: ['health'], response: { 200: Ready, 503: Ready, 500: ErrorBody } } },
+    async (_req, reply) => {
+      const h = deps.health();
+      reply.code(h.ready ? 200 : 503);
+      return { ready: h.ready, lastUpdated: h.lastUpdated?.toISOString() ?? null, currentTime: ctx.now().toISOString() };
+    },
+  );
 };
