@@ -8,11 +8,15 @@ import { DEFAULT_BPFFS, agentUsage, parseAgentArgs } from './agent/options.js';
 const usage = `Usage: kbp <command> [options]
 
 Commands:
-  agent --manifests DIR [...]   run the node agent (kbp agent --help for flags)
+  agent --kubeconfig PATH [...] run the node agent (or --manifests DIR without a
+                                cluster; kbp agent --help for flags)
   detach [--bpffs DIR]          remove kbp's tc hooks in this network namespace,
                                 then its pinned maps under DIR (default ${DEFAULT_BPFFS})
   bench packet [--json]         per-packet cost of the datapath (BPF prog test run)
                                 against a no-op tc program, at 1, 1k and 100k services
+  bench controlplane [--json]   control-plane cost (trackers, desired state, syncer
+                                diff, in-memory maps): full sync and one endpoint
+                                change at 1k and 10k Services x 10 endpoints
 
 Options:
   -h, --help                    show this help
@@ -24,10 +28,13 @@ Detaches every kbp program from tc ingress in the current network namespace,
 then unpins every kbp_* object under DIR (default ${DEFAULT_BPFFS}). Idempotent.
 `;
 
-const benchUsage = `Usage: kbp bench packet [--json]
+const benchUsage = `Usage: kbp bench (packet | controlplane) [--json]
 
-Per-packet prog-test-run time of a no-op tc program and of the service path
-(new flow, established flow) with 1, 1k and 100k services, and their ratios.
+packet: per-packet prog-test-run time of a no-op tc program and of the service
+path (new flow, established flow) with 1, 1k and 100k services, and their ratios.
+controlplane: full sync and single-endpoint change cost of the control plane
+(change trackers, per-Service desired state, syncer) with in-memory maps, at 1k
+and 10k Services x 10 endpoints.
 `;
 
 class UsageError extends Error {}
@@ -74,7 +81,13 @@ async function cmdBench(args: string[]): Promise<number> {
     process.stdout.write(benchUsage);
     return 0;
   }
-  if (parsed.positionals.length !== 1 || parsed.positionals[0] !== 'packet') throw new UsageError(benchUsage);
+  const which = parsed.positionals[0];
+  if (parsed.positionals.length !== 1 || (which !== 'packet' && which !== 'controlplane')) throw new UsageError(benchUsage);
+  if (which === 'controlplane') {
+    const { runControlPlaneBench } = await import('./bench/controlplane.js');
+    await runControlPlaneBench({ json: parsed.values.json ?? false });
+    return 0;
+  }
   // Imported by a computed name: the benchmark module is built separately and
   // the CLI must still build and run its other commands without it.
   const modPath = './bench/packet.js';

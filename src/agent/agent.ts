@@ -1,8 +1,10 @@
-// `kbp agent`: manifests -> desired state -> maps, then tc hooks on pod
-// devices. The order is the point: the maps are programmed (and ids restored
-// from what an earlier agent pinned) before any device is attached, so a
-// hook never runs against empty maps; on exit the hooks and pins stay, so
-// traffic keeps flowing until the next agent takes over.
+// `kbp agent`: objects (API informers or a manifest folder) -> change
+// trackers -> desired state per changed Service -> syncer -> maps, then tc
+// hooks on pod devices. The order is the point: nothing is synced before the
+// source has listed every kind once, the maps are programmed (and ids restored
+// from what an earlier agent pinned) before any device is attached, so a hook
+// never runs against empty maps; on exit the hooks and pins stay, so traffic
+// keeps flowing until the next agent takes over.
 
 import { existsSync } from 'node:fs';
 import { bpfObjectPath } from '../paths.js';
@@ -10,10 +12,11 @@ import { native, type BpfObject } from '../native/binding.js';
 import * as abi from '../maps/abi.js';
 import { BpfMapWriter } from '../maps/writer.js';
 import { Logger } from '../log.js';
-import { ManifestWatcher } from '../k8s/watch.js';
-import type { ObjectSet } from '../k8s/types.js';
-import { computeDesired, type DesiredProblem } from '../proxy/desired.js';
+import { ManifestSource, type ObjectSource } from '../k8s/source.js';
+import { ProxyState } from '../proxy/state.js';
+import type { DesiredState } from '../proxy/desired.js';
 import { Syncer } from '../proxy/syncer.js';
+import { flushStaleUdpFlows } from '../proxy/conntrack.js';
 import { BoundedFrequencyRunner } from '../proxy/runner.js';
 import { buildApi } from '../api/app.js';
 import { ensureBpffs } from './bpffs.js';
@@ -22,23 +25,16 @@ import type { AgentConfig } from './options.js';
 
 export const PROGRAM_NAME = 'kbp_from_pod';
 
-/** Log each problem of the desired state once while it persists. */
-function problemLogger(log: Logger): (problems: DesiredProblem[]) => void {
-  let last = new Set<string>();
-  return (problems) => {
-    const now = new Set<string>();
-    for (const p of problems) {
-      const key = `${p.level}|${p.object}|${p.reason}`;
-      now.add(key);
-      if (!last.has(key)) log[p.level](p.reason, { object: p.object });
-    }
-    last = now;
-  };
+async function makeSource(cfg: AgentConfig, log: Logger): Promise<ObjectSource> {
+  if (cfg.source.kind === 'manifests') return new ManifestSource({ dir: cfg.source.dir, nodeName: cfg.nodeName, log: log.child({ component: 'manifests' }) });
+  // Loaded only in cluster mode: the manifests mode needs no Kubernetes client.
+  const { InformerSource } = await import('../k8s/informers.js');
+  return new InformerSource({ kubeconfig: cfg.source.kind === 'kubeconfig' ? cfg.source.path : undefined, nodeName: cfg.nodeName, log: log.child({ component: 'informers' }) });
 }
 
 /** Runs until SIGINT/SIGTERM; resolves with the exit code. */
 export async function runAgent(cfg: AgentConfig, log = new Logger(undefined, cfg.logLevel)): Promise<number> {
-  log.info('starting', { nodeName: cfg.nodeName, manifests: cfg.manifests, bpffs: cfg.bpffs, podDevices: cfg.podDevices, pid: process.pid });
+  log.info('starting', { nodeName: cfg.nodeName, source: cfg.source.kind, bpffs: cfg.bpffs, podDevices: cfg.podDevices, pid: process.pid });
 
   const { created } = await ensureBpffs(cfg.bpffs);
   if (created) log.info('created pin folder on bpffs', { bpffs: cfg.bpffs });
@@ -50,7 +46,7 @@ export async function runAgent(cfg: AgentConfig, log = new Logger(undefined, cfg
   const cleanups: Array<() => unknown> = [() => obj.close()];
   try {
     const prog = obj.program(PROGRAM_NAME);
-    const maps = new Map([abi.KBP_MAP_SERVICES, abi.KBP_MAP_BACKENDS, abi.KBP_MAP_REVNAT].map((name) => [name, obj.map(name)] as const));
+    const maps = new Map([abi.KBP_MAP_SERVICES, abi.KBP_MAP_BACKENDS, abi.KBP_MAP_REVNAT, abi.KBP_MAP_CT].map((name) => [name, obj.map(name)] as const));
     log.info('BPF object loaded', { object: objPath, prog: prog.name, progId: prog.info.id, maps: [...maps.keys()].join(',') });
 
     const writer = new BpfMapWriter(maps);
@@ -58,8 +54,9 @@ export async function runAgent(cfg: AgentConfig, log = new Logger(undefined, cfg
     const syncer = new Syncer({ writer, log: syncLog });
     await syncer.restore();
 
-    let objects: ObjectSet = { services: [], endpointSlices: [] };
-    const logProblems = problemLogger(log.child({ component: 'desired' }));
+    const state = new ProxyState(cfg.nodeName, log.child({ component: 'desired' }));
+    let lastDesired: DesiredState | undefined;
+    const ctLog = log.child({ component: 'conntrack' });
     let firstSynced!: () => void;
     const firstSync = new Promise<void>((r) => (firstSynced = r));
     const runner = new BoundedFrequencyRunner(
@@ -67,11 +64,22 @@ export async function runAgent(cfg: AgentConfig, log = new Logger(undefined, cfg
       async (reason) => {
         // The periodic run re-reads the maps: anything changed behind our back is repaired.
         if (reason === 'periodic') syncer.requestFullResync();
-        const desired = computeDesired(objects.services, objects.endpointSlices, cfg.nodeName);
-        logProblems(desired.problems);
-        const r = await syncer.sync(desired);
-        if (r.ok) firstSynced();
-        return r.ok;
+        const { desired, changes, recomputed } = state.compute();
+        lastDesired = desired;
+        if (recomputed) syncLog.debug('desired state recomputed', { services: recomputed, frontends: changes.frontends.size, backends: changes.backends.size });
+        const r = await syncer.sync(desired, changes);
+        if (!r.ok) return false;
+        firstSynced();
+        if (r.removedBackends.length) {
+          // After the backends are gone from the maps: no new flow can pick them any more.
+          try {
+            const f = await flushStaleUdpFlows(writer, r.removedBackends);
+            if (f.deleted) ctLog.info('flushed conntrack entries of removed UDP backends', { deleted: f.deleted, scanned: f.scanned });
+          } catch (err) {
+            ctLog.warn('cannot flush conntrack entries of removed UDP backends', { err });
+          }
+        }
+        return true;
       },
       { minIntervalMs: cfg.minSyncMs, maxIntervalMs: cfg.syncPeriodMs, retryIntervalMs: cfg.retryMs, log: syncLog },
     );
@@ -83,6 +91,8 @@ export async function runAgent(cfg: AgentConfig, log = new Logger(undefined, cfg
         nodeName: cfg.nodeName,
         reader: writer,
         frontend: (id) => syncer.frontend(id),
+        syncStats: () => syncer.stats,
+        desired: () => lastDesired?.frontends.values(),
         health: () => ({ ready, lastUpdated: syncer.stats.lastSuccess }),
         log: log.child({ component: 'api' }),
       });
@@ -91,15 +101,16 @@ export async function runAgent(cfg: AgentConfig, log = new Logger(undefined, cfg
       log.info('API listening', { address: `${cfg.apiListen.host}:${cfg.apiListen.port}` });
     }
 
-    const watcher = new ManifestWatcher({
-      dir: cfg.manifests,
-      log: log.child({ component: 'manifests' }),
-      onChange: (set) => {
-        objects = set;
-        runner.run();
-      },
-    });
-    cleanups.push(() => watcher.close());
+    // No sync before every kind has been listed once (kube-proxy's HasSynced);
+    // after that, every event that changed something asks for a sync.
+    let sourceSynced = false;
+    let markSourceSynced!: () => void;
+    const sourceSyncedP = new Promise<void>((r) => (markSourceSynced = r));
+    const kick = (changed: boolean) => {
+      if (changed && sourceSynced) runner.run();
+    };
+    const source = await makeSource(cfg, log);
+    cleanups.push(() => source.close());
 
     // Signals from here on: stop cleanly at any stage.
     let stop!: (sig: string) => void;
@@ -112,8 +123,22 @@ export async function runAgent(cfg: AgentConfig, log = new Logger(undefined, cfg
       process.off('SIGTERM', onSignal);
     });
 
-    const first = await watcher.start();
-    log.info('manifests loaded', { files: first.files.length, services: first.services.length, endpointSlices: first.endpointSlices.length });
+    log.info('object source', { source: source.description });
+    await source.start({
+      service: (key, svc) => kick(state.onService(key, svc)),
+      endpointSlice: (key, slice) => kick(state.onEndpointSlice(key, slice)),
+      node: (node) => kick(state.onNode(node)),
+      synced: () => {
+        sourceSynced = true;
+        markSourceSynced();
+      },
+    });
+    const notYet = await Promise.race([sourceSyncedP.then(() => undefined), stopped]);
+    if (notYet) {
+      log.info('stopping before the objects were listed', { signal: notYet });
+      return 0;
+    }
+    log.info('objects listed', { services: state.services.size, endpointSlices: state.endpoints.size, zone: state.node.node ? (state.node.zoneOf(state.node.node) ?? '-') : undefined });
     runner.start();
     runner.run();
     const early = await Promise.race([firstSync.then(() => undefined), stopped]);

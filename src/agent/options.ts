@@ -13,8 +13,11 @@ export const DEFAULT_POD_DEVICES = 'veth*,lxc*,cali*';
 export const DEFAULT_BPFFS = '/sys/fs/bpf/kbp';
 export const DEFAULT_API_LISTEN = '127.0.0.1:10256';
 
+/** Where the objects come from: a manifest folder, a kubeconfig file, or the pod's in-cluster config. */
+export type AgentSource = { kind: 'manifests'; dir: string } | { kind: 'kubeconfig'; path: string } | { kind: 'in-cluster' };
+
 export interface AgentConfig {
-  manifests: string;
+  source: AgentSource;
   nodeName: string;
   podDevices: string;
   podDevicePatterns: RegExp[];
@@ -26,15 +29,19 @@ export interface AgentConfig {
   retryMs: number;
 }
 
-export const agentUsage = `Usage: kbp agent --manifests DIR [options]
+export const agentUsage = `Usage: kbp agent (--kubeconfig PATH | --manifests DIR) [options]
 
 Programs the BPF service maps from Kubernetes objects and attaches the
 datapath to pod-facing devices. Programs stay attached and maps stay pinned
 when the agent exits; \`kbp detach\` removes them.
 
-  --manifests DIR         folder of Service and EndpointSlice manifests (*.yaml,
-                          *.yml, *.json; several documents per file); watched
-                          for changes (required)
+  --kubeconfig PATH       watch Services, EndpointSlices and this node's Node on
+                          the cluster of this kubeconfig; without it and without
+                          --manifests, the in-cluster config is used when
+                          KUBERNETES_SERVICE_HOST is set (a DaemonSet pod)
+  --manifests DIR         no cluster: Service and EndpointSlice (and Node)
+                          manifests in a folder (*.yaml, *.yml, *.json; several
+                          documents per file), watched for changes
   --node-name NAME        this node's name (default: the host name)
   --pod-devices GLOBS     comma-separated name patterns of pod-facing host
                           devices (default: ${DEFAULT_POD_DEVICES}: veth pairs of
@@ -57,13 +64,14 @@ export function parseDuration(s: string, flag: string): number {
   return Math.round(m[2] === 's' ? n * 1000 : m[2] === 'm' ? n * 60_000 : n);
 }
 
-export function parseAgentArgs(args: string[]): AgentConfig {
+export function parseAgentArgs(args: string[], env: NodeJS.ProcessEnv = process.env): AgentConfig {
   const { values } = parseArgs({
     args,
     strict: true,
     allowPositionals: false,
     options: {
       manifests: { type: 'string' },
+      kubeconfig: { type: 'string' },
       'node-name': { type: 'string' },
       'pod-devices': { type: 'string' },
       bpffs: { type: 'string' },
@@ -73,7 +81,12 @@ export function parseAgentArgs(args: string[]): AgentConfig {
       'log-level': { type: 'string' },
     },
   });
-  if (!values.manifests) throw new Error('--manifests DIR is required (a later version adds --kubeconfig)');
+  let source: AgentSource;
+  if (values.manifests && values.kubeconfig) throw new Error('--manifests and --kubeconfig exclude each other');
+  if (values.manifests) source = { kind: 'manifests', dir: values.manifests };
+  else if (values.kubeconfig) source = { kind: 'kubeconfig', path: values.kubeconfig };
+  else if (env.KUBERNETES_SERVICE_HOST) source = { kind: 'in-cluster' };
+  else throw new Error('give --kubeconfig PATH or --manifests DIR (or run in a pod, where KUBERNETES_SERVICE_HOST selects the in-cluster config)');
   const logLevel = values['log-level'] ?? 'info';
   if (!isLogLevel(logLevel)) throw new Error(`--log-level: expected debug, info, warn or error, got ${JSON.stringify(logLevel)}`);
   const podDevices = values['pod-devices'] ?? DEFAULT_POD_DEVICES;
@@ -82,7 +95,7 @@ export function parseAgentArgs(args: string[]): AgentConfig {
   const syncPeriodMs = parseDuration(values['sync-period'] ?? '60s', '--sync-period');
   if (syncPeriodMs < minSyncMs || syncPeriodMs <= 0) throw new Error('--sync-period must be positive and at least --min-sync-period');
   return {
-    manifests: values.manifests,
+    source,
     nodeName: values['node-name'] || os.hostname(),
     podDevices,
     podDevicePatterns: parseGlobs(podDevices),

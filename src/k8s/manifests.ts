@@ -1,4 +1,4 @@
-// Load Services and EndpointSlices from a folder of manifests, as a cluster
+// Load Services and EndpointSlices (and Nodes, for their zone label) from a folder of manifests, as a cluster
 // would serve them: every *.yaml, *.yml and *.json file of the folder (not its
 // subfolders), several YAML documents per file, `kind: List` items expanded.
 // Other kinds are ignored. A malformed document is reported with its file and
@@ -7,7 +7,7 @@
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { parseAllDocuments } from 'yaml';
-import type { EndpointSlice, ObjectSet, Service } from './types.js';
+import type { EndpointSlice, Node, ObjectSet, Service } from './types.js';
 import { nsName } from './types.js';
 
 export interface ManifestProblem {
@@ -17,6 +17,7 @@ export interface ManifestProblem {
 }
 
 export interface LoadResult extends ObjectSet {
+  nodes: Node[];
   problems: ManifestProblem[];
   /** Files read, sorted. */
   files: string[];
@@ -57,6 +58,7 @@ export async function loadManifests(dir: string): Promise<LoadResult> {
 export function parseManifests(contents: ReadonlyArray<{ file: string; text: string }>): Omit<LoadResult, 'files'> {
   const services: Service[] = [];
   const endpointSlices: EndpointSlice[] = [];
+  const nodes: Node[] = [];
   const problems: ManifestProblem[] = [];
   const seen = new Map<string, string>(); // kind/ns/name -> where first seen
 
@@ -75,9 +77,10 @@ export function parseManifests(contents: ReadonlyArray<{ file: string; text: str
       o.items.forEach((item, i) => accept(item, file, index, `${where}items[${i}]: `));
       return;
     }
-    let checked: Service | EndpointSlice | string | null;
+    let checked: Service | EndpointSlice | Node | string | null;
     if (o.kind === 'Service' && o.apiVersion === 'v1') checked = checkService(o);
     else if (o.kind === 'EndpointSlice' && o.apiVersion === 'discovery.k8s.io/v1') checked = checkEndpointSlice(o);
+    else if (o.kind === 'Node' && o.apiVersion === 'v1') checked = checkMeta(o) ? `Node: ${checkMeta(o)}` : (o as unknown as Node);
     else if (o.kind === 'EndpointSlice' || o.kind === 'Service') checked = `unsupported apiVersion ${JSON.stringify(o.apiVersion)} for ${o.kind}`;
     else if (typeof o.kind !== 'string' || typeof o.apiVersion !== 'string') checked = 'missing kind or apiVersion';
     else checked = null; // another kind: not ours
@@ -94,6 +97,7 @@ export function parseManifests(contents: ReadonlyArray<{ file: string; text: str
     }
     seen.set(id, `${file}#${index}`);
     if (checked.kind === 'Service') services.push(checked);
+    else if (checked.kind === 'Node') nodes.push(checked);
     else endpointSlices.push(checked);
   };
 
@@ -114,7 +118,7 @@ export function parseManifests(contents: ReadonlyArray<{ file: string; text: str
       accept(doc.toJS({ maxAliasCount: 1000 }), file, index, '');
     });
   }
-  return { services, endpointSlices, problems };
+  return { services, endpointSlices, nodes, problems };
 }
 
 // Shape checks: just enough that later code can rely on the types. Semantic

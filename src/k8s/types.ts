@@ -40,6 +40,8 @@ export interface ServiceSpec {
   externalName?: string;
   externalTrafficPolicy?: 'Cluster' | 'Local';
   internalTrafficPolicy?: 'Cluster' | 'Local';
+  /** PreferClose, PreferSameZone, PreferSameNode: informs the EndpointSlice controller's hints. */
+  trafficDistribution?: string;
 }
 
 export interface Service {
@@ -55,11 +57,17 @@ export interface EndpointConditions {
   terminating?: boolean;
 }
 
+export interface EndpointHints {
+  forZones?: Array<{ name: string }>;
+  forNodes?: Array<{ name: string }>;
+}
+
 export interface Endpoint {
   addresses: string[];
   conditions?: EndpointConditions;
   nodeName?: string;
   zone?: string;
+  hints?: EndpointHints;
   hostname?: string;
   targetRef?: { kind?: string; namespace?: string; name?: string; uid?: string };
 }
@@ -80,13 +88,25 @@ export interface EndpointSlice {
   ports?: EndpointPort[];
 }
 
+/** The parts of a Node (v1) the proxy reads: its name and labels (zone). */
+export interface Node {
+  apiVersion: 'v1';
+  kind: 'Node';
+  metadata: ObjectMeta;
+}
+
 /** Label that ties an EndpointSlice to its Service (same namespace). */
 export const SERVICE_NAME_LABEL = 'kubernetes.io/service-name';
+
+/** The node label kube-proxy reads for topology hints. */
+export const ZONE_LABEL = 'topology.kubernetes.io/zone';
 
 /** The objects the proxy works from. */
 export interface ObjectSet {
   services: Service[];
   endpointSlices: EndpointSlice[];
+  /** Nodes (manifests may hold this node's Node for its zone label). */
+  nodes?: Node[];
 }
 
 export function namespaceOf(o: { metadata: ObjectMeta }): string {

@@ -1,19 +1,32 @@
 // Desired datapath state from Kubernetes objects: pure functions, no I/O.
 //
 // This follows what kube-proxy computes for ClusterIP Services
-// (pkg/proxy/servicechangetracker.go, endpointslicecache.go): one frontend
-// per ClusterIP x Service port (protocol included); backends from the
-// EndpointSlices labelled kubernetes.io/service-name=<service> in the same
-// namespace, matched to the Service port by port name (the slice carries the
-// resolved target port number), merged across slices and de-duplicated by
-// address. Endpoints are used only when ready (unset counts as ready);
-// terminating ones are kept as TERMINATING backends so established flows can
-// finish. IPv4 only for now. A Service with an invalid spec is skipped with a
-// reason; the others are not affected.
+// (pkg/proxy/servicechangetracker.go, endpointslicecache.go, topology.go):
+// one frontend per ClusterIP x Service port (protocol included); backends
+// from the EndpointSlices labelled kubernetes.io/service-name=<service> in the
+// same namespace, matched to the Service port by port name and protocol (the
+// slice carries the resolved target port number), merged across slices and
+// de-duplicated by address. Which endpoints get a slot (new flows) is
+// kube-proxy's CategorizeEndpoints for cluster-internal traffic:
+//   - internalTrafficPolicy Cluster: ready endpoints, narrowed to this node's
+//     zone when topology hints apply; none ready -> the serving+terminating
+//     ones ("fallback to terminating", topology ignored);
+//   - internalTrafficPolicy Local: this node's ready endpoints, else this
+//     node's serving+terminating ones, else none (traffic dropped).
+// Endpoints that are alive (ready or terminating) but got no slot are kept as
+// backends without a slot, so flows already established to them go on: a
+// terminating pod finishes its connections. IPv4 only for now.
+//
+// computeService() is the per-Service unit (the agent caches its result and
+// recomputes only Services whose Service or slices changed); the assembler
+// merges per-Service results into the maps' view: a frontend claimed by two
+// Services goes to the first by namespace/name, a backend shared by several
+// frontends is active when any of them has it ready. A Service with an invalid
+// spec is skipped with a reason; the others are not affected.
 
 import * as abi from '../maps/abi.js';
-import type { EndpointSlice, Service, ServicePort } from '../k8s/types.js';
-import { SERVICE_NAME_LABEL, namespaceOf, nsName } from '../k8s/types.js';
+import type { Endpoint, EndpointSlice, Node, Service, ServicePort } from '../k8s/types.js';
+import { SERVICE_NAME_LABEL, ZONE_LABEL, namespaceOf, nsName } from '../k8s/types.js';
 
 export const DEFAULT_AFFINITY_TIMEOUT = 10800; // seconds, the API default for ClientIP
 const MAX_AFFINITY_TIMEOUT = 86400;
@@ -34,6 +47,8 @@ export interface DesiredBackend {
 }
 
 export interface DesiredFrontend {
+  /** "10.96.0.10:80/TCP#0": the frontend as the maps identify it (key and scope). */
+  id: string;
   key: string; // "10.96.0.10:80/TCP"
   vip: string;
   port: number;
@@ -44,8 +59,10 @@ export interface DesiredFrontend {
   service: ServiceRef;
   /** Backend keys chosen for new flows (slots 1..n), sorted. */
   active: string[];
-  /** Backend keys kept only for flows already established, sorted. */
-  terminating: string[];
+  /** Backend keys without a slot, kept so established flows go on (terminating, or filtered out), sorted. */
+  kept: string[];
+  /** The backends of `active` and `kept`, with their state. */
+  backends: DesiredBackend[];
 }
 
 export interface DesiredProblem {
@@ -54,12 +71,33 @@ export interface DesiredProblem {
   reason: string;
 }
 
+/** What the maps should hold. Read-only views; the assembler owns them. */
 export interface DesiredState {
-  frontends: DesiredFrontend[]; // sorted by service, then port order, then address
-  backends: Map<string, DesiredBackend>;
+  /** By frontend id; in Service order when computed in one go. */
+  frontends: ReadonlyMap<string, DesiredFrontend>;
+  backends: ReadonlyMap<string, DesiredBackend>;
   /** Every ClusterIP that has a frontend: the datapath drops unknown ports on these. */
-  vips: string[];
+  vips: ReadonlySet<string>;
   problems: DesiredProblem[];
+}
+
+/** What changed since the previous state handed to the syncer (ids and keys). */
+export interface DesiredChanges {
+  frontends: Set<string>;
+  backends: Set<string>;
+  vips: Set<string>;
+}
+
+/** The node the agent runs on, as the proxy rules need it. */
+export interface NodeContext {
+  name: string;
+  /** topology.kubernetes.io/zone of the Node, when known. */
+  zone?: string;
+}
+
+export function nodeContext(name: string, node?: Node): NodeContext {
+  const zone = node?.metadata.labels?.[ZONE_LABEL];
+  return zone ? { name, zone } : { name };
 }
 
 export function frontendKey(vip: string, port: number, proto: number): string {
@@ -67,6 +105,10 @@ export function frontendKey(vip: string, port: number, proto: number): string {
 }
 
 export const backendKeyOf = frontendKey;
+
+export function frontendIdOf(key: string, scope: number): string {
+  return `${key}#${scope}`;
+}
 
 const ipv6Like = /^[0-9a-fA-F:.]*:[0-9a-fA-F:.]*$/;
 const isPort = (x: unknown): x is number => Number.isInteger(x) && (x as number) >= 1 && (x as number) <= 65535;
@@ -164,35 +206,42 @@ function checkService(svc: Service, problems: DesiredProblem[]): CheckedService 
   }
 }
 
-interface EndpointChoice {
+
+/** One endpoint of one Service port, merged across slices. */
+interface EndpointInfo {
   ip: string;
   port: number;
   ready: boolean;
+  serving: boolean;
+  terminating: boolean;
+  local: boolean;
+  zones: readonly string[] | undefined; // hints.forZones; undefined = no hints
+}
+
+// kube-proxy's reading of the conditions: ready unset = ready, serving unset =
+// ready's value, terminating unset = false.
+function conditionsOf(ep: Endpoint): { ready: boolean; serving: boolean; terminating: boolean } {
+  const c = ep.conditions ?? {};
+  const ready = c.ready ?? true;
+  return { ready, serving: c.serving ?? ready, terminating: c.terminating ?? false };
 }
 
 /**
  * The endpoints of one Service port across the Service's slices, keyed by
- * "ip:port". An address listed ready in one slice and not in another (a pod
- * moving between slices) counts as ready.
+ * "ip:port". A slice port without a number is skipped, as kube-proxy does. An
+ * address listed in two slices (a pod moving between slices) is one endpoint:
+ * a ready entry wins over a not-ready one, then a local one over a remote one.
  */
-function endpointsFor(
-  slices: readonly EndpointSlice[],
-  port: CheckedPort,
-  nodeLocal: boolean,
-  nodeName: string,
-  problems: DesiredProblem[],
-): Map<string, EndpointChoice> {
-  const out = new Map<string, EndpointChoice>();
+function endpointsFor(slices: readonly EndpointSlice[], port: CheckedPort, node: NodeContext, problems: DesiredProblem[]): Map<string, EndpointInfo> {
+  const out = new Map<string, EndpointInfo>();
   for (const slice of slices) {
     const sp = (slice.ports ?? []).find((p) => (p.name ?? '') === port.name && (p.protocol ?? 'TCP') === port.protocol);
     if (!sp) continue;
-    let target: number;
-    if (isPort(sp.port)) target = sp.port;
-    else if (typeof port.targetPort === 'number') target = port.targetPort;
-    else {
-      problems.push({ level: 'debug', object: `EndpointSlice ${nsName(slice)}`, reason: `port ${JSON.stringify(port.name)} has no number and targetPort ${port.targetPort} is a name: skipped` });
+    if (!isPort(sp.port)) {
+      problems.push({ level: 'debug', object: `EndpointSlice ${nsName(slice)}`, reason: `port ${JSON.stringify(port.name)} has no number: skipped` });
       continue;
     }
+    const target = sp.port;
     for (const ep of slice.endpoints) {
       const ip = ep.addresses[0];
       if (ip === undefined) continue;
@@ -200,102 +249,286 @@ function endpointsFor(
         problems.push({ level: 'debug', object: `EndpointSlice ${nsName(slice)}`, reason: `endpoint address ${JSON.stringify(ip)} is not IPv4: skipped` });
         continue;
       }
-      if (nodeLocal && ep.nodeName !== nodeName) continue;
-      const ready = ep.conditions?.ready ?? true;
-      const terminating = ep.conditions?.terminating ?? false;
-      if (!ready && !terminating) continue;
+      const cond = conditionsOf(ep);
+      const zones = ep.hints?.forZones?.length ? ep.hints.forZones.map((z) => z.name) : undefined;
+      const info: EndpointInfo = { ip, port: target, ...cond, local: ep.nodeName === node.name, zones };
       const k = `${ip}:${target}`;
       const prev = out.get(k);
-      out.set(k, { ip, port: target, ready: ready || (prev?.ready ?? false) });
+      if (!prev || (!prev.ready && info.ready) || (prev.ready === info.ready && !prev.local && info.local)) out.set(k, info);
     }
   }
   return out;
 }
 
+/**
+ * Topology hints apply when every ready endpoint carries zone hints and at
+ * least one of them names this node's zone (kube-proxy's topologyModeFromHints:
+ * the EndpointSlice controller sets hints only for Services that ask for them,
+ * via trafficDistribution or the topology-mode annotation).
+ */
+function useZoneHints(eps: readonly EndpointInfo[], node: NodeContext): boolean {
+  if (!node.zone) return false;
+  let forZone = false;
+  for (const e of eps) {
+    if (!e.ready) continue;
+    if (!e.zones) return false;
+    if (e.zones.includes(node.zone)) forZone = true;
+  }
+  return forZone;
+}
+
+/** Which endpoints get slots (new flows); see the file comment. */
+function slotEndpoints(eps: readonly EndpointInfo[], nodeLocal: boolean, node: NodeContext): EndpointInfo[] {
+  if (nodeLocal) {
+    const ready = eps.filter((e) => e.local && e.ready);
+    return ready.length ? ready : eps.filter((e) => e.local && e.serving && e.terminating);
+  }
+  const zone = useZoneHints(eps, node) ? node.zone! : undefined;
+  const ready = eps.filter((e) => e.ready && (zone === undefined || e.zones!.includes(zone)));
+  return ready.length ? ready : eps.filter((e) => e.serving && e.terminating);
+}
+
 const byAddress = (a: { ip: string; port: number }, b: { ip: string; port: number }): number =>
   abi.ipv4ToNumber(a.ip) - abi.ipv4ToNumber(b.ip) || a.port - b.port;
 
-/** Services + EndpointSlices (+ this node's name) -> frontends and backends. */
-export function computeDesired(services: readonly Service[], slices: readonly EndpointSlice[], nodeName: string): DesiredState {
-  const problems: DesiredProblem[] = [];
+/** The frontends one Service asks for, before frontends claimed by two Services are settled. */
+export interface ServiceDesired {
+  service: string; // "namespace/name"
+  frontends: DesiredFrontend[];
+  problems: DesiredProblem[];
+}
 
+/**
+ * One Service with its slices (those labelled with its name, any address
+ * type) -> its frontends and their backends.
+ */
+export function computeService(svc: Service, slices: readonly EndpointSlice[], node: NodeContext): ServiceDesired {
+  const problems: DesiredProblem[] = [];
+  const out: ServiceDesired = { service: nsName(svc), frontends: [], problems };
+  const c = checkService(svc, problems);
+  if (!c) return out;
+  const usable: EndpointSlice[] = [];
+  for (const s of slices) {
+    if (s.addressType === 'IPv4') usable.push(s);
+    else problems.push({ level: 'debug', object: `EndpointSlice ${nsName(s)}`, reason: `addressType ${s.addressType} skipped (IPv4 only)` });
+  }
+  usable.sort((a, b) => (a.metadata.name < b.metadata.name ? -1 : a.metadata.name > b.metadata.name ? 1 : 0));
+  const object = `Service ${out.service}`;
+
+  for (const port of c.ports) {
+    if (port.protocol === 'SCTP') {
+      problems.push({ level: 'info', object, reason: `port ${port.port}/SCTP skipped (TCP and UDP only)` });
+      continue;
+    }
+    const proto = port.protocol === 'TCP' ? abi.IPPROTO_TCP : abi.IPPROTO_UDP;
+    const eps = [...endpointsFor(usable, port, node, problems).values()].sort(byAddress);
+    let slots = slotEndpoints(eps, c.nodeLocal, node);
+    if (slots.length > MAX_SLOTS) {
+      problems.push({ level: 'warn', object, reason: `port ${port.port}: ${slots.length} endpoints for new flows, only the first ${MAX_SLOTS} are used` });
+      slots = slots.slice(0, MAX_SLOTS);
+    }
+    const inSlot = new Set(slots);
+    const kept = eps.filter((e) => !inSlot.has(e) && (e.ready || e.terminating));
+    const backend = (e: EndpointInfo): DesiredBackend => ({
+      key: backendKeyOf(e.ip, e.port, proto),
+      ip: e.ip,
+      port: e.port,
+      proto,
+      state: e.ready ? abi.KBP_BACKEND_ACTIVE : abi.KBP_BACKEND_TERMINATING,
+    });
+    const slotBackends = slots.map(backend);
+    const keptBackends = kept.map(backend);
+    for (const vip of c.vips) {
+      const key = frontendKey(vip, port.port, proto);
+      out.frontends.push({
+        id: frontendIdOf(key, abi.KBP_SCOPE_EXTERNAL),
+        key,
+        vip,
+        port: port.port,
+        proto,
+        scope: abi.KBP_SCOPE_EXTERNAL,
+        flags: abi.KBP_SVC_F_CLUSTER_IP | (c.affinityTimeout ? abi.KBP_SVC_F_AFFINITY : 0),
+        affinityTimeout: c.affinityTimeout,
+        service: { ...c.ref, portName: port.name },
+        active: slotBackends.map((b) => b.key),
+        kept: keptBackends.map((b) => b.key),
+        backends: [...slotBackends, ...keptBackends],
+      });
+    }
+  }
+  return out;
+}
+
+interface BackendRefs {
+  refs: number;
+  active: number; // refs that see the endpoint ready
+  backend: DesiredBackend;
+}
+
+/**
+ * Per-Service results -> the maps' view, kept up to date one Service at a
+ * time: set() a Service's result (or undefined when it is gone) and only the
+ * frontends, backends and VIPs it touches are revisited. Every change is
+ * recorded in `changes` until takeChanges().
+ */
+export class DesiredAssembler {
+  private readonly services = new Map<string, ServiceDesired>();
+  /** Frontend id -> Services asking for it, sorted: the first one owns it. */
+  private readonly claims = new Map<string, string[]>();
+  private readonly frontendMap = new Map<string, DesiredFrontend>();
+  private readonly backendRefs = new Map<string, BackendRefs>();
+  private readonly backendMap = new Map<string, DesiredBackend>();
+  private readonly vipCount = new Map<string, number>();
+  private readonly vipSet = new Set<string>();
+  private changes: DesiredChanges = { frontends: new Set(), backends: new Set(), vips: new Set() };
+
+  /** The current view (live: it follows later set() calls). */
+  get state(): DesiredState {
+    return { frontends: this.frontendMap, backends: this.backendMap, vips: this.vipSet, problems: [] };
+  }
+
+  get serviceCount(): number {
+    return this.services.size;
+  }
+
+  result(service: string): ServiceDesired | undefined {
+    return this.services.get(service);
+  }
+
+  /** Changes since the last call. */
+  takeChanges(): DesiredChanges {
+    const c = this.changes;
+    this.changes = { frontends: new Set(), backends: new Set(), vips: new Set() };
+    return c;
+  }
+
+  /** Frontends the Service asks for but another Service owns. */
+  lost(service: string): Array<{ frontend: DesiredFrontend; owner: string }> {
+    const sd = this.services.get(service);
+    if (!sd) return [];
+    const out: Array<{ frontend: DesiredFrontend; owner: string }> = [];
+    for (const f of sd.frontends) {
+      const owner = this.claims.get(f.id)?.[0];
+      if (owner !== undefined && owner !== service) out.push({ frontend: f, owner });
+    }
+    return out;
+  }
+
+  set(service: string, next: ServiceDesired | undefined): void {
+    const prev = this.services.get(service);
+    if (prev === next) return;
+    const ids = new Set<string>();
+    for (const f of prev?.frontends ?? []) ids.add(f.id);
+    for (const f of next?.frontends ?? []) ids.add(f.id);
+    const nextIds = new Set((next?.frontends ?? []).map((f) => f.id));
+    if (next) this.services.set(service, next);
+    else this.services.delete(service);
+    for (const id of ids) {
+      let list = this.claims.get(id);
+      const has = list?.includes(service) ?? false;
+      if (nextIds.has(id) && !has) {
+        if (!list) this.claims.set(id, (list = []));
+        list.push(service);
+        list.sort();
+      } else if (!nextIds.has(id) && has) {
+        list!.splice(list!.indexOf(service), 1);
+        if (list!.length === 0) this.claims.delete(id);
+      }
+      const owner = this.claims.get(id)?.[0];
+      const after = owner === undefined ? undefined : this.services.get(owner)!.frontends.find((f) => f.id === id);
+      this.replaceFrontend(id, after);
+    }
+  }
+
+  private replaceFrontend(id: string, after: DesiredFrontend | undefined): void {
+    const before = this.frontendMap.get(id);
+    if (before === after) return;
+    this.changes.frontends.add(id);
+    if (after) this.frontendMap.set(id, after);
+    else this.frontendMap.delete(id);
+    if (after) for (const b of after.backends) this.ref(b, 1);
+    if (before) for (const b of before.backends) this.ref(b, -1);
+    if (!before !== !after || before?.vip !== after?.vip) {
+      if (after) this.vip(after.vip, 1);
+      if (before) this.vip(before.vip, -1);
+    }
+  }
+
+  private ref(b: DesiredBackend, d: 1 | -1): void {
+    let r = this.backendRefs.get(b.key);
+    if (!r) this.backendRefs.set(b.key, (r = { refs: 0, active: 0, backend: b }));
+    r.refs += d;
+    if (b.state === abi.KBP_BACKEND_ACTIVE) r.active += d;
+    const cur = this.backendMap.get(b.key);
+    if (r.refs === 0) {
+      this.backendRefs.delete(b.key);
+      if (cur) {
+        this.backendMap.delete(b.key);
+        this.changes.backends.add(b.key);
+      }
+      return;
+    }
+    const state = r.active > 0 ? abi.KBP_BACKEND_ACTIVE : abi.KBP_BACKEND_TERMINATING;
+    if (!cur || cur.state !== state) {
+      this.backendMap.set(b.key, { key: b.key, ip: b.ip, port: b.port, proto: b.proto, state });
+      this.changes.backends.add(b.key);
+    }
+  }
+
+  private vip(vip: string, d: 1 | -1): void {
+    const n = (this.vipCount.get(vip) ?? 0) + d;
+    if (n === 0) {
+      this.vipCount.delete(vip);
+      this.vipSet.delete(vip);
+      this.changes.vips.add(vip);
+    } else {
+      if (!this.vipCount.has(vip)) {
+        this.vipSet.add(vip);
+        this.changes.vips.add(vip);
+      }
+      this.vipCount.set(vip, n);
+    }
+  }
+}
+
+/** The service a slice belongs to ("namespace/name"), or undefined without the label. */
+export function sliceService(s: EndpointSlice): string | undefined {
+  const svc = s.metadata.labels?.[SERVICE_NAME_LABEL];
+  return svc ? `${namespaceOf(s)}/${svc}` : undefined;
+}
+
+/** Services + EndpointSlices (+ this node) -> frontends and backends, in one go. */
+export function computeDesired(services: readonly Service[], slices: readonly EndpointSlice[], node: string | NodeContext): DesiredState {
+  const ctx = typeof node === 'string' ? { name: node } : node;
+  const problems: DesiredProblem[] = [];
   const slicesBySvc = new Map<string, EndpointSlice[]>();
   for (const s of slices) {
-    const svc = s.metadata.labels?.[SERVICE_NAME_LABEL];
-    if (!svc) {
+    const k = sliceService(s);
+    if (!k) {
       problems.push({ level: 'debug', object: `EndpointSlice ${nsName(s)}`, reason: `no ${SERVICE_NAME_LABEL} label: not used` });
       continue;
     }
-    if (s.addressType !== 'IPv4') {
-      problems.push({ level: 'debug', object: `EndpointSlice ${nsName(s)}`, reason: `addressType ${s.addressType} skipped (IPv4 only)` });
-      continue;
-    }
-    const k = `${namespaceOf(s)}/${svc}`;
     const list = slicesBySvc.get(k) ?? [];
     list.push(s);
     slicesBySvc.set(k, list);
   }
-  for (const list of slicesBySvc.values()) list.sort((a, b) => (a.metadata.name < b.metadata.name ? -1 : a.metadata.name > b.metadata.name ? 1 : 0));
-
   const sorted = [...services].sort((a, b) => (nsName(a) < nsName(b) ? -1 : nsName(a) > nsName(b) ? 1 : 0));
-  const frontends: DesiredFrontend[] = [];
-  const owner = new Map<string, string>(); // frontend key -> Service ns/name
-  const backends = new Map<string, DesiredBackend>();
-  const vips = new Set<string>();
-
+  const asm = new DesiredAssembler();
+  for (const svc of sorted) asm.set(nsName(svc), computeService(svc, slicesBySvc.get(nsName(svc)) ?? [], ctx));
   for (const svc of sorted) {
-    const c = checkService(svc, problems);
-    if (!c) continue;
-    const svcSlices = slicesBySvc.get(`${c.ref.namespace}/${c.ref.name}`) ?? [];
-    for (const port of c.ports) {
-      if (port.protocol === 'SCTP') {
-        problems.push({ level: 'info', object: `Service ${nsName(svc)}`, reason: `port ${port.port}/SCTP skipped (TCP and UDP only)` });
-        continue;
-      }
-      const proto = port.protocol === 'TCP' ? abi.IPPROTO_TCP : abi.IPPROTO_UDP;
-      const eps = [...endpointsFor(svcSlices, port, c.nodeLocal, nodeName, problems).values()].sort(byAddress);
-      let ready = eps.filter((e) => e.ready);
-      if (ready.length > MAX_SLOTS) {
-        problems.push({ level: 'warn', object: `Service ${nsName(svc)}`, reason: `port ${port.port}: ${ready.length} ready endpoints, only the first ${MAX_SLOTS} are used` });
-        ready = ready.slice(0, MAX_SLOTS);
-      }
-      const keep = eps.filter((e) => !e.ready);
-      const keyOf = (e: EndpointChoice): string => {
-        const key = backendKeyOf(e.ip, e.port, proto);
-        const prev = backends.get(key);
-        const state = e.ready ? abi.KBP_BACKEND_ACTIVE : abi.KBP_BACKEND_TERMINATING;
-        // Shared by several frontends: active for any of them means active.
-        if (!prev || (prev.state !== abi.KBP_BACKEND_ACTIVE && state === abi.KBP_BACKEND_ACTIVE)) backends.set(key, { key, ip: e.ip, port: e.port, proto, state });
-        return key;
-      };
-      for (const vip of c.vips) {
-        const key = frontendKey(vip, port.port, proto);
-        const taken = owner.get(key);
-        if (taken) {
-          problems.push({ level: 'warn', object: `Service ${nsName(svc)}`, reason: `frontend ${key} already belongs to Service ${taken}: port skipped` });
-          continue;
-        }
-        owner.set(key, nsName(svc));
-        vips.add(vip);
-        frontends.push({
-          key,
-          vip,
-          port: port.port,
-          proto,
-          scope: abi.KBP_SCOPE_EXTERNAL,
-          flags: abi.KBP_SVC_F_CLUSTER_IP | (c.affinityTimeout ? abi.KBP_SVC_F_AFFINITY : 0),
-          affinityTimeout: c.affinityTimeout,
-          service: { ...c.ref, portName: port.name },
-          active: ready.map(keyOf),
-          terminating: keep.map(keyOf),
-        });
-      }
-    }
+    const k = nsName(svc);
+    problems.push(...asm.result(k)!.problems, ...conflictProblems(asm, k));
   }
-  return {
-    frontends,
-    backends,
-    vips: [...vips].sort((a, b) => abi.ipv4ToNumber(a) - abi.ipv4ToNumber(b)),
-    problems,
-  };
+  const st = asm.state;
+  const vips = new Set([...st.vips].sort((a, b) => abi.ipv4ToNumber(a) - abi.ipv4ToNumber(b)));
+  return { frontends: st.frontends, backends: st.backends, vips, problems };
+}
+
+/** "frontend … already belongs to Service …" for each frontend the Service lost. */
+export function conflictProblems(asm: DesiredAssembler, service: string): DesiredProblem[] {
+  return asm.lost(service).map(({ frontend, owner }) => ({
+    level: 'warn' as const,
+    object: `Service ${service}`,
+    reason: `frontend ${frontend.key} already belongs to Service ${owner}: port skipped`,
+  }));
 }

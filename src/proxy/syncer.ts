@@ -19,12 +19,18 @@
 // a backend keeps its slot while it stays, and the hole left by a removed one
 // is filled by moving the last, so an endpoint change rewrites a handful of
 // entries, not the frontend.
+//
+// A sync given the changes since the previous one (DesiredChanges, from the
+// assembler) visits only the frontends, backends and VIPs named there, so one
+// endpoint change costs a handful of map operations and no pass over 10k
+// Services. Without changes, or when the maps must be re-read (first sync,
+// after a failure, periodic resync), it visits everything.
 
 import * as abi from '../maps/abi.js';
 import { MapFullError, type MapEntry, type MapWriter } from '../maps/writer.js';
 import type { Logger } from '../log.js';
 import { IdAllocator } from './ids.js';
-import { backendKeyOf, frontendKey, type DesiredState, type ServiceRef } from './desired.js';
+import { backendKeyOf, frontendKey, type DesiredChanges, type DesiredState, type ServiceRef } from './desired.js';
 
 const S = abi.KBP_MAP_SERVICES;
 const B = abi.KBP_MAP_BACKENDS;
@@ -61,9 +67,19 @@ export interface ProgrammedFrontend {
   service: ServiceRef;
 }
 
+/** A backend entry the sync deleted (its conntrack entries may need flushing). */
+export interface RemovedBackend {
+  id: number;
+  key: string;
+  proto: number;
+}
+
 export interface SyncResult {
   ok: boolean;
   full: boolean; // the maps were (re-)read first
+  /** Every desired entry was visited (not only the changed ones). */
+  complete: boolean;
+  removedBackends: RemovedBackend[];
   updates: number;
   deletes: number;
   durationMs: number;
@@ -111,6 +127,9 @@ export class Syncer {
   private readonly now: () => Date;
   private updates = 0;
   private deletes = 0;
+  private removed: RemovedBackend[] = [];
+  /** The maps were read and not yet compared with a whole desired state: stale entries may hide anywhere. */
+  private needComplete = true;
 
   constructor(opts: SyncerOptions) {
     this.writer = opts.writer;
@@ -159,6 +178,7 @@ export class Syncer {
     for (const [id, b] of t.backends) if (!this.backendIds.restore(backendKeyOf(b.ip, b.port, b.proto), id)) conflicts++;
     this.tracked = t;
     this.applied = new Map();
+    this.needComplete = true;
     this.log.info('maps read', {
       frontends: [...t.frontends.values()].filter((f) => !isMarker(f.base)).length,
       slots: svcs.length - t.frontends.size,
@@ -168,23 +188,38 @@ export class Syncer {
     });
   }
 
-  /** Bring the maps to `desired`. Never throws: failures are logged, counted and returned. */
-  async sync(desired: DesiredState): Promise<SyncResult> {
+  /**
+   * Bring the maps to `desired`. With `changes`, only what they name is
+   * visited (unless the maps must be re-read first). Never throws: failures
+   * are logged, counted and returned.
+   */
+  async sync(desired: DesiredState, changes?: DesiredChanges): Promise<SyncResult> {
     const start = performance.now();
     const full = this.tracked === undefined;
+    const complete = full || changes === undefined || this.needComplete;
     this.updates = 0;
     this.deletes = 0;
+    this.removed = [];
     this.stats.syncs++;
     if (full) this.stats.fullSyncs++;
     let result: SyncResult;
     try {
       if (!this.tracked) await this.restore();
-      await this.apply(desired, this.tracked!);
+      await this.apply(desired, this.tracked!, complete ? undefined : changes);
+      if (complete) this.needComplete = false;
       this.stats.lastSuccess = this.now();
       this.stats.lastError = undefined;
-      result = { ok: true, full, updates: this.updates, deletes: this.deletes, durationMs: performance.now() - start };
+      result = { ok: true, full, complete, removedBackends: this.removed, updates: this.updates, deletes: this.deletes, durationMs: performance.now() - start };
       const level = this.updates + this.deletes > 0 || full ? 'info' : 'debug';
-      this.log[level]('maps synced', { full, updates: this.updates, deletes: this.deletes, frontends: desired.frontends.length, backends: desired.backends.size, ms: result.durationMs.toFixed(1) });
+      this.log[level]('maps synced', {
+        full,
+        complete: complete || undefined,
+        updates: this.updates,
+        deletes: this.deletes,
+        frontends: desired.frontends.size,
+        backends: desired.backends.size,
+        ms: result.durationMs.toFixed(1),
+      });
     } catch (err) {
       const error = err instanceof Error ? err : new Error(String(err));
       this.tracked = undefined; // whatever was half-written, the next sync reads it back
@@ -196,33 +231,44 @@ export class Syncer {
       } else {
         this.log.error('sync failed, next sync is a full resync', { err: error, code: (error as { code?: string }).code, updates: this.updates, deletes: this.deletes });
       }
-      result = { ok: false, full, updates: this.updates, deletes: this.deletes, durationMs: performance.now() - start, error };
+      result = { ok: false, full, complete, removedBackends: this.removed, updates: this.updates, deletes: this.deletes, durationMs: performance.now() - start, error };
     }
     this.stats.lastResult = result;
     return result;
   }
 
-  private async apply(desired: DesiredState, cur: Tracked): Promise<void> {
+  private async apply(desired: DesiredState, cur: Tracked, changes: DesiredChanges | undefined): Promise<void> {
+    const visitBackends: Iterable<string> = changes ? changes.backends : desired.backends.keys();
+    const visitFrontends: Iterable<string> = changes ? changes.frontends : desired.frontends.keys();
+    const visitVips: Iterable<string> = changes ? changes.vips : desired.vips;
+
     // ---- ids (restored ones first, then fresh ones in desired order)
     const wantBackends = new Map<number, abi.Backend>();
-    for (const b of desired.backends.values()) {
-      wantBackends.set(this.backendIds.allocate(b.key), { ip: b.ip, port: b.port, proto: b.proto, state: b.state });
+    for (const key of visitBackends) {
+      const b = desired.backends.get(key);
+      if (b) wantBackends.set(this.backendIds.allocate(b.key), { ip: b.ip, port: b.port, proto: b.proto, state: b.state });
     }
     const wantFrontends = new Map<string, WantedFrontend>(); // changed ones only
-    const wanted = new Set<string>(); // every desired frontend
     const wantRevNat = new Map<number, abi.RevNat>();
-    const programmed = new Map<number, ProgrammedFrontend>();
-    const applied = new Map<string, string>();
-    for (const f of desired.frontends) {
-      const id = feId(f.vip, f.port, f.proto, f.scope);
+    const gone: string[] = []; // visited frontends no longer desired
+    const programmed = changes ? this.programmed : new Map<number, ProgrammedFrontend>();
+    const applied = changes ? this.applied : new Map<string, string>();
+    for (const id of visitFrontends) {
+      const f = desired.frontends.get(id);
+      if (!f) {
+        gone.push(id);
+        continue;
+      }
       const svcId = this.frontendIds.allocate(id);
-      const activeIds = f.active.map((k) => this.backendIds.get(k)!);
-      wanted.add(id);
+      const activeIds = f.active.map((k) => this.backendIds.allocate(k));
       wantRevNat.set(svcId, { vip: f.vip, port: f.port });
       programmed.set(svcId, { id: svcId, frontend: f.key, service: f.service });
       const sig = `${svcId}|${f.flags}|${f.affinityTimeout}|${activeIds.join(',')}`;
+      if (!changes && this.applied.get(id) === sig) {
+        applied.set(id, sig);
+        continue;
+      }
       applied.set(id, sig);
-      if (this.applied.get(id) === sig) continue;
       const slotIds = assignSlots(activeIds, cur.frontends.get(id)?.slots);
       wantFrontends.set(id, {
         base: { vip: f.vip, port: f.port, proto: f.proto, scope: f.scope, slot: 0 },
@@ -231,8 +277,13 @@ export class Syncer {
       });
     }
     const markers = new Map<string, WantedFrontend>();
-    for (const vip of desired.vips) {
-      markers.set(feId(vip, 0, 0, abi.KBP_SCOPE_EXTERNAL), {
+    for (const vip of visitVips) {
+      const id = feId(vip, 0, 0, abi.KBP_SCOPE_EXTERNAL);
+      if (!desired.vips.has(vip)) {
+        gone.push(id);
+        continue;
+      }
+      markers.set(id, {
         base: { vip, port: 0, proto: 0, scope: abi.KBP_SCOPE_EXTERNAL, slot: 0 },
         entry: { backend_id: 0, svc_id: 0, count: 0, flags: abi.KBP_SVC_F_VIP_MARKER, affinity_timeout: 0 },
         slots: [],
@@ -280,26 +331,46 @@ export class Syncer {
     for (const x of trims) x.fe.slots.delete(x.slot);
 
     // ---- 6. removed frontends: entry, then slots, then revnat
-    const removed = [...cur.frontends].filter(([id]) => !wanted.has(id) && !markers.has(id));
+    const removed: Array<[string, TrackedFrontend]> = changes
+      ? gone.flatMap((id) => (cur.frontends.has(id) ? [[id, cur.frontends.get(id)!] as [string, TrackedFrontend]] : []))
+      : [...cur.frontends].filter(([id]) => !desired.frontends.has(id) && !markers.has(id));
     const withEntry = removed.filter(([, fe]) => fe.entry);
     await this.drop(S, withEntry.map(([, fe]) => abi.svcKey.encode(fe.base)));
     for (const [, fe] of withEntry) fe.entry = undefined;
     const removedSlots = removed.flatMap(([, fe]) => [...fe.slots.keys()].sort((a, b) => a - b).map((slot) => abi.svcKey.encode({ ...fe.base, slot })));
     await this.drop(S, removedSlots);
     for (const [id] of removed) cur.frontends.delete(id);
-    const staleRev = [...cur.revnat.keys()].filter((id) => !wantRevNat.has(id));
+    const staleRev = changes
+      ? gone.map((id) => this.frontendIds.get(id)).filter((id): id is number => id !== undefined && cur.revnat.has(id))
+      : [...cur.revnat.keys()].filter((id) => !wantRevNat.has(id));
     await this.drop(R, staleRev.map((svc_id) => abi.revnatKey.encode({ svc_id })));
     for (const id of staleRev) cur.revnat.delete(id);
 
     // ---- 7. unreferenced backends
-    const staleBackends = [...cur.backends.keys()].filter((id) => !wantBackends.has(id));
+    const staleBackends = changes
+      ? [...changes.backends].filter((k) => !desired.backends.has(k)).map((k) => this.backendIds.get(k)).filter((id): id is number => id !== undefined && cur.backends.has(id))
+      : [...cur.backends.keys()].filter((id) => !wantBackends.has(id));
     await this.drop(B, staleBackends.map((id) => abi.backendKey.encode({ id })));
-    for (const id of staleBackends) cur.backends.delete(id);
+    for (const id of staleBackends) {
+      const b = cur.backends.get(id)!;
+      this.removed.push({ id, key: backendKeyOf(b.ip, b.port, b.proto), proto: b.proto });
+      cur.backends.delete(id);
+    }
 
     // Everything desired is written: ids of what is gone can be released.
-    this.frontendIds.retain(wanted);
+    if (changes) {
+      for (const id of gone) {
+        const svcId = this.frontendIds.get(id);
+        if (svcId !== undefined) programmed.delete(svcId);
+        applied.delete(id);
+        this.frontendIds.release(id);
+      }
+      for (const k of changes.backends) if (!desired.backends.has(k)) this.backendIds.release(k);
+    } else {
+      this.frontendIds.retain(new Set(desired.frontends.keys()));
+      this.backendIds.retain(new Set(desired.backends.keys()));
+    }
     this.applied = applied;
-    this.backendIds.retain(new Set(desired.backends.keys()));
   }
 
   private track(cur: Tracked, id: string, base: abi.SvcKey): TrackedFrontend {

@@ -147,7 +147,7 @@ t.test('agent and detach on a real kernel', async (t) => {
   await a2.ready();
   const text2 = await a2.log();
   t.match(text2, /msg="maps read" component=syncer frontends=1 slots=1 backends=1 revnat=1/);
-  t.match(text2, /msg="maps synced" component=syncer full=false updates=0 deletes=0/, 'the first sync after a restart writes nothing');
+  t.match(text2, /msg="maps synced" component=syncer full=false complete=true updates=0 deletes=0/, 'the first sync after a restart writes nothing');
   t.same(await dump(), afterRemoval);
   a2.child.kill('SIGKILL');
   await waitExit(a2.child);
@@ -157,6 +157,7 @@ t.test('agent and detach on a real kernel', async (t) => {
   t.same(d1.stdout.trim().split('\n').map((l) => l.replace(/prog id \d+/, 'prog id N')), [
     'detached kbp_from_pod (prog id N) from tc ingress of veth-a',
     'detached kbp_from_pod (prog id N) from tc ingress of veth-b',
+    `unpinned ${bpffs}/kbp_affinity_v1`,
     `unpinned ${bpffs}/kbp_backend_v1`,
     `unpinned ${bpffs}/kbp_ct4_v1`,
     `unpinned ${bpffs}/kbp_revnat_v1`,

@@ -117,10 +117,14 @@ t.test('lost events (ENOBUFS) trigger a re-list; failures are logged and retried
 
 t.test('agent flags: defaults and errors', async (t) => {
   const c = parseAgentArgs(['--manifests', '/m']);
-  t.match(c, { manifests: '/m', podDevices: 'veth*,lxc*,cali*', bpffs: '/sys/fs/bpf/kbp', apiListen: { host: '127.0.0.1', port: 10256 }, logLevel: 'info', minSyncMs: 100, syncPeriodMs: 60_000 });
+  t.match(c, { source: { kind: 'manifests', dir: '/m' }, podDevices: 'veth*,lxc*,cali*', bpffs: '/sys/fs/bpf/kbp', apiListen: { host: '127.0.0.1', port: 10256 }, logLevel: 'info', minSyncMs: 100, syncPeriodMs: 60_000 });
   t.ok(c.nodeName.length > 0, 'node name defaults to the host name');
   t.same(parseAgentArgs(['--manifests', '/m', '--api-listen', 'off', '--node-name', 'n1']).apiListen, null);
-  t.throws(() => parseAgentArgs([]), /--manifests DIR is required/);
+  t.throws(() => parseAgentArgs([], {}), /give --kubeconfig PATH or --manifests DIR/);
+  t.same(parseAgentArgs(['--kubeconfig', '/k']).source, { kind: 'kubeconfig', path: '/k' });
+  t.same(parseAgentArgs([], { KUBERNETES_SERVICE_HOST: '10.96.0.1' }).source, { kind: 'in-cluster' }, 'in a pod: the in-cluster config');
+  t.same(parseAgentArgs(['--manifests', '/m'], { KUBERNETES_SERVICE_HOST: '10.96.0.1' }).source, { kind: 'manifests', dir: '/m' }, 'an explicit source wins');
+  t.throws(() => parseAgentArgs(['--manifests', '/m', '--kubeconfig', '/k']), /exclude each other/);
   t.throws(() => parseAgentArgs(['--manifests', '/m', '--bogus']), /Unknown option/);
   t.throws(() => parseAgentArgs(['--manifests', '/m', '--log-level', 'loud']), /--log-level/);
   t.throws(() => parseAgentArgs(['--manifests', '/m', '--api-listen', 'localhost']), /HOST:PORT/);

@@ -5,7 +5,7 @@
 // Service order, then backends sorted, then VIPs, then problems.
 
 import t from 'tap';
-import { computeDesired } from '../../src/proxy/desired.js';
+import { computeDesired, nodeContext } from '../../src/proxy/desired.js';
 import { NODE, formatDesired, slice, svc } from './fixtures.js';
 
 t.test('seed example: one port, two ready replicas, numeric targetPort', async (t) => {
@@ -75,7 +75,7 @@ t.test('readiness: unset is ready, not-ready is dropped, terminating is kept for
     NODE,
   );
   t.same(formatDesired(d), [
-    'frontend 10.96.0.30:80/TCP web/s:- flags=cluster-ip affinity=0 active=[10.244.1.1:8080/TCP 10.244.1.2:8080/TCP] terminating=[10.244.1.4:8080/TCP]',
+    'frontend 10.96.0.30:80/TCP web/s:- flags=cluster-ip affinity=0 active=[10.244.1.1:8080/TCP 10.244.1.2:8080/TCP] kept=[10.244.1.4:8080/TCP]',
     'backend 10.244.1.1:8080/TCP active',
     'backend 10.244.1.2:8080/TCP active',
     'backend 10.244.1.4:8080/TCP terminating',
@@ -141,7 +141,6 @@ t.test('skipped Services and addresses, each with a reason; the rest keep workin
     'backend 10.244.1.1:8080/TCP active',
     'vip 10.96.0.50',
     'vip 10.96.0.60',
-    'debug EndpointSlice web/ok-6: addressType IPv6 skipped (IPv4 only)',
     'debug EndpointSlice web/stray: no kubernetes.io/service-name label: not used',
     'warn Service web/bad-affinity: invalid spec, Service skipped: sessionAffinityConfig.clientIP.timeoutSeconds 0 is out of range 1-86400',
     'warn Service web/bad-ip: invalid spec, Service skipped: clusterIP "10.96.0.300" is not an IP address',
@@ -156,6 +155,7 @@ t.test('skipped Services and addresses, each with a reason; the rest keep workin
     'debug Service web/headless: headless (clusterIP None): not proxied',
     'warn Service web/mismatch: invalid spec, Service skipped: clusterIP 10.96.0.57 differs from clusterIPs[0] 10.96.0.58',
     'warn Service web/no-ports: invalid spec, Service skipped: no ports',
+    'debug EndpointSlice web/ok-6: addressType IPv6 skipped (IPv4 only)',
     'debug EndpointSlice web/ok-1: endpoint address "fd00::1" is not IPv4: skipped',
     'warn Service web/pending: no clusterIP set: nothing to proxy',
     'warn Service web/thief: frontend 10.96.0.50:80/TCP already belongs to Service web/ok: port skipped',
@@ -164,7 +164,7 @@ t.test('skipped Services and addresses, each with a reason; the rest keep workin
   ]);
 });
 
-t.test('ClientIP affinity, several clusterIPs, internalTrafficPolicy Local', async (t) => {
+t.test('ClientIP affinity, several clusterIPs, internalTrafficPolicy Local (remote endpoints kept without a slot)', async (t) => {
   const d = computeDesired(
     [
       svc('sticky', '10.96.0.70', [{ port: 80, targetPort: 8080 }], { sessionAffinity: 'ClientIP' }),
@@ -178,11 +178,12 @@ t.test('ClientIP affinity, several clusterIPs, internalTrafficPolicy Local', asy
     NODE,
   );
   t.same(formatDesired(d), [
-    'frontend 10.96.0.72:80/TCP web/local:- flags=cluster-ip affinity=0 active=[10.244.1.1:8080/TCP]',
-    'frontend 10.96.0.73:80/TCP web/local:- flags=cluster-ip affinity=0 active=[10.244.1.1:8080/TCP]',
+    'frontend 10.96.0.72:80/TCP web/local:- flags=cluster-ip affinity=0 active=[10.244.1.1:8080/TCP] kept=[10.244.1.9:8080/TCP 10.244.2.1:8080/TCP]',
+    'frontend 10.96.0.73:80/TCP web/local:- flags=cluster-ip affinity=0 active=[10.244.1.1:8080/TCP] kept=[10.244.1.9:8080/TCP 10.244.2.1:8080/TCP]',
     'frontend 10.96.0.70:80/TCP web/sticky:- flags=cluster-ip,affinity affinity=10800 active=[10.244.2.1:8080/TCP]',
     'frontend 10.96.0.71:80/TCP web/sticky-short:- flags=cluster-ip,affinity affinity=60 active=[]',
     'backend 10.244.1.1:8080/TCP active',
+    'backend 10.244.1.9:8080/TCP active',
     'backend 10.244.2.1:8080/TCP active',
     'vip 10.96.0.70',
     'vip 10.96.0.71',
@@ -191,7 +192,7 @@ t.test('ClientIP affinity, several clusterIPs, internalTrafficPolicy Local', asy
   ]);
 });
 
-t.test('slice ports: matched by name and protocol; a port without number falls back to a numeric targetPort', async (t) => {
+t.test('slice ports: matched by name and protocol; a slice port without a number is skipped (as kube-proxy does)', async (t) => {
   const d = computeDesired(
     [svc('m', '10.96.0.80', [{ name: 'http', port: 80, targetPort: 8080 }, { name: 'admin', port: 81, targetPort: 'admin' }, { name: 'udp', port: 82, protocol: 'UDP' }])],
     [
@@ -201,11 +202,151 @@ t.test('slice ports: matched by name and protocol; a port without number falls b
     NODE,
   );
   t.same(formatDesired(d), [
-    'frontend 10.96.0.80:80/TCP web/m:http flags=cluster-ip affinity=0 active=[10.244.1.1:8080/TCP]',
+    'frontend 10.96.0.80:80/TCP web/m:http flags=cluster-ip affinity=0 active=[]',
     'frontend 10.96.0.80:81/TCP web/m:admin flags=cluster-ip affinity=0 active=[]',
     'frontend 10.96.0.80:82/UDP web/m:udp flags=cluster-ip affinity=0 active=[]',
-    'backend 10.244.1.1:8080/TCP active',
     'vip 10.96.0.80',
-    'debug EndpointSlice web/m-1: port "admin" has no number and targetPort admin is a name: skipped',
+    'debug EndpointSlice web/m-1: port "http" has no number: skipped',
+    'debug EndpointSlice web/m-1: port "admin" has no number: skipped',
+  ]);
+});
+
+const term = (ip: string, nodeName = 'node-2', serving = true) => ({ addresses: [ip], nodeName, conditions: { ready: false, serving, terminating: true } });
+const ready = (ip: string, nodeName = 'node-2', zones?: string[]) => ({ addresses: [ip], nodeName, conditions: { ready: true, serving: true, terminating: false }, ...(zones ? { hints: { forZones: zones.map((name) => ({ name })) } } : {}) });
+
+t.test('fallback to terminating: serving+terminating endpoints get slots only when no endpoint is ready', async (t) => {
+  const d = computeDesired(
+    [svc('rolling', '10.96.1.1', [{ port: 80, targetPort: 8080 }]), svc('draining', '10.96.1.2', [{ port: 80, targetPort: 8080 }])],
+    [
+      // A rollout: one new ready pod, two old ones terminating (one still serving).
+      slice('rolling-1', 'rolling', [{ port: 8080 }], [ready('10.244.2.3'), term('10.244.2.1'), term('10.244.2.2', 'node-2', false)]),
+      // Scale to zero: every pod terminating; the serving ones carry new flows, the rest only established ones.
+      slice('draining-1', 'draining', [{ port: 8080 }], [term('10.244.2.5'), term('10.244.2.6', 'node-2', false), { addresses: ['10.244.2.7'], conditions: { ready: false } }]),
+    ],
+    NODE,
+  );
+  t.same(formatDesired(d), [
+    'frontend 10.96.1.2:80/TCP web/draining:- flags=cluster-ip affinity=0 active=[10.244.2.5:8080/TCP] kept=[10.244.2.6:8080/TCP]',
+    'frontend 10.96.1.1:80/TCP web/rolling:- flags=cluster-ip affinity=0 active=[10.244.2.3:8080/TCP] kept=[10.244.2.1:8080/TCP 10.244.2.2:8080/TCP]',
+    'backend 10.244.2.1:8080/TCP terminating',
+    'backend 10.244.2.2:8080/TCP terminating',
+    'backend 10.244.2.3:8080/TCP active',
+    'backend 10.244.2.5:8080/TCP terminating',
+    'backend 10.244.2.6:8080/TCP terminating',
+    'vip 10.96.1.1',
+    'vip 10.96.1.2',
+  ]);
+});
+
+t.test('internalTrafficPolicy Local: local ready, else local serving+terminating, else no slot at all', async (t) => {
+  const local = (name: string, ip: string) => svc(name, ip, [{ port: 80, targetPort: 8080 }], { internalTrafficPolicy: 'Local' });
+  const d = computeDesired(
+    [local('a', '10.96.2.1'), local('b', '10.96.2.2'), local('c', '10.96.2.3')],
+    [
+      slice('a-1', 'a', [{ port: 8080 }], [ready('10.244.1.1', 'node-1'), term('10.244.1.2', 'node-1'), ready('10.244.2.1')]),
+      slice('b-1', 'b', [{ port: 8080 }], [term('10.244.1.3', 'node-1'), ready('10.244.2.2')]),
+      slice('c-1', 'c', [{ port: 8080 }], [ready('10.244.2.3'), { addresses: ['10.244.2.4'] }]),
+    ],
+    NODE,
+  );
+  t.same(formatDesired(d), [
+    'frontend 10.96.2.1:80/TCP web/a:- flags=cluster-ip affinity=0 active=[10.244.1.1:8080/TCP] kept=[10.244.1.2:8080/TCP 10.244.2.1:8080/TCP]',
+    'frontend 10.96.2.2:80/TCP web/b:- flags=cluster-ip affinity=0 active=[10.244.1.3:8080/TCP] kept=[10.244.2.2:8080/TCP]',
+    'frontend 10.96.2.3:80/TCP web/c:- flags=cluster-ip affinity=0 active=[] kept=[10.244.2.3:8080/TCP 10.244.2.4:8080/TCP]',
+    'backend 10.244.1.1:8080/TCP active',
+    'backend 10.244.1.2:8080/TCP terminating',
+    'backend 10.244.1.3:8080/TCP terminating',
+    'backend 10.244.2.1:8080/TCP active',
+    'backend 10.244.2.2:8080/TCP active',
+    'backend 10.244.2.3:8080/TCP active',
+    'backend 10.244.2.4:8080/TCP active',
+    'vip 10.96.2.1',
+    'vip 10.96.2.2',
+    'vip 10.96.2.3',
+  ]);
+});
+
+t.test('topology hints: this zone only when every ready endpoint has hints and one names the zone', async (t) => {
+  const s = (name: string, ip: string) => svc(name, ip, [{ port: 80, targetPort: 8080 }], { trafficDistribution: 'PreferClose' });
+  const services = [s('hinted', '10.96.3.1'), s('one-unhinted', '10.96.3.2'), s('other-zones', '10.96.3.3'), s('fallback', '10.96.3.4')];
+  const slices = [
+    slice('hinted-1', 'hinted', [{ port: 8080 }], [ready('10.244.1.1', 'node-1', ['zone-a']), ready('10.244.2.1', 'node-2', ['zone-b']), ready('10.244.3.1', 'node-3', ['zone-a', 'zone-c'])]),
+    slice('one-unhinted-1', 'one-unhinted', [{ port: 8080 }], [ready('10.244.1.2', 'node-1', ['zone-a']), ready('10.244.2.2')]),
+    slice('other-zones-1', 'other-zones', [{ port: 8080 }], [ready('10.244.2.3', 'node-2', ['zone-b'])]),
+    // Terminating endpoints without hints do not disable hints; the fallback ignores topology.
+    slice('fallback-1', 'fallback', [{ port: 8080 }], [ready('10.244.2.4', 'node-2', ['zone-b']), ready('10.244.1.4', 'node-1', ['zone-a']), term('10.244.2.5')]),
+  ];
+  const inZoneA = computeDesired(services, slices, { name: NODE, zone: 'zone-a' });
+  t.same(formatDesired(inZoneA), [
+    'frontend 10.96.3.4:80/TCP web/fallback:- flags=cluster-ip affinity=0 active=[10.244.1.4:8080/TCP] kept=[10.244.2.4:8080/TCP 10.244.2.5:8080/TCP]',
+    'frontend 10.96.3.1:80/TCP web/hinted:- flags=cluster-ip affinity=0 active=[10.244.1.1:8080/TCP 10.244.3.1:8080/TCP] kept=[10.244.2.1:8080/TCP]',
+    'frontend 10.96.3.2:80/TCP web/one-unhinted:- flags=cluster-ip affinity=0 active=[10.244.1.2:8080/TCP 10.244.2.2:8080/TCP]',
+    'frontend 10.96.3.3:80/TCP web/other-zones:- flags=cluster-ip affinity=0 active=[10.244.2.3:8080/TCP]',
+    'backend 10.244.1.1:8080/TCP active',
+    'backend 10.244.1.2:8080/TCP active',
+    'backend 10.244.1.4:8080/TCP active',
+    'backend 10.244.2.1:8080/TCP active',
+    'backend 10.244.2.2:8080/TCP active',
+    'backend 10.244.2.3:8080/TCP active',
+    'backend 10.244.2.4:8080/TCP active',
+    'backend 10.244.2.5:8080/TCP terminating',
+    'backend 10.244.3.1:8080/TCP active',
+    'vip 10.96.3.1',
+    'vip 10.96.3.2',
+    'vip 10.96.3.3',
+    'vip 10.96.3.4',
+  ]);
+  // A node without a zone label uses every endpoint.
+  const noZone = computeDesired(services.slice(0, 1), slices.slice(0, 1), { name: NODE });
+  t.same(formatDesired(noZone).slice(0, 1), [
+    'frontend 10.96.3.1:80/TCP web/hinted:- flags=cluster-ip affinity=0 active=[10.244.1.1:8080/TCP 10.244.2.1:8080/TCP 10.244.3.1:8080/TCP]',
+  ]);
+  t.same(nodeContext(NODE, { apiVersion: 'v1', kind: 'Node', metadata: { name: NODE, labels: { 'topology.kubernetes.io/zone': 'zone-a' } } }), { name: NODE, zone: 'zone-a' });
+});
+
+t.test('UDP and SCTP; selectorless Service with hand-made slices; the default kubernetes Service', async (t) => {
+  const d = computeDesired(
+    [
+      svc('dns', '10.96.0.10', [{ name: 'dns', port: 53, protocol: 'UDP', targetPort: 53 }, { name: 'sctp', port: 9, protocol: 'SCTP' }], {}, 'kube-system'),
+      // No selector: the slices are written by hand (an external database), names of our choosing.
+      svc('external-db', '10.96.4.1', [{ name: 'pg', port: 5432 }]),
+      svc('kubernetes', '10.96.0.1', [{ name: 'https', port: 443, targetPort: 6443 }], {}, 'default'),
+    ],
+    [
+      slice('dns-1', 'dns', [{ name: 'dns', port: 53, protocol: 'UDP' }, { name: 'sctp', port: 9, protocol: 'SCTP' }], ['10.244.1.53'], {}, 'kube-system'),
+      slice('external-db-manual', 'external-db', [{ name: 'pg', port: 5432 }], [{ addresses: ['192.168.10.5'] }, { addresses: ['192.168.10.6'] }]),
+      slice('kubernetes', 'kubernetes', [{ name: 'https', port: 6443 }], [{ addresses: ['192.168.0.1'] }], {}, 'default'),
+    ],
+    NODE,
+  );
+  t.same(formatDesired(d), [
+    'frontend 10.96.0.1:443/TCP default/kubernetes:https flags=cluster-ip affinity=0 active=[192.168.0.1:6443/TCP]',
+    'frontend 10.96.0.10:53/UDP kube-system/dns:dns flags=cluster-ip affinity=0 active=[10.244.1.53:53/UDP]',
+    'frontend 10.96.4.1:5432/TCP web/external-db:pg flags=cluster-ip affinity=0 active=[192.168.10.5:5432/TCP 192.168.10.6:5432/TCP]',
+    'backend 10.244.1.53:53/UDP active',
+    'backend 192.168.0.1:6443/TCP active',
+    'backend 192.168.10.5:5432/TCP active',
+    'backend 192.168.10.6:5432/TCP active',
+    'vip 10.96.0.1',
+    'vip 10.96.0.10',
+    'vip 10.96.4.1',
+    'info Service kube-system/dns: port 9/SCTP skipped (TCP and UDP only)',
+  ]);
+});
+
+t.test('an address in two slices is one endpoint: ready wins, then the local copy', async (t) => {
+  const d = computeDesired(
+    [svc('dup', '10.96.5.1', [{ port: 80, targetPort: 8080 }], { internalTrafficPolicy: 'Local' })],
+    [
+      slice('dup-a', 'dup', [{ port: 8080 }], [{ addresses: ['10.244.1.1'], nodeName: 'node-2' }, { addresses: ['10.244.1.2'], conditions: { ready: false }, nodeName: 'node-1' }]),
+      slice('dup-b', 'dup', [{ port: 8080 }], [{ addresses: ['10.244.1.1'], nodeName: 'node-1' }, { addresses: ['10.244.1.2'], nodeName: 'node-1' }]),
+    ],
+    NODE,
+  );
+  t.same(formatDesired(d), [
+    'frontend 10.96.5.1:80/TCP web/dup:- flags=cluster-ip affinity=0 active=[10.244.1.1:8080/TCP 10.244.1.2:8080/TCP]',
+    'backend 10.244.1.1:8080/TCP active',
+    'backend 10.244.1.2:8080/TCP active',
+    'vip 10.96.5.1',
   ]);
 });

@@ -36,14 +36,14 @@ export function slice(
 
 /** The desired state as text lines: a golden-friendly dump. */
 export function formatDesired(d: DesiredState, withProblems = true): string[] {
-  const lines = d.frontends.map(
+  const lines = [...d.frontends.values()].map(
     (f) =>
       `frontend ${f.key} ${f.service.namespace}/${f.service.name}:${f.service.portName || '-'} flags=${svcFlagNames(f.flags)} affinity=${f.affinityTimeout}` +
       ` active=[${f.active.join(' ')}]` +
-      (f.terminating.length ? ` terminating=[${f.terminating.join(' ')}]` : ''),
+      (f.kept.length ? ` kept=[${f.kept.join(' ')}]` : ''),
   );
   lines.push(...[...d.backends.values()].map((b) => `backend ${b.key} ${backendStateName(b.state)}`).sort());
-  lines.push(...d.vips.map((v) => `vip ${v}`));
+  lines.push(...[...d.vips].map((v) => `vip ${v}`));
   if (withProblems) lines.push(...d.problems.map((p) => `${p.level} ${p.object}: ${p.reason}`));
   return lines;
 }

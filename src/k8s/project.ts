@@ -1,0 +1,129 @@
+// Projections: the fields of a Service, EndpointSlice or Node that the proxy
+// reads, copied into a fresh object in a fixed order. Objects arrive from the
+// API (list responses deserialized by @kubernetes/client-node, watch events as
+// raw JSON) or from manifests; projecting them all the same way gives one
+// shape, drops what the proxy never reads (managedFields, status, …) and makes
+// the JSON text of a projection a fingerprint: an update that changes only
+// resourceVersion, managedFields or an unrelated annotation has the same
+// fingerprint as before and is dropped by the change trackers.
+//
+// Projections do not validate: src/proxy/desired.ts judges a Service's spec
+// and skips it with a reason. They only refuse what has no usable identity
+// (no metadata.name), returning undefined.
+
+import type { Endpoint, EndpointPort, EndpointSlice, Node, ObjectMeta, Service, ServicePort, ServiceSpec } from './types.js';
+
+type Raw = Record<string, unknown>;
+const obj = (x: unknown): Raw | undefined => (typeof x === 'object' && x !== null && !Array.isArray(x) ? (x as Raw) : undefined);
+const arr = (x: unknown): unknown[] | undefined => (Array.isArray(x) ? x : undefined);
+const str = (x: unknown): string | undefined => (typeof x === 'string' ? x : undefined);
+/** Copy only defined fields, in the order given (stable fingerprints). */
+function pick<T>(entries: Array<[string, unknown]>): T {
+  const out: Raw = {};
+  for (const [k, v] of entries) if (v !== undefined && v !== null) out[k] = v;
+  return out as T;
+}
+function strMap(x: unknown): Record<string, string> | undefined {
+  const o = obj(x);
+  if (!o) return undefined;
+  const keys = Object.keys(o).sort();
+  const out: Record<string, string> = {};
+  for (const k of keys) if (typeof o[k] === 'string') out[k] = o[k] as string;
+  return out;
+}
+
+// Annotations the proxy reads (topology mode, for logs and future use).
+const KEPT_ANNOTATIONS = ['service.kubernetes.io/topology-mode', 'service.kubernetes.io/topology-aware-hints'];
+
+function meta(raw: Raw, withLabels: boolean, annotations: readonly string[] = []): ObjectMeta | undefined {
+  const m = obj(raw.metadata);
+  const name = str(m?.name);
+  if (!m || !name) return undefined;
+  let ann: Record<string, string> | undefined;
+  const a = obj(m.annotations);
+  for (const k of annotations) if (a && typeof a[k] === 'string') (ann ??= {})[k] = a[k] as string;
+  return pick<ObjectMeta>([
+    ['name', name],
+    ['namespace', str(m.namespace)],
+    ['labels', withLabels ? strMap(m.labels) : undefined],
+    ['annotations', ann],
+  ]);
+}
+
+export function projectService(x: unknown): Service | undefined {
+  const raw = obj(x);
+  const metadata = raw && meta(raw, false, KEPT_ANNOTATIONS);
+  if (!raw || !metadata) return undefined;
+  const s = obj(raw.spec) ?? {};
+  const ports = arr(s.ports)?.map((p) => {
+    const o = obj(p) ?? {};
+    return pick<ServicePort>([
+      ['name', o.name],
+      ['protocol', o.protocol],
+      ['port', o.port],
+      ['targetPort', o.targetPort],
+      ['nodePort', o.nodePort],
+    ]);
+  });
+  const aff = obj(obj(s.sessionAffinityConfig)?.clientIP);
+  const spec = pick<ServiceSpec>([
+    ['type', s.type],
+    ['clusterIP', s.clusterIP],
+    ['clusterIPs', arr(s.clusterIPs)],
+    ['ipFamilies', arr(s.ipFamilies)],
+    ['ports', ports],
+    ['sessionAffinity', s.sessionAffinity],
+    ['sessionAffinityConfig', aff ? { clientIP: pick([['timeoutSeconds', aff.timeoutSeconds]]) } : undefined],
+    ['externalIPs', arr(s.externalIPs)],
+    ['externalName', s.externalName],
+    ['externalTrafficPolicy', s.externalTrafficPolicy],
+    ['internalTrafficPolicy', s.internalTrafficPolicy],
+    ['trafficDistribution', s.trafficDistribution],
+  ]);
+  return { apiVersion: 'v1', kind: 'Service', metadata, spec };
+}
+
+function projectEndpoint(x: unknown): Endpoint {
+  const e = obj(x) ?? {};
+  const c = obj(e.conditions);
+  const h = obj(e.hints);
+  const names = (v: unknown) => arr(v)?.map((z) => ({ name: String(obj(z)?.name ?? '') }));
+  const t = obj(e.targetRef);
+  return pick<Endpoint>([
+    ['addresses', (arr(e.addresses) ?? []).filter((a): a is string => typeof a === 'string')],
+    ['conditions', c ? pick([['ready', c.ready], ['serving', c.serving], ['terminating', c.terminating]]) : undefined],
+    ['nodeName', e.nodeName],
+    ['zone', e.zone],
+    ['hints', h ? pick([['forZones', names(h.forZones)], ['forNodes', names(h.forNodes)]]) : undefined],
+    ['targetRef', t ? pick([['kind', t.kind], ['namespace', t.namespace], ['name', t.name]]) : undefined],
+  ]);
+}
+
+export function projectEndpointSlice(x: unknown): EndpointSlice | undefined {
+  const raw = obj(x);
+  const metadata = raw && meta(raw, true);
+  if (!raw || !metadata) return undefined;
+  const ports = arr(raw.ports)?.map((p) => {
+    const o = obj(p) ?? {};
+    return pick<EndpointPort>([
+      ['name', o.name],
+      ['protocol', o.protocol],
+      ['port', o.port],
+    ]);
+  });
+  return pick<EndpointSlice>([
+    ['apiVersion', 'discovery.k8s.io/v1'],
+    ['kind', 'EndpointSlice'],
+    ['metadata', metadata],
+    ['addressType', str(raw.addressType) ?? ''],
+    ['endpoints', (arr(raw.endpoints) ?? []).map(projectEndpoint)],
+    ['ports', ports],
+  ]);
+}
+
+export function projectNode(x: unknown): Node | undefined {
+  const raw = obj(x);
+  const metadata = raw && meta(raw, true);
+  if (!raw || !metadata) return undefined;
+  return { apiVersion: 'v1', kind: 'Node', metadata };
+}

@@ -1,0 +1,101 @@
+// The proxy's view of the cluster between informer events and the syncer:
+// change trackers fed by the object source, and the desired state kept per
+// Service. compute() recomputes only the Services whose Service or slices
+// changed since the last call (all of them when this node's zone changed) and
+// returns the desired state with the list of what changed, so the syncer
+// visits only that. Problems of a Service (invalid spec, skipped port, …) are
+// logged when they first appear, with the object and the reason, and again
+// only after they went away and came back.
+
+import type { EndpointSlice, Node, Service } from '../k8s/types.js';
+import type { Logger } from '../log.js';
+import { EndpointsChangeTracker, NodeTracker, ServiceChangeTracker } from './changes.js';
+import {
+  DesiredAssembler,
+  computeService,
+  conflictProblems,
+  nodeContext,
+  type DesiredChanges,
+  type DesiredProblem,
+  type DesiredState,
+  type NodeContext,
+} from './desired.js';
+
+export interface ComputeResult {
+  desired: DesiredState;
+  changes: DesiredChanges;
+  /** Services recomputed by this call. */
+  recomputed: number;
+}
+
+export class ProxyState {
+  readonly services = new ServiceChangeTracker();
+  readonly endpoints = new EndpointsChangeTracker();
+  readonly node: NodeTracker;
+  private readonly asm = new DesiredAssembler();
+  private readonly logged = new Map<string, Set<string>>(); // Service -> problem lines logged
+  private ctx: NodeContext;
+
+  constructor(
+    readonly nodeName: string,
+    private readonly log?: Logger,
+  ) {
+    this.node = new NodeTracker((n) => nodeContext(nodeName, n).zone);
+    this.ctx = nodeContext(nodeName);
+  }
+
+  /** Handlers for the object source; each returns true when a sync is worth asking for. */
+  onService(key: string, svc: Service | undefined): boolean {
+    return this.services.update(key, svc);
+  }
+
+  onEndpointSlice(key: string, slice: EndpointSlice | undefined): boolean {
+    return this.endpoints.update(key, slice);
+  }
+
+  onNode(node: Node | undefined): boolean {
+    if (node && node.metadata.name !== this.nodeName) return false;
+    return this.node.update(node);
+  }
+
+  get hasPending(): boolean {
+    return this.services.hasPending || this.endpoints.hasPending || this.node.hasPending;
+  }
+
+  get zone(): string | undefined {
+    return this.ctx.zone;
+  }
+
+  compute(): ComputeResult {
+    const dirty = new Set<string>();
+    if (this.node.take()) {
+      this.ctx = nodeContext(this.nodeName, this.node.node);
+      this.log?.info('node zone changed: recomputing every Service', { node: this.nodeName, zone: this.ctx.zone ?? '-' });
+      for (const k of this.services.keys()) dirty.add(k);
+    }
+    for (const k of this.services.take().keys()) dirty.add(k);
+    for (const k of this.endpoints.take()) dirty.add(k);
+    for (const key of dirty) {
+      const svc = this.services.get(key);
+      const result = svc ? computeService(svc, this.endpoints.slicesOf(key), this.ctx) : undefined;
+      this.asm.set(key, result);
+      this.report(key, result ? [...result.problems, ...conflictProblems(this.asm, key)] : []);
+    }
+    return { desired: this.asm.state, changes: this.asm.takeChanges(), recomputed: dirty.size };
+  }
+
+  private report(service: string, problems: DesiredProblem[]): void {
+    const before = this.logged.get(service);
+    if (problems.length === 0) {
+      this.logged.delete(service);
+      return;
+    }
+    const now = new Set<string>();
+    for (const p of problems) {
+      const line = `${p.level}|${p.object}|${p.reason}`;
+      now.add(line);
+      if (!before?.has(line)) this.log?.[p.level](p.reason, { object: p.object });
+    }
+    this.logged.set(service, now);
+  }
+}
