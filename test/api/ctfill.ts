@@ -1,0 +1,47 @@
+// Filling a kernel conntrack map for the paging test and benchmark.
+
+import * as abi from '../../src/maps/abi.js';
+import type { BpfMap } from '../../src/native/binding.js';
+import type { PagedMap } from '../../src/api/paging.js';
+
+/** Conntrack entry i: a distinct forward tuple client 10.244.x.y:port -> 10.96.0.10:80. */
+export function ctRecord(i: number, keys: Buffer, values: Buffer, at: number): void {
+  abi.ctKey.encodeInto(
+    { saddr: `10.${244 + ((i >>> 24) & 3)}.${(i >>> 16) & 255}.${(i >>> 8) & 255}`, daddr: '10.96.0.10', sport: 1024 + (i & 255), dport: 80, proto: abi.IPPROTO_TCP, dir: abi.KBP_CT_FORWARD },
+    keys,
+    at * 16,
+  );
+  abi.ctValue.encodeInto({ created_ns: 1n, last_seen_ns: 1n, backend_id: 1 + (i % 7), svc_id: 1 + (i % 3), flags: 0, tcp_flags: 0 }, values, at * 32);
+}
+
+export async function fill(map: BpfMap, n: number): Promise<void> {
+  const chunk = 10_000;
+  for (let i = 0; i < n; i += chunk) {
+    const c = Math.min(chunk, n - i);
+    const keys = Buffer.alloc(c * 16);
+    const values = Buffer.alloc(c * 32);
+    for (let j = 0; j < c; j++) ctRecord(i + j, keys, values, j);
+    await map.updateBatch(keys, values, c);
+  }
+}
+
+/** Counts what each batch call returned. */
+export function watched(m: BpfMap): { map: PagedMap; largest: () => number; calls: () => number } {
+  let largest = 0;
+  let calls = 0;
+  return {
+    map: {
+      info: m.info,
+      valueBufferSize: m.valueBufferSize,
+      async lookupBatch(cursor, max) {
+        const p = await m.lookupBatch(cursor, max);
+        calls++;
+        largest = Math.max(largest, p.count);
+        return p;
+      },
+    },
+    largest: () => largest,
+    calls: () => calls,
+  };
+}
+
