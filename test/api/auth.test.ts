@@ -1,8 +1,9 @@
 // Bearer-token auth over real HTTP, against a FAKE TokenReview /
 // SubjectAccessReview endpoint on 127.0.0.1 (plain HTTP, answering like the
-// API server does). The real-API-server version of this test waits for the
-// testbed's control plane (src/testbed/apiserver.ts). Also: option parsing,
-// TLS with a throwaway certificate.
+// API server does), for what the real one cannot easily show: the review
+// cache, and a 503 when the API server is unreachable. The same 401/403/200
+// against the real kube-apiserver is test/api/auth-apiserver.test.ts. Also:
+// option parsing, kubeconfig reading, TLS with a throwaway certificate.
 
 import t, { type Test } from 'tap';
 import { execFile } from 'node:child_process';
