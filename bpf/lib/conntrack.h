@@ -36,34 +36,36 @@ static __always_inline void ct4_touch(struct kbp_ct_value *ct, const struct pkt4
 }
 
 /*
- * Create (or replace) both entries of a translated flow: fwd as the client
- * sent it, and the reply the backend at be_ip:be_port will send.
+ * Record a new translated flow: the FORWARD entry as the client sent it and,
+ * unless the client is masqueraded (replies then come back through the SNAT
+ * map), the REPLY entry the backend at be_ip:be_port will answer with.
+ * `fwd_v` carries the backend, frontend and any SNAT fields.
  * Returns KBP_OK or KBP_STAT_DROP_CT_INSERT: the packet must then be dropped,
  * since a flow whose replies cannot be reverse-translated is broken anyway
  * (fail closed).
  */
-static __always_inline int ct4_create(const struct kbp_ct_key *fwd, const struct pkt4 *p,
-				      __be32 be_ip, __be16 be_port, __u32 backend_id,
-				      __u32 svc_id, __u64 now)
+static __always_inline int ct4_create(const struct kbp_ct_key *fwd, struct kbp_ct_value *fwd_v,
+				      __be32 be_ip, __be16 be_port)
 {
-	struct kbp_ct_value v = {
-		.created_ns = now,
-		.last_seen_ns = now,
-		.backend_id = backend_id,
-		.svc_id = svc_id,
-		.tcp_flags = p->tcp_flags,
-	};
 	struct kbp_ct_key rev;
 
-	ct4_key(&rev, be_ip, fwd->saddr, be_port, fwd->sport, fwd->proto, KBP_CT_REPLY);
-	/* Reply entry first: once the forward entry exists, later packets of the
-	 * flow take the established path and would never create it. */
-	v.tcp_flags = 0;
-	if (bpf_map_update_elem(&kbp_ct4_v1, &rev, &v, BPF_ANY))
-		return KBP_STAT_DROP_CT_INSERT;
-	v.tcp_flags = p->tcp_flags;
-	if (bpf_map_update_elem(&kbp_ct4_v1, fwd, &v, BPF_ANY)) {
-		bpf_map_delete_elem(&kbp_ct4_v1, &rev);
+	if (!(fwd_v->flags & KBP_CT_F_SNAT)) {
+		struct kbp_ct_value rev_v = {
+			.created_ns = fwd_v->created_ns,
+			.last_seen_ns = fwd_v->last_seen_ns,
+			.backend_id = fwd_v->backend_id,
+			.svc_id = fwd_v->svc_id,
+		};
+
+		ct4_key(&rev, be_ip, fwd->saddr, be_port, fwd->sport, fwd->proto, KBP_CT_REPLY);
+		/* Reply entry first: once the forward entry exists, later packets
+		 * of the flow take the established path and would never create it. */
+		if (bpf_map_update_elem(&kbp_ct4_v2, &rev, &rev_v, BPF_ANY))
+			return KBP_STAT_DROP_CT_INSERT;
+	}
+	if (bpf_map_update_elem(&kbp_ct4_v2, fwd, fwd_v, BPF_ANY)) {
+		if (!(fwd_v->flags & KBP_CT_F_SNAT))
+			bpf_map_delete_elem(&kbp_ct4_v2, &rev);
 		return KBP_STAT_DROP_CT_INSERT;
 	}
 	return KBP_OK;
