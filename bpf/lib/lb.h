@@ -112,31 +112,21 @@ static __always_inline int lb4_forward(struct __sk_buff *skb, const struct pkt4 
 	struct kbp_ct_key key;
 	struct kbp_ct_value *ct;
 	struct kbp_backend_key bkey;
-	struct kbp_backend *be;
+	struct kbp_backend *be = NULL;
 	__u64 now = bpf_ktime_get_coarse_ns();
+	bool replace;
 	int ret;
 
 	ct4_key(&key, p->saddr, p->daddr, p->sport, p->dport, p->proto, KBP_CT_FORWARD);
 	ct = bpf_map_lookup_elem(&kbp_ct4_v2, &key);
-	if (ct) {
+	replace = ct != NULL;
+	if (ct && ct4_live(ct, p, p->proto, now)) {
 		bkey.id = ct->backend_id;
 		be = bpf_map_lookup_elem(&kbp_backend_v2, &bkey);
-		if (be && ct->svc_id == svc->svc_id) {
-			__be32 nat_addr = ct->nat_addr;
-			__be16 nat_port = ct->nat_port;
-			bool snat = ct->flags & KBP_CT_F_SNAT;
-
-			ct4_touch(ct, p, now);
-			*stat = KBP_STAT_ESTABLISHED;
-			ret = nat4_rewrite(skb, p, true, p->daddr, be->ip, p->dport, be->port);
-			if (ret == KBP_OK && snat)
-				ret = nat4_rewrite(skb, p, false, p->saddr, nat_addr, p->sport, nat_port);
-			return ret;
-		}
+		if (be && ct->svc_id == svc->svc_id)
+			goto established;
 		/* The frontend was replaced (new id): keep the backend if it is
 		 * still there and re-record the flow under the new frontend. */
-	} else {
-		be = NULL;
 	}
 
 	if (!be) {
@@ -178,13 +168,48 @@ static __always_inline int lb4_forward(struct __sk_buff *skb, const struct pkt4 
 		v.flags |= KBP_CT_F_SNAT;
 		*stat = KBP_STAT_SNAT;
 	}
-	ret = ct4_create(&key, &v, be_ip, be_port);
-	if (ret != KBP_OK)
+	ret = ct4_create(p, &key, &v, be_ip, be_port, replace);
+	if (ret == KBP_CT_RACE) {
+		/* Another CPU recorded the flow first: give back the SNAT port
+		 * reserved here and follow its choice. */
+		if (v.flags & KBP_CT_F_SNAT)
+			snat4_release(p, v.nat_addr, be_ip, be_port, v.nat_port);
+		ct = bpf_map_lookup_elem(&kbp_ct4_v2, &key);
+		if (!ct)
+			return KBP_STAT_DROP_CT_INSERT;
+		bkey.id = ct->backend_id;
+		be = bpf_map_lookup_elem(&kbp_backend_v2, &bkey);
+		if (!be)
+			return KBP_STAT_DROP_BACKEND_MISSING;
+		goto established;
+	}
+	if (ret != KBP_OK) {
+		if (v.flags & KBP_CT_F_SNAT)
+			snat4_release(p, v.nat_addr, be_ip, be_port, v.nat_port);
 		return ret;
+	}
 	ret = nat4_rewrite(skb, p, true, p->daddr, be_ip, p->dport, be_port);
 	if (ret == KBP_OK && (v.flags & KBP_CT_F_SNAT))
 		ret = nat4_rewrite(skb, p, false, p->saddr, v.nat_addr, p->sport, v.nat_port);
 	return ret;
+
+established:
+	{
+		__be32 nat_addr = ct->nat_addr;
+		__be16 nat_port = ct->nat_port;
+		bool snat = ct->flags & KBP_CT_F_SNAT;
+
+		if (ct4_touch(ct, p, now)) {
+			ret = ct4_repair(p, ct, be->ip, be->port, now);
+			if (ret != KBP_OK)
+				return ret;
+		}
+		*stat = KBP_STAT_ESTABLISHED;
+		ret = nat4_rewrite(skb, p, true, p->daddr, be->ip, p->dport, be->port);
+		if (ret == KBP_OK && snat)
+			ret = nat4_rewrite(skb, p, false, p->saddr, nat_addr, p->sport, nat_port);
+		return ret;
+	}
 }
 
 /*

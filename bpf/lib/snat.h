@@ -52,4 +52,19 @@ static __always_inline int snat4_reserve(const struct pkt4 *p, __be32 nat_addr, 
 	return KBP_STAT_DROP_SNAT_PORTS;
 }
 
+/* Give back a port snat4_reserve handed out for a flow that was not recorded. */
+static __always_inline void snat4_release(const struct pkt4 *p, __be32 nat_addr, __be32 be_ip, __be16 be_port,
+					  __be16 port)
+{
+	struct kbp_snat_key key = {
+		.saddr = be_ip,
+		.daddr = nat_addr,
+		.sport = be_port,
+		.dport = port,
+		.proto = p->proto,
+	};
+
+	bpf_map_delete_elem(&kbp_snat4_v1, &key);
+}
+
 #endif /* KBP_LIB_SNAT_H */

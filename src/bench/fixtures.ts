@@ -230,6 +230,18 @@ export class DatapathFixture {
     return v ? ctValue.decode(v) : null;
   }
 
+  async ctSet(k: CtKey, v: CtValue): Promise<void> {
+    await this.ct.update(ctKey.encode(k), ctValue.encode(v));
+  }
+
+  async ctDelete(k: CtKey): Promise<boolean> {
+    return this.ct.delete(ctKey.encode(k));
+  }
+
+  async snatDelete(k: SnatKey): Promise<boolean> {
+    return this.snat.delete(snatKey.encode(k));
+  }
+
   async affinityLookup(k: AffinityKey): Promise<AffinityValue | null> {
     const v = await this.affinity.lookup(affinityKey.encode(k));
     return v ? affinityValue.decode(v) : null;

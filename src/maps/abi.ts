@@ -53,6 +53,9 @@ export const KBP_CT_F_SEEN_REPLY = 1 << 0;
 export const KBP_CT_F_CLOSING = 1 << 1;
 export const KBP_CT_F_SNAT = 1 << 2;
 export const KBP_CT_REFRESH_NS = 1_000_000_000;
+export const KBP_CT_LIFETIME_TCP_NS = 6 * 3600 * 1_000_000_000;
+export const KBP_CT_LIFETIME_CLOSING_NS = 30 * 1_000_000_000;
+export const KBP_CT_LIFETIME_OTHER_NS = 60 * 1_000_000_000;
 
 /** enum kbp_stat, in order; the index is the array map key. */
 export const KBP_STAT_NEW_FLOW = 0;
@@ -69,7 +72,8 @@ export const KBP_STAT_DROP_MALFORMED = 10;
 export const KBP_STAT_SNAT = 11;
 export const KBP_STAT_DROP_SNAT_PORTS = 12;
 export const KBP_STAT_DROP_NO_CONFIG = 13;
-export const KBP_STAT_MAX = 14;
+export const KBP_STAT_DROP_CT_CLASH = 14;
+export const KBP_STAT_MAX = 15;
 export const KBP_STAT_SLOTS = 64;
 
 export const KBP_SNAT_PORT_MIN = 61000;
@@ -92,6 +96,7 @@ export const STAT_NAMES: readonly string[] = [
   'snat',
   'drop_snat_ports',
   'drop_no_config',
+  'drop_ct_clash',
 ];
 
 /** Every constant above under its C name, for comparison with native().constants(). */
@@ -130,6 +135,9 @@ export const ABI_CONSTANTS: Readonly<Record<string, number | string>> = {
   KBP_CT_F_CLOSING,
   KBP_CT_F_SNAT,
   KBP_CT_REFRESH_NS,
+  KBP_CT_LIFETIME_TCP_NS,
+  KBP_CT_LIFETIME_CLOSING_NS,
+  KBP_CT_LIFETIME_OTHER_NS,
   KBP_STAT_NEW_FLOW,
   KBP_STAT_ESTABLISHED,
   KBP_STAT_REVNAT,
@@ -144,6 +152,7 @@ export const ABI_CONSTANTS: Readonly<Record<string, number | string>> = {
   KBP_STAT_SNAT,
   KBP_STAT_DROP_SNAT_PORTS,
   KBP_STAT_DROP_NO_CONFIG,
+  KBP_STAT_DROP_CT_CLASH,
   KBP_STAT_MAX,
   KBP_STAT_SLOTS,
   KBP_SNAT_PORT_MIN,

@@ -10,7 +10,7 @@
 //   remote backend   10.244.2.10:8080   (pod on the other node)
 //   ClusterIP        10.96.0.70:80      LoadBalancer IP 172.18.1.50:80
 //   client pod       10.244.1.2
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { DatapathFixture, TC_ACT_OK, TC_ACT_SHOT } from '../../src/bench/fixtures.js';
 import { buildPacket, parsePacket, TCP_ACK, TCP_SYN, type PacketSpec } from '../../src/bench/packets.js';
 import {
@@ -51,7 +51,7 @@ async function send(spec: PacketSpec, via: 'node' | 'pod' = 'node') {
   return { input, res, out: res.retval === TC_ACT_OK ? parsePacket(res.data) : null, moved };
 }
 
-function checksumsOk(t: Tap.Test, out: ReturnType<typeof parsePacket> | null): void {
+function checksumsOk(t: Test, out: ReturnType<typeof parsePacket> | null): void {
   t.ok(out?.ipChecksumOk, 'IPv4 checksum');
   t.ok(out?.l4ChecksumOk, 'L4 checksum');
 }
@@ -165,4 +165,19 @@ t.test('traffic to the node itself on other ports passes untouched', async (t) =
   const res = await dp.runNode(input);
   t.equal(res.retval, TC_ACT_OK);
   t.ok(res.data.equals(input));
+});
+
+t.test('an evicted SNAT entry is put back on the same port by the next refresh', async (t) => {
+  await dp.program([{ svcId: 7, vip: NODE, port: 30087, proto: 'tcp', backends: [REMOTE_BE], flags: KBP_SVC_F_NODE_PORT }]);
+  const cport = sport();
+  const syn = await send({ saddr: CLIENT, daddr: NODE, proto: 'tcp', sport: cport, dport: 30087 });
+  const natPort = syn.out!.sport;
+  const key = { saddr: REMOTE_BE.ip, daddr: NODE, sport: 8080, dport: natPort, proto: 6 };
+  t.ok(await dp.snatDelete(key), 'SNAT entry evicted');
+  const fwdKey = { saddr: CLIENT, daddr: NODE, sport: cport, dport: 30087, proto: 6, dir: KBP_CT_FORWARD };
+  const cur = (await dp.ctLookup(fwdKey))!;
+  await dp.ctSet(fwdKey, { ...cur, last_seen_ns: cur.last_seen_ns - 2_000_000_000n });
+  const ack = await send({ saddr: CLIENT, daddr: NODE, proto: 'tcp', sport: cport, dport: 30087, tcpFlags: TCP_ACK });
+  t.equal(ack.out!.sport, natPort, 'same SNAT port');
+  t.match(await dp.snatLookup(key), { client_addr: CLIENT, client_port: cport, svc_id: 7 }, 'SNAT entry restored');
 });

@@ -132,14 +132,23 @@ struct kbp_ct_value {
 	__u64  last_seen_ns; /* refreshed at most once per KBP_CT_REFRESH_NS */
 	__u32  backend_id;   /* the backend, never the slot: slots move, backends do not */
 	__u32  svc_id;       /* frontend id, key of revnat */
-	__be32 nat_addr;     /* KBP_CT_F_SNAT: node address the client is masqueraded to */
-	__be16 nat_port;     /* KBP_CT_F_SNAT: its SNAT port, network order */
+	__be32 nat_addr;     /* FORWARD with KBP_CT_F_SNAT: node address the client is masqueraded to;
+	                      * REPLY: the frontend address the client used (tells this flow's
+	                      * reply entry from another flow's with the same tuple) */
+	__be16 nat_port;     /* FORWARD with KBP_CT_F_SNAT: its SNAT port; REPLY: the frontend port */
 	__u16  flags;        /* KBP_CT_F_* */
 	__u8   tcp_flags;    /* OR of TCP flags seen in this direction */
 	__u8   pad[7];       /* zero */
 };
 
 #define KBP_CT_REFRESH_NS 1000000000ull
+
+/* Idle lifetimes: an entry not seen for longer is treated as absent (the flow
+ * is balanced anew) and may be garbage-collected. A SYN on the tuple of a
+ * closing TCP flow also starts a new flow (the client reused its port). */
+#define KBP_CT_LIFETIME_TCP_NS     (6ull * 3600 * 1000000000ull) /* established TCP */
+#define KBP_CT_LIFETIME_CLOSING_NS (30ull * 1000000000ull)       /* TCP after FIN or RST */
+#define KBP_CT_LIFETIME_OTHER_NS   (60ull * 1000000000ull)       /* UDP */
 
 /* ---- affinity: sessionAffinity ClientIP, (client, frontend) -> backend ---- */
 
@@ -213,6 +222,7 @@ enum kbp_stat {
 	KBP_STAT_SNAT,                /* new flow masqueraded to the node (remote backend) */
 	KBP_STAT_DROP_SNAT_PORTS,     /* no free SNAT port after KBP_SNAT_TRIES */
 	KBP_STAT_DROP_NO_CONFIG,      /* SNAT needed but the agent has written no config */
+	KBP_STAT_DROP_CT_CLASH,       /* the flow's reply (or SNAT) tuple belongs to another live flow */
 	KBP_STAT_MAX,
 };
 
