@@ -37,7 +37,7 @@ int kbp_from_pod(struct __sk_buff *skb)
 		if (lb4_vip_known(p.daddr))
 			ret = p.fragment ? KBP_STAT_DROP_FRAGMENT : KBP_STAT_DROP_MALFORMED;
 	} else if ((svc = lb4_lookup_service(p.daddr, p.dport, p.proto))) {
-		ret = lb4_forward(skb, &p, svc, &stat);
+		ret = lb4_forward(skb, &p, svc, false, &stat);
 	} else {
 		ret = lb4_reverse(skb, &p, &stat);
 		if (ret == KBP_OK && stat == KBP_STAT_PASS && lb4_vip_known(p.daddr))

@@ -59,6 +59,8 @@ constexpr Field kBackend[] = {
     KBP_FIELD(kbp_backend, port),
     KBP_FIELD(kbp_backend, proto),
     KBP_FIELD(kbp_backend, state),
+    KBP_FIELD(kbp_backend, flags),
+    KBP_FIELD(kbp_backend, pad),
 };
 KBP_CHECK_TILES(kbp_backend, kBackend);
 
@@ -82,6 +84,7 @@ KBP_CHECK_TILES(kbp_ct_key, kCtKey);
 constexpr Field kCtValue[] = {
     KBP_FIELD(kbp_ct_value, created_ns), KBP_FIELD(kbp_ct_value, last_seen_ns),
     KBP_FIELD(kbp_ct_value, backend_id), KBP_FIELD(kbp_ct_value, svc_id),
+    KBP_FIELD(kbp_ct_value, nat_addr),   KBP_FIELD(kbp_ct_value, nat_port),
     KBP_FIELD(kbp_ct_value, flags),      KBP_FIELD(kbp_ct_value, tcp_flags),
     KBP_FIELD(kbp_ct_value, pad),
 };
@@ -107,13 +110,33 @@ constexpr Field kAffinityValue[] = {
 };
 KBP_CHECK_TILES(kbp_affinity_value, kAffinityValue);
 
+constexpr Field kSnatKey[] = {
+    KBP_FIELD(kbp_snat_key, saddr), KBP_FIELD(kbp_snat_key, daddr), KBP_FIELD(kbp_snat_key, sport),
+    KBP_FIELD(kbp_snat_key, dport), KBP_FIELD(kbp_snat_key, proto), KBP_FIELD(kbp_snat_key, pad),
+};
+KBP_CHECK_TILES(kbp_snat_key, kSnatKey);
+
+constexpr Field kSnatValue[] = {
+    KBP_FIELD(kbp_snat_value, created_ns), KBP_FIELD(kbp_snat_value, client_addr),
+    KBP_FIELD(kbp_snat_value, client_port), KBP_FIELD(kbp_snat_value, pad),
+    KBP_FIELD(kbp_snat_value, svc_id),     KBP_FIELD(kbp_snat_value, pad2),
+};
+KBP_CHECK_TILES(kbp_snat_value, kSnatValue);
+
+constexpr Field kConfig[] = {
+    KBP_FIELD(kbp_config, node_ip),
+    KBP_FIELD(kbp_config, flags),
+};
+KBP_CHECK_TILES(kbp_config, kConfig);
+
 constexpr Struct kStructs[] = {
     KBP_STRUCT(kbp_svc_key, kSvcKey),         KBP_STRUCT(kbp_svc_value, kSvcValue),
     KBP_STRUCT(kbp_backend_key, kBackendKey), KBP_STRUCT(kbp_backend, kBackend),
     KBP_STRUCT(kbp_revnat_key, kRevnatKey),   KBP_STRUCT(kbp_revnat, kRevnat),
     KBP_STRUCT(kbp_ct_key, kCtKey),           KBP_STRUCT(kbp_ct_value, kCtValue),
     KBP_STRUCT(kbp_stat_value, kStatValue),   KBP_STRUCT(kbp_affinity_key, kAffinityKey),
-    KBP_STRUCT(kbp_affinity_value, kAffinityValue),
+    KBP_STRUCT(kbp_affinity_value, kAffinityValue), KBP_STRUCT(kbp_snat_key, kSnatKey),
+    KBP_STRUCT(kbp_snat_value, kSnatValue),         KBP_STRUCT(kbp_config, kConfig),
 };
 
 #undef KBP_FIELD
@@ -154,12 +177,15 @@ Napi::Value Constants(const Napi::CallbackInfo& info) {
   KBP_STR(KBP_MAP_CT);
   KBP_STR(KBP_MAP_STATS);
   KBP_STR(KBP_MAP_AFFINITY);
+  KBP_STR(KBP_MAP_SNAT);
+  KBP_STR(KBP_MAP_CONFIG);
 
   KBP_NUM(KBP_SERVICES_MAX);
   KBP_NUM(KBP_BACKENDS_MAX);
   KBP_NUM(KBP_REVNAT_MAX);
   KBP_NUM(KBP_CT_MAX);
   KBP_NUM(KBP_AFFINITY_MAX);
+  KBP_NUM(KBP_SNAT_MAX);
 
   KBP_NUM(KBP_TC_HANDLE);
   KBP_NUM(KBP_TC_PRIORITY);
@@ -176,12 +202,17 @@ Napi::Value Constants(const Napi::CallbackInfo& info) {
 
   KBP_NUM(KBP_BACKEND_ACTIVE);
   KBP_NUM(KBP_BACKEND_TERMINATING);
+  KBP_NUM(KBP_BACKEND_F_LOCAL);
 
   KBP_NUM(KBP_CT_FORWARD);
   KBP_NUM(KBP_CT_REPLY);
   KBP_NUM(KBP_CT_F_SEEN_REPLY);
   KBP_NUM(KBP_CT_F_CLOSING);
+  KBP_NUM(KBP_CT_F_SNAT);
   KBP_NUM(KBP_CT_REFRESH_NS);
+  KBP_NUM(KBP_CT_LIFETIME_TCP_NS);
+  KBP_NUM(KBP_CT_LIFETIME_CLOSING_NS);
+  KBP_NUM(KBP_CT_LIFETIME_OTHER_NS);
 
   KBP_NUM(KBP_STAT_NEW_FLOW);
   KBP_NUM(KBP_STAT_ESTABLISHED);
@@ -194,7 +225,16 @@ Napi::Value Constants(const Napi::CallbackInfo& info) {
   KBP_NUM(KBP_STAT_DROP_REWRITE);
   KBP_NUM(KBP_STAT_DROP_FRAGMENT);
   KBP_NUM(KBP_STAT_DROP_MALFORMED);
+  KBP_NUM(KBP_STAT_SNAT);
+  KBP_NUM(KBP_STAT_DROP_SNAT_PORTS);
+  KBP_NUM(KBP_STAT_DROP_NO_CONFIG);
+  KBP_NUM(KBP_STAT_DROP_CT_CLASH);
   KBP_NUM(KBP_STAT_MAX);
+  KBP_NUM(KBP_STAT_SLOTS);
+
+  KBP_NUM(KBP_SNAT_PORT_MIN);
+  KBP_NUM(KBP_SNAT_PORT_MAX);
+  KBP_NUM(KBP_SNAT_TRIES);
 #undef KBP_NUM
 #undef KBP_STR
   return c;

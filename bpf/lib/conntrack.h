@@ -22,51 +22,144 @@ static __always_inline void ct4_key(struct kbp_ct_key *k, __be32 saddr, __be32 d
 	k->pad = 0;
 }
 
+/* Not a stat: the flow's FORWARD entry appeared while this packet was
+ * creating it (another CPU handled the flow's first packets). */
+#define KBP_CT_RACE (-1)
+
+/* Whether an entry still describes a flow: seen within its idle lifetime, and
+ * not a closed TCP flow whose tuple a new SYN is reusing (p may be NULL). */
+static __always_inline bool ct4_live(const struct kbp_ct_value *ct, const struct pkt4 *p, __u8 proto,
+				     __u64 now)
+{
+	__u64 life = KBP_CT_LIFETIME_OTHER_NS;
+
+	if (proto == IPPROTO_TCP)
+		life = (ct->flags & KBP_CT_F_CLOSING) ? KBP_CT_LIFETIME_CLOSING_NS : KBP_CT_LIFETIME_TCP_NS;
+	if (now - ct->last_seen_ns > life)
+		return false;
+	if (p && (ct->flags & KBP_CT_F_CLOSING) && (p->tcp_flags & (TCP_FLAG_SYN | TCP_FLAG_ACK)) == TCP_FLAG_SYN)
+		return false;
+	return true;
+}
+
 /* Note a packet of an existing flow. The timestamp is written at most once per
  * KBP_CT_REFRESH_NS so busy flows do not bounce the entry's cache line between
- * CPUs on every packet. */
-static __always_inline void ct4_touch(struct kbp_ct_value *ct, const struct pkt4 *p, __u64 now)
+ * CPUs on every packet. Returns true when it refreshed the timestamp: the
+ * caller's cue for once-a-second upkeep. */
+static __always_inline bool ct4_touch(struct kbp_ct_value *ct, const struct pkt4 *p, __u64 now)
 {
-	if (now - ct->last_seen_ns > KBP_CT_REFRESH_NS)
+	bool refreshed = false;
+
+	if (now - ct->last_seen_ns > KBP_CT_REFRESH_NS) {
 		ct->last_seen_ns = now;
+		refreshed = true;
+	}
 	if (p->tcp_flags & ~ct->tcp_flags)
 		ct->tcp_flags |= p->tcp_flags;
 	if ((p->tcp_flags & (TCP_FLAG_FIN | TCP_FLAG_RST)) && !(ct->flags & KBP_CT_F_CLOSING))
 		ct->flags |= KBP_CT_F_CLOSING;
+	return refreshed;
+}
+
+/* The REPLY entry of a (not masqueraded) flow: keyed by what the backend
+ * sends, naming the frontend the client addressed. */
+static __always_inline void ct4_reply_of(struct kbp_ct_key *rev, struct kbp_ct_value *rev_v,
+					 const struct pkt4 *p, __be32 be_ip, __be16 be_port,
+					 __u32 backend_id, __u32 svc_id, __u64 now)
+{
+	ct4_key(rev, be_ip, p->saddr, be_port, p->sport, p->proto, KBP_CT_REPLY);
+	__builtin_memset(rev_v, 0, sizeof(*rev_v));
+	rev_v->created_ns = now;
+	rev_v->last_seen_ns = now;
+	rev_v->backend_id = backend_id;
+	rev_v->svc_id = svc_id;
+	rev_v->nat_addr = p->daddr;
+	rev_v->nat_port = p->dport;
 }
 
 /*
- * Create (or replace) both entries of a translated flow: fwd as the client
- * sent it, and the reply the backend at be_ip:be_port will send.
- * Returns KBP_OK or KBP_STAT_DROP_CT_INSERT: the packet must then be dropped,
- * since a flow whose replies cannot be reverse-translated is broken anyway
- * (fail closed).
+ * Record a new translated flow: the REPLY entry the backend at be_ip:be_port
+ * will answer with (unless the client is masqueraded: replies then come back
+ * through the SNAT map), then the FORWARD entry as the client sent it.
+ * `fwd_v` carries the backend, frontend and any SNAT fields. `replace` says the
+ * FORWARD entry may exist (a stale or re-balanced flow); otherwise it is
+ * inserted only if absent, so two CPUs racing on a flow's first packets agree
+ * on one backend.
+ * Never overwrites the live REPLY entry of another flow (the same client
+ * address and port reaching the same backend through another frontend).
+ * Returns KBP_OK; KBP_CT_RACE when the FORWARD entry appeared meanwhile (the
+ * caller follows it); KBP_STAT_DROP_CT_CLASH; or KBP_STAT_DROP_CT_INSERT
+ * (fail closed: a flow whose replies cannot be translated is broken anyway).
  */
-static __always_inline int ct4_create(const struct kbp_ct_key *fwd, const struct pkt4 *p,
-				      __be32 be_ip, __be16 be_port, __u32 backend_id,
-				      __u32 svc_id, __u64 now)
+static __always_inline int ct4_create(const struct pkt4 *p, const struct kbp_ct_key *fwd,
+				      struct kbp_ct_value *fwd_v, __be32 be_ip, __be16 be_port, bool replace)
 {
-	struct kbp_ct_value v = {
-		.created_ns = now,
-		.last_seen_ns = now,
-		.backend_id = backend_id,
-		.svc_id = svc_id,
-		.tcp_flags = p->tcp_flags,
-	};
+	struct kbp_ct_value rev_v;
 	struct kbp_ct_key rev;
+	bool created_reply = false;
 
-	ct4_key(&rev, be_ip, fwd->saddr, be_port, fwd->sport, fwd->proto, KBP_CT_REPLY);
-	/* Reply entry first: once the forward entry exists, later packets of the
-	 * flow take the established path and would never create it. */
-	v.tcp_flags = 0;
-	if (bpf_map_update_elem(&kbp_ct4_v1, &rev, &v, BPF_ANY))
-		return KBP_STAT_DROP_CT_INSERT;
-	v.tcp_flags = p->tcp_flags;
-	if (bpf_map_update_elem(&kbp_ct4_v1, fwd, &v, BPF_ANY)) {
-		bpf_map_delete_elem(&kbp_ct4_v1, &rev);
-		return KBP_STAT_DROP_CT_INSERT;
+	if (!(fwd_v->flags & KBP_CT_F_SNAT)) {
+		ct4_reply_of(&rev, &rev_v, p, be_ip, be_port, fwd_v->backend_id, fwd_v->svc_id,
+			     fwd_v->created_ns);
+		/* Reply entry first: once the forward entry exists, later packets
+		 * of the flow take the established path and would not create it. */
+		if (!bpf_map_update_elem(&kbp_ct4_v2, &rev, &rev_v, BPF_NOEXIST)) {
+			created_reply = true;
+		} else {
+			struct kbp_ct_value *old = bpf_map_lookup_elem(&kbp_ct4_v2, &rev);
+
+			if (old && ct4_live(old, NULL, p->proto, fwd_v->created_ns) &&
+			    (old->nat_addr != p->daddr || old->nat_port != p->dport))
+				return KBP_STAT_DROP_CT_CLASH;
+			if (bpf_map_update_elem(&kbp_ct4_v2, &rev, &rev_v, BPF_ANY))
+				return KBP_STAT_DROP_CT_INSERT;
+		}
+	}
+	if (bpf_map_update_elem(&kbp_ct4_v2, fwd, fwd_v, replace ? BPF_ANY : BPF_NOEXIST)) {
+		if (created_reply)
+			bpf_map_delete_elem(&kbp_ct4_v2, &rev);
+		return replace ? KBP_STAT_DROP_CT_INSERT : KBP_CT_RACE;
 	}
 	return KBP_OK;
+}
+
+/*
+ * Once a second per active flow, put back the companion entry LRU pressure may
+ * have evicted while the FORWARD entry lived on: the REPLY entry, or the SNAT
+ * entry of a masqueraded flow (its port must still be free: a flow never shares
+ * its tuple with another).
+ * Returns KBP_OK or KBP_STAT_DROP_CT_CLASH.
+ */
+static __always_inline int ct4_repair(const struct pkt4 *p, const struct kbp_ct_value *ct, __be32 be_ip,
+				      __be16 be_port, __u64 now)
+{
+	if (ct->flags & KBP_CT_F_SNAT) {
+		struct kbp_snat_key key = {
+			.saddr = be_ip,
+			.daddr = ct->nat_addr,
+			.sport = be_port,
+			.dport = ct->nat_port,
+			.proto = p->proto,
+		};
+		struct kbp_snat_value v = {
+			.created_ns = now,
+			.client_addr = p->saddr,
+			.client_port = p->sport,
+			.svc_id = ct->svc_id,
+		};
+
+		if (bpf_map_lookup_elem(&kbp_snat4_v1, &key))
+			return KBP_OK;
+		return bpf_map_update_elem(&kbp_snat4_v1, &key, &v, BPF_NOEXIST) ? KBP_STAT_DROP_CT_CLASH : KBP_OK;
+	} else {
+		struct kbp_ct_value rev_v;
+		struct kbp_ct_key rev;
+
+		ct4_reply_of(&rev, &rev_v, p, be_ip, be_port, ct->backend_id, ct->svc_id, now);
+		if (!bpf_map_lookup_elem(&kbp_ct4_v2, &rev))
+			bpf_map_update_elem(&kbp_ct4_v2, &rev, &rev_v, BPF_NOEXIST);
+		return KBP_OK;
+	}
 }
 
 #endif /* KBP_LIB_CONNTRACK_H */

@@ -9,6 +9,7 @@
 #include "parse.h"
 #include "nat.h"
 #include "conntrack.h"
+#include "snat.h"
 
 /* The service entry (slot 0) of a frontend, or NULL. */
 static __always_inline struct kbp_svc_value *lb4_lookup_service(__be32 vip, __be16 port, __u8 proto)
@@ -99,32 +100,33 @@ static __always_inline void lb4_affinity_record(const struct pkt4 *p, const stru
  * Client -> frontend: follow the flow's conntrack entry while its backend
  * exists (even if terminating), otherwise choose an active backend and record
  * the flow; then DNAT to the backend.
- * Returns KBP_OK with *stat set to NEW_FLOW or ESTABLISHED, or a drop reason.
+ * On node-facing devices (from_node), a new flow to a backend on another node
+ * also masquerades the client to this node (SNAT), so the reply comes back
+ * here; frontends with externalTrafficPolicy: Local only ever hold local
+ * backends, so their clients keep their address.
+ * Returns KBP_OK with *stat set to NEW_FLOW, SNAT or ESTABLISHED, or a drop reason.
  */
 static __always_inline int lb4_forward(struct __sk_buff *skb, const struct pkt4 *p,
-				       const struct kbp_svc_value *svc, __u32 *stat)
+				       const struct kbp_svc_value *svc, bool from_node, __u32 *stat)
 {
 	struct kbp_ct_key key;
 	struct kbp_ct_value *ct;
 	struct kbp_backend_key bkey;
-	struct kbp_backend *be;
+	struct kbp_backend *be = NULL;
 	__u64 now = bpf_ktime_get_coarse_ns();
+	bool replace;
 	int ret;
 
 	ct4_key(&key, p->saddr, p->daddr, p->sport, p->dport, p->proto, KBP_CT_FORWARD);
-	ct = bpf_map_lookup_elem(&kbp_ct4_v1, &key);
-	if (ct) {
+	ct = bpf_map_lookup_elem(&kbp_ct4_v2, &key);
+	replace = ct != NULL;
+	if (ct && ct4_live(ct, p, p->proto, now)) {
 		bkey.id = ct->backend_id;
-		be = bpf_map_lookup_elem(&kbp_backend_v1, &bkey);
-		if (be && ct->svc_id == svc->svc_id) {
-			ct4_touch(ct, p, now);
-			*stat = KBP_STAT_ESTABLISHED;
-			return nat4_rewrite(skb, p, true, p->daddr, be->ip, p->dport, be->port);
-		}
+		be = bpf_map_lookup_elem(&kbp_backend_v2, &bkey);
+		if (be && ct->svc_id == svc->svc_id)
+			goto established;
 		/* The frontend was replaced (new id): keep the backend if it is
 		 * still there and re-record the flow under the new frontend. */
-	} else {
-		be = NULL;
 	}
 
 	if (!be) {
@@ -140,16 +142,111 @@ static __always_inline int lb4_forward(struct __sk_buff *skb, const struct pkt4 
 			if (affinity && bkey.id)
 				lb4_affinity_record(p, svc, bkey.id, slot, now);
 		}
-		be = bkey.id ? bpf_map_lookup_elem(&kbp_backend_v1, &bkey) : NULL;
+		be = bkey.id ? bpf_map_lookup_elem(&kbp_backend_v2, &bkey) : NULL;
 		if (!be)
 			return KBP_STAT_DROP_BACKEND_MISSING;
 	}
 
-	ret = ct4_create(&key, p, be->ip, be->port, bkey.id, svc->svc_id, now);
-	if (ret != KBP_OK)
-		return ret;
+	struct kbp_ct_value v = {
+		.created_ns = now,
+		.last_seen_ns = now,
+		.backend_id = bkey.id,
+		.svc_id = svc->svc_id,
+		.tcp_flags = p->tcp_flags,
+	};
+	__be32 be_ip = be->ip;
+	__be16 be_port = be->port;
+
 	*stat = KBP_STAT_NEW_FLOW;
-	return nat4_rewrite(skb, p, true, p->daddr, be->ip, p->dport, be->port);
+	if (from_node && !(be->flags & KBP_BACKEND_F_LOCAL)) {
+		v.nat_addr = snat4_node_addr(p, svc);
+		if (!v.nat_addr)
+			return KBP_STAT_DROP_NO_CONFIG;
+		ret = snat4_reserve(p, v.nat_addr, be_ip, be_port, svc->svc_id, now, &v.nat_port);
+		if (ret != KBP_OK)
+			return ret;
+		v.flags |= KBP_CT_F_SNAT;
+		*stat = KBP_STAT_SNAT;
+	}
+	ret = ct4_create(p, &key, &v, be_ip, be_port, replace);
+	if (ret == KBP_CT_RACE) {
+		/* Another CPU recorded the flow first: give back the SNAT port
+		 * reserved here and follow its choice. */
+		if (v.flags & KBP_CT_F_SNAT)
+			snat4_release(p, v.nat_addr, be_ip, be_port, v.nat_port);
+		ct = bpf_map_lookup_elem(&kbp_ct4_v2, &key);
+		if (!ct)
+			return KBP_STAT_DROP_CT_INSERT;
+		bkey.id = ct->backend_id;
+		be = bpf_map_lookup_elem(&kbp_backend_v2, &bkey);
+		if (!be)
+			return KBP_STAT_DROP_BACKEND_MISSING;
+		goto established;
+	}
+	if (ret != KBP_OK) {
+		if (v.flags & KBP_CT_F_SNAT)
+			snat4_release(p, v.nat_addr, be_ip, be_port, v.nat_port);
+		return ret;
+	}
+	ret = nat4_rewrite(skb, p, true, p->daddr, be_ip, p->dport, be_port);
+	if (ret == KBP_OK && (v.flags & KBP_CT_F_SNAT))
+		ret = nat4_rewrite(skb, p, false, p->saddr, v.nat_addr, p->sport, v.nat_port);
+	return ret;
+
+established:
+	{
+		__be32 nat_addr = ct->nat_addr;
+		__be16 nat_port = ct->nat_port;
+		bool snat = ct->flags & KBP_CT_F_SNAT;
+
+		if (ct4_touch(ct, p, now)) {
+			ret = ct4_repair(p, ct, be->ip, be->port, now);
+			if (ret != KBP_OK)
+				return ret;
+		}
+		*stat = KBP_STAT_ESTABLISHED;
+		ret = nat4_rewrite(skb, p, true, p->daddr, be->ip, p->dport, be->port);
+		if (ret == KBP_OK && snat)
+			ret = nat4_rewrite(skb, p, false, p->saddr, nat_addr, p->sport, nat_port);
+		return ret;
+	}
+}
+
+/*
+ * Backend -> masqueraded client, arriving on a node-facing device: restore the
+ * client as destination and the frontend as source.
+ * Returns KBP_OK with *stat = REVNAT, or KBP_OK with *stat untouched when the
+ * packet is no reply of a masqueraded flow, or a drop reason.
+ */
+static __always_inline int lb4_reverse_snat(struct __sk_buff *skb, const struct pkt4 *p, __u32 *stat)
+{
+	struct kbp_snat_key key = {
+		.saddr = p->saddr,
+		.daddr = p->daddr,
+		.sport = p->sport,
+		.dport = p->dport,
+		.proto = p->proto,
+	};
+	struct kbp_snat_value *sn = bpf_map_lookup_elem(&kbp_snat4_v1, &key);
+	struct kbp_revnat_key rkey;
+	struct kbp_revnat *rn;
+	__be32 client_addr;
+	__be16 client_port;
+	int ret;
+
+	if (!sn)
+		return KBP_OK;
+	rkey.svc_id = sn->svc_id;
+	rn = bpf_map_lookup_elem(&kbp_revnat_v1, &rkey);
+	if (!rn)
+		return KBP_OK; /* frontend removed: nothing to translate back to */
+	client_addr = sn->client_addr;
+	client_port = sn->client_port;
+	*stat = KBP_STAT_REVNAT;
+	ret = nat4_rewrite(skb, p, true, p->daddr, client_addr, p->dport, client_port);
+	if (ret == KBP_OK)
+		ret = nat4_rewrite(skb, p, false, p->saddr, rn->vip, p->sport, rn->port);
+	return ret;
 }
 
 /*
@@ -166,7 +263,7 @@ static __always_inline int lb4_reverse(struct __sk_buff *skb, const struct pkt4 
 	struct kbp_revnat *rn;
 
 	ct4_key(&key, p->saddr, p->daddr, p->sport, p->dport, p->proto, KBP_CT_REPLY);
-	ct = bpf_map_lookup_elem(&kbp_ct4_v1, &key);
+	ct = bpf_map_lookup_elem(&kbp_ct4_v2, &key);
 	if (!ct)
 		return KBP_OK;
 	rkey.svc_id = ct->svc_id;

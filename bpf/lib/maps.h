@@ -27,7 +27,7 @@ struct {
 	__uint(max_entries, KBP_BACKENDS_MAX);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} kbp_backend_v1 SEC(".maps");
+} kbp_backend_v2 SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -45,7 +45,7 @@ struct {
 	__type(value, struct kbp_ct_value);
 	__uint(max_entries, KBP_CT_MAX);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} kbp_ct4_v1 SEC(".maps");
+} kbp_ct4_v2 SEC(".maps");
 
 /* ClientIP session affinity; LRU like conntrack, expired by timestamp on use. */
 struct {
@@ -60,8 +60,25 @@ struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__type(key, __u32);
 	__type(value, struct kbp_stat_value);
-	__uint(max_entries, KBP_STAT_MAX);
+	__uint(max_entries, KBP_STAT_SLOTS);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} kbp_stats_v1 SEC(".maps");
+} kbp_stats_v2 SEC(".maps");
+
+/* Masqueraded flows (see struct kbp_snat_key). */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__type(key, struct kbp_snat_key);
+	__type(value, struct kbp_snat_value);
+	__uint(max_entries, KBP_SNAT_MAX);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} kbp_snat4_v1 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, struct kbp_config);
+	__uint(max_entries, 1);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} kbp_config_v1 SEC(".maps");
 
 #endif /* KBP_LIB_MAPS_H */

@@ -81,6 +81,8 @@ static __always_inline int parse_ipv4(struct __sk_buff *skb, struct pkt4 *p)
 }
 
 #define TCP_FLAG_FIN 0x01
+#define TCP_FLAG_SYN 0x02
 #define TCP_FLAG_RST 0x04
+#define TCP_FLAG_ACK 0x10
 
 #endif /* KBP_LIB_PARSE_H */

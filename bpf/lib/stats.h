@@ -9,7 +9,7 @@
 
 static __always_inline void stats_count(__u32 stat, __u32 len)
 {
-	struct kbp_stat_value *v = bpf_map_lookup_elem(&kbp_stats_v1, &stat);
+	struct kbp_stat_value *v = bpf_map_lookup_elem(&kbp_stats_v2, &stat);
 
 	if (v) {
 		v->packets++;

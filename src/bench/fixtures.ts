@@ -14,6 +14,15 @@ import {
   ctValue,
   decodePerCpuStat,
   KBP_BACKEND_ACTIVE,
+  KBP_BACKEND_F_LOCAL,
+  KBP_BACKEND_TERMINATING,
+  KBP_MAP_CONFIG,
+  KBP_MAP_SNAT,
+  configValue,
+  snatKey,
+  snatValue,
+  type SnatKey,
+  type SnatValue,
   KBP_MAP_BACKENDS,
   KBP_MAP_CT,
   KBP_MAP_REVNAT,
@@ -49,6 +58,8 @@ export interface FixtureBackend {
   port: number;
   /** Terminating backends exist in the backend map but get no slot. */
   terminating?: boolean;
+  /** Runs on this node (KBP_BACKEND_F_LOCAL); default true. */
+  local?: boolean;
 }
 
 export interface FixtureFrontend {
@@ -98,7 +109,9 @@ export function encodeFrontends(frontends: readonly FixtureFrontend[]): EncodedS
         affinity_timeout: fe.affinityTimeout ?? 0,
       },
     ]);
-    vips.add(fe.vip);
+    // Only ClusterIPs get a VIP marker: a node address also serves the node's
+    // own ports, and kube-proxy drops nothing there.
+    if ((fe.flags ?? KBP_SVC_F_CLUSTER_IP) & KBP_SVC_F_CLUSTER_IP) vips.add(fe.vip);
   }
   for (const vip of vips) {
     svc.push([
@@ -116,7 +129,13 @@ export function encodeFrontends(frontends: readonly FixtureFrontend[]): EncodedS
   backends.forEach((b, i) => {
     backendKey.encodeInto({ id: b.id }, out.backends.keys, i * backendKey.size);
     backendValue.encodeInto(
-      { ip: b.ip, port: b.port, proto: b.proto, state: b.terminating ? 1 : KBP_BACKEND_ACTIVE },
+      {
+        ip: b.ip,
+        port: b.port,
+        proto: b.proto,
+        state: b.terminating ? KBP_BACKEND_TERMINATING : KBP_BACKEND_ACTIVE,
+        flags: b.local === false ? 0 : KBP_BACKEND_F_LOCAL,
+      },
       out.backends.values,
       i * backendValue.size,
     );
@@ -132,18 +151,23 @@ export function encodeFrontends(frontends: readonly FixtureFrontend[]): EncodedS
   return out;
 }
 
-/** The kbp_pod object loaded with its maps pinned on a private bpffs. */
+/** The pod and node objects loaded with their maps pinned (shared) on a private bpffs. */
 export class DatapathFixture {
   private constructor(
     private readonly testbed: Testbed,
-    readonly obj: BpfObject,
+    private readonly objects: BpfObject[],
+    /** tc ingress on pod-facing devices. */
     readonly prog: BpfProgram,
+    /** tc ingress on node-facing devices (uplinks). */
+    readonly nodeProg: BpfProgram,
     readonly services: BpfMap,
     readonly backends: BpfMap,
     readonly revnat: BpfMap,
     readonly ct: BpfMap,
     readonly stats: BpfMap,
     readonly affinity: BpfMap,
+    readonly snat: BpfMap,
+    readonly config: BpfMap,
   ) {}
 
   static async open(opts: { maxEntries?: Record<string, number> } = {}): Promise<DatapathFixture> {
@@ -152,16 +176,21 @@ export class DatapathFixture {
     try {
       const pinRoot = await testbed.mountBpffs();
       const obj = await native().openObject(bpfObjectPath('kbp_pod'), { pinRoot, maxEntries: opts.maxEntries });
+      // Loaded second, the node object reuses every map the pod object pinned.
+      const nodeObj = await native().openObject(bpfObjectPath('kbp_node'), { pinRoot, maxEntries: opts.maxEntries });
       return new DatapathFixture(
         testbed,
-        obj,
+        [obj, nodeObj],
         obj.program('kbp_from_pod'),
+        nodeObj.program('kbp_from_node'),
         obj.map(KBP_MAP_SERVICES),
         obj.map(KBP_MAP_BACKENDS),
         obj.map(KBP_MAP_REVNAT),
         obj.map(KBP_MAP_CT),
         obj.map(KBP_MAP_STATS),
         obj.map(KBP_MAP_AFFINITY),
+        obj.map(KBP_MAP_SNAT),
+        obj.map(KBP_MAP_CONFIG),
       );
     } catch (err) {
       await testbed.teardown();
@@ -177,13 +206,40 @@ export class DatapathFixture {
     await this.services.updateBatch(s.services.keys, s.services.values, s.services.count);
   }
 
+  /** One packet through the pod-facing program. */
   run(data: Buffer, repeat = 1): Promise<TestRunResult> {
     return this.prog.testRun({ data, repeat });
+  }
+
+  /** One packet through the node-facing program. */
+  runNode(data: Buffer): Promise<TestRunResult> {
+    return this.nodeProg.testRun({ data });
+  }
+
+  async setConfig(nodeIp: string): Promise<void> {
+    await this.config.update(statKey(0), configValue.encode({ node_ip: nodeIp, flags: 0 }));
+  }
+
+  async snatLookup(k: SnatKey): Promise<SnatValue | null> {
+    const v = await this.snat.lookup(snatKey.encode(k));
+    return v ? snatValue.decode(v) : null;
   }
 
   async ctLookup(k: CtKey): Promise<CtValue | null> {
     const v = await this.ct.lookup(ctKey.encode(k));
     return v ? ctValue.decode(v) : null;
+  }
+
+  async ctSet(k: CtKey, v: CtValue): Promise<void> {
+    await this.ct.update(ctKey.encode(k), ctValue.encode(v));
+  }
+
+  async ctDelete(k: CtKey): Promise<boolean> {
+    return this.ct.delete(ctKey.encode(k));
+  }
+
+  async snatDelete(k: SnatKey): Promise<boolean> {
+    return this.snat.delete(snatKey.encode(k));
   }
 
   async affinityLookup(k: AffinityKey): Promise<AffinityValue | null> {
@@ -222,7 +278,7 @@ export class DatapathFixture {
   }
 
   async close(): Promise<void> {
-    this.obj.close();
+    for (const o of this.objects) o.close();
     await this.testbed.teardown();
   }
 }

@@ -12,20 +12,23 @@
 
 // ---------------------------------------------------------------- constants
 
-export const KBP_ABI_VERSION = 1;
+export const KBP_ABI_VERSION = 2;
 
 export const KBP_MAP_SERVICES = 'kbp_svc_v1';
-export const KBP_MAP_BACKENDS = 'kbp_backend_v1';
+export const KBP_MAP_BACKENDS = 'kbp_backend_v2';
 export const KBP_MAP_REVNAT = 'kbp_revnat_v1';
-export const KBP_MAP_CT = 'kbp_ct4_v1';
-export const KBP_MAP_STATS = 'kbp_stats_v1';
+export const KBP_MAP_CT = 'kbp_ct4_v2';
+export const KBP_MAP_STATS = 'kbp_stats_v2';
 export const KBP_MAP_AFFINITY = 'kbp_affinity_v1';
+export const KBP_MAP_SNAT = 'kbp_snat4_v1';
+export const KBP_MAP_CONFIG = 'kbp_config_v1';
 
 export const KBP_SERVICES_MAX = 1 << 20;
 export const KBP_BACKENDS_MAX = 1 << 18;
 export const KBP_REVNAT_MAX = 1 << 18;
 export const KBP_CT_MAX = 1 << 19;
 export const KBP_AFFINITY_MAX = 1 << 18;
+export const KBP_SNAT_MAX = 1 << 18;
 
 export const KBP_TC_HANDLE = 0x6b62;
 export const KBP_TC_PRIORITY = 1;
@@ -42,12 +45,17 @@ export const KBP_SVC_F_VIP_MARKER = 1 << 5;
 
 export const KBP_BACKEND_ACTIVE = 0;
 export const KBP_BACKEND_TERMINATING = 1;
+export const KBP_BACKEND_F_LOCAL = 1 << 0;
 
 export const KBP_CT_FORWARD = 0;
 export const KBP_CT_REPLY = 1;
 export const KBP_CT_F_SEEN_REPLY = 1 << 0;
 export const KBP_CT_F_CLOSING = 1 << 1;
+export const KBP_CT_F_SNAT = 1 << 2;
 export const KBP_CT_REFRESH_NS = 1_000_000_000;
+export const KBP_CT_LIFETIME_TCP_NS = 6 * 3600 * 1_000_000_000;
+export const KBP_CT_LIFETIME_CLOSING_NS = 30 * 1_000_000_000;
+export const KBP_CT_LIFETIME_OTHER_NS = 60 * 1_000_000_000;
 
 /** enum kbp_stat, in order; the index is the array map key. */
 export const KBP_STAT_NEW_FLOW = 0;
@@ -61,7 +69,16 @@ export const KBP_STAT_DROP_BACKEND_MISSING = 7;
 export const KBP_STAT_DROP_REWRITE = 8;
 export const KBP_STAT_DROP_FRAGMENT = 9;
 export const KBP_STAT_DROP_MALFORMED = 10;
-export const KBP_STAT_MAX = 11;
+export const KBP_STAT_SNAT = 11;
+export const KBP_STAT_DROP_SNAT_PORTS = 12;
+export const KBP_STAT_DROP_NO_CONFIG = 13;
+export const KBP_STAT_DROP_CT_CLASH = 14;
+export const KBP_STAT_MAX = 15;
+export const KBP_STAT_SLOTS = 64;
+
+export const KBP_SNAT_PORT_MIN = 61000;
+export const KBP_SNAT_PORT_MAX = 65535;
+export const KBP_SNAT_TRIES = 8;
 
 /** Readable name of each stat index (metrics labels, CLI tables). */
 export const STAT_NAMES: readonly string[] = [
@@ -76,6 +93,10 @@ export const STAT_NAMES: readonly string[] = [
   'drop_rewrite',
   'drop_fragment',
   'drop_malformed',
+  'snat',
+  'drop_snat_ports',
+  'drop_no_config',
+  'drop_ct_clash',
 ];
 
 /** Every constant above under its C name, for comparison with native().constants(). */
@@ -87,11 +108,14 @@ export const ABI_CONSTANTS: Readonly<Record<string, number | string>> = {
   KBP_MAP_CT,
   KBP_MAP_STATS,
   KBP_MAP_AFFINITY,
+  KBP_MAP_SNAT,
+  KBP_MAP_CONFIG,
   KBP_SERVICES_MAX,
   KBP_BACKENDS_MAX,
   KBP_REVNAT_MAX,
   KBP_CT_MAX,
   KBP_AFFINITY_MAX,
+  KBP_SNAT_MAX,
   KBP_TC_HANDLE,
   KBP_TC_PRIORITY,
   KBP_SCOPE_EXTERNAL,
@@ -104,11 +128,16 @@ export const ABI_CONSTANTS: Readonly<Record<string, number | string>> = {
   KBP_SVC_F_VIP_MARKER,
   KBP_BACKEND_ACTIVE,
   KBP_BACKEND_TERMINATING,
+  KBP_BACKEND_F_LOCAL,
   KBP_CT_FORWARD,
   KBP_CT_REPLY,
   KBP_CT_F_SEEN_REPLY,
   KBP_CT_F_CLOSING,
+  KBP_CT_F_SNAT,
   KBP_CT_REFRESH_NS,
+  KBP_CT_LIFETIME_TCP_NS,
+  KBP_CT_LIFETIME_CLOSING_NS,
+  KBP_CT_LIFETIME_OTHER_NS,
   KBP_STAT_NEW_FLOW,
   KBP_STAT_ESTABLISHED,
   KBP_STAT_REVNAT,
@@ -120,7 +149,15 @@ export const ABI_CONSTANTS: Readonly<Record<string, number | string>> = {
   KBP_STAT_DROP_REWRITE,
   KBP_STAT_DROP_FRAGMENT,
   KBP_STAT_DROP_MALFORMED,
+  KBP_STAT_SNAT,
+  KBP_STAT_DROP_SNAT_PORTS,
+  KBP_STAT_DROP_NO_CONFIG,
+  KBP_STAT_DROP_CT_CLASH,
   KBP_STAT_MAX,
+  KBP_STAT_SLOTS,
+  KBP_SNAT_PORT_MIN,
+  KBP_SNAT_PORT_MAX,
+  KBP_SNAT_TRIES,
 };
 
 export const IPPROTO_TCP = 6;
@@ -317,6 +354,7 @@ export interface Backend {
   port: number;
   proto: number;
   state: number;
+  flags: number; // KBP_BACKEND_F_*
 }
 
 export interface RevNatKey {
@@ -342,6 +380,8 @@ export interface CtValue {
   last_seen_ns: bigint;
   backend_id: number;
   svc_id: number;
+  nat_addr: string; // KBP_CT_F_SNAT: the node address the client is masqueraded to ('0.0.0.0' otherwise)
+  nat_port: number;
   flags: number;
   tcp_flags: number;
 }
@@ -355,6 +395,26 @@ export interface AffinityValue {
   last_used_ns: bigint;
   backend_id: number;
   slot: number;
+}
+
+export interface SnatKey {
+  saddr: string;
+  daddr: string;
+  sport: number;
+  dport: number;
+  proto: number;
+}
+
+export interface SnatValue {
+  created_ns: bigint;
+  client_addr: string;
+  client_port: number;
+  svc_id: number;
+}
+
+export interface Config {
+  node_ip: string;
+  flags: number;
 }
 
 export interface StatValue {
@@ -383,11 +443,13 @@ export const svcValue = struct<SvcValue>('kbp_svc_value', 16, [
 
 export const backendKey = struct<BackendKey>('kbp_backend_key', 4, [f('id', 0, 4, 'u32')]);
 
-export const backendValue = struct<Backend>('kbp_backend', 8, [
+export const backendValue = struct<Backend>('kbp_backend', 12, [
   f('ip', 0, 4, 'ipv4'),
   f('port', 4, 2, 'be16'),
   f('proto', 6, 1, 'u8'),
   f('state', 7, 1, 'u8'),
+  f('flags', 8, 1, 'u8'),
+  f('pad', 9, 3, 'pad'),
 ]);
 
 export const revnatKey = struct<RevNatKey>('kbp_revnat_key', 4, [f('svc_id', 0, 4, 'u32')]);
@@ -408,14 +470,16 @@ export const ctKey = struct<CtKey>('kbp_ct_key', 16, [
   f('pad', 14, 2, 'pad'),
 ]);
 
-export const ctValue = struct<CtValue>('kbp_ct_value', 32, [
+export const ctValue = struct<CtValue>('kbp_ct_value', 40, [
   f('created_ns', 0, 8, 'u64'),
   f('last_seen_ns', 8, 8, 'u64'),
   f('backend_id', 16, 4, 'u32'),
   f('svc_id', 20, 4, 'u32'),
-  f('flags', 24, 2, 'u16'),
-  f('tcp_flags', 26, 1, 'u8'),
-  f('pad', 27, 5, 'pad'),
+  f('nat_addr', 24, 4, 'ipv4'),
+  f('nat_port', 28, 2, 'be16'),
+  f('flags', 30, 2, 'u16'),
+  f('tcp_flags', 32, 1, 'u8'),
+  f('pad', 33, 7, 'pad'),
 ]);
 
 export const statValue = struct<StatValue>('kbp_stat_value', 16, [
@@ -435,9 +499,32 @@ export const affinityValue = struct<AffinityValue>('kbp_affinity_value', 16, [
   f('pad', 14, 2, 'pad'),
 ]);
 
+export const snatKey = struct<SnatKey>('kbp_snat_key', 16, [
+  f('saddr', 0, 4, 'ipv4'),
+  f('daddr', 4, 4, 'ipv4'),
+  f('sport', 8, 2, 'be16'),
+  f('dport', 10, 2, 'be16'),
+  f('proto', 12, 1, 'u8'),
+  f('pad', 13, 3, 'pad'),
+]);
+
+export const snatValue = struct<SnatValue>('kbp_snat_value', 24, [
+  f('created_ns', 0, 8, 'u64'),
+  f('client_addr', 8, 4, 'ipv4'),
+  f('client_port', 12, 2, 'be16'),
+  f('pad', 14, 2, 'pad'),
+  f('svc_id', 16, 4, 'u32'),
+  f('pad2', 20, 4, 'pad'),
+]);
+
+export const configValue = struct<Config>('kbp_config', 8, [
+  f('node_ip', 0, 4, 'ipv4'),
+  f('flags', 4, 4, 'u32'),
+]);
+
 /** Every struct codec, by C name. */
 export const STRUCTS: Readonly<Record<string, StructCodec<unknown>>> = Object.fromEntries(
-  [svcKey, svcValue, backendKey, backendValue, revnatKey, revnatValue, ctKey, ctValue, statValue, affinityKey, affinityValue].map((c) => [c.cName, c as StructCodec<unknown>]),
+  [svcKey, svcValue, backendKey, backendValue, revnatKey, revnatValue, ctKey, ctValue, statValue, affinityKey, affinityValue, snatKey, snatValue, configValue].map((c) => [c.cName, c as StructCodec<unknown>]),
 );
 
 /** Key and value codec of each map, by map name. */
@@ -447,6 +534,7 @@ export const MAP_CODECS = {
   [KBP_MAP_REVNAT]: { key: revnatKey, value: revnatValue },
   [KBP_MAP_CT]: { key: ctKey, value: ctValue },
   [KBP_MAP_AFFINITY]: { key: affinityKey, value: affinityValue },
+  [KBP_MAP_SNAT]: { key: snatKey, value: snatValue },
 } as const;
 
 /** The stats map key is a plain __u32 index. */

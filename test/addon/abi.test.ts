@@ -68,14 +68,17 @@ t.test('layout() has the static sizes of abi.h', async (t) => {
     kbp_svc_key: 12,
     kbp_svc_value: 16,
     kbp_backend_key: 4,
-    kbp_backend: 8,
+    kbp_backend: 12,
     kbp_revnat_key: 4,
     kbp_revnat: 8,
     kbp_ct_key: 16,
-    kbp_ct_value: 32,
+    kbp_ct_value: 40,
     kbp_stat_value: 16,
     kbp_affinity_key: 8,
     kbp_affinity_value: 16,
+    kbp_snat_key: 16,
+    kbp_snat_value: 24,
+    kbp_config: 8,
   });
 });
 
@@ -96,7 +99,7 @@ t.test('layout() covers every struct and field of abi.h, in order, at the C offs
     }
     t.equal(got.size, offset, `${name} has no implicit padding`);
   }
-  t.same(layout.kbp_ct_value?.fields.pad, { offset: 27, size: 5 }, 'array field size');
+  t.same(layout.kbp_ct_value?.fields.pad, { offset: 33, size: 7 }, 'array field size');
 });
 
 t.test('constants() exports every #define and enum member of abi.h', async (t) => {
@@ -106,11 +109,11 @@ t.test('constants() exports every #define and enum member of abi.h', async (t) =
   for (const [name, value] of parsed) t.equal(constants[name], value, name);
   t.match(constants, {
     KBP_MAP_SERVICES: 'kbp_svc_v1',
-    KBP_MAP_CT: 'kbp_ct4_v1',
+    KBP_MAP_CT: 'kbp_ct4_v2',
     KBP_TC_HANDLE: 0x6b62,
     KBP_TC_PRIORITY: 1,
     KBP_STAT_NEW_FLOW: 0,
-    KBP_STAT_MAX: 11,
+    KBP_STAT_MAX: 15,
     KBP_SVC_F_VIP_MARKER: 32,
     KBP_CT_REFRESH_NS: 1e9,
   });

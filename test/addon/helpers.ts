@@ -63,8 +63,8 @@ export async function compileFixture(t: Test, name: string): Promise<string> {
 }
 
 /**
- * An object holding the datapath maps (kbp_svc_v1, kbp_backend_v1,
- * kbp_revnat_v1, kbp_ct4_v1, kbp_stats_v1): build/bpf/kbp_pod.bpf.o when it
+ * An object holding the datapath maps (kbp_svc_v1, kbp_backend_v2,
+ * kbp_revnat_v1, kbp_ct4_v2, kbp_stats_v2): build/bpf/kbp_pod.bpf.o when it
  * has been built, else a fixture compiled from bpf/lib/maps.h.
  */
 export async function mapsObject(t: Test): Promise<string> {
@@ -75,7 +75,7 @@ export async function mapsObject(t: Test): Promise<string> {
 }
 
 /** Small enough to load quickly, large enough for the paging test. */
-export const SMALL_MAPS = { kbp_svc_v1: 16384, kbp_backend_v1: 1024, kbp_revnat_v1: 1024, kbp_ct4_v1: 4096 };
+export const SMALL_MAPS = { kbp_svc_v1: 16384, kbp_backend_v2: 1024, kbp_revnat_v1: 1024, kbp_ct4_v2: 4096 };
 
 /** The rejection of `p`, which must reject. */
 export async function rejection(p: Promise<unknown>): Promise<NativeError> {

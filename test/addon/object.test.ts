@@ -8,7 +8,7 @@ import { native } from '../../src/native/binding.js';
 import { bpfObjectPath } from '../../src/paths.js';
 import { compileFixture, mapsObject, mountBpffs, rejection, SMALL_MAPS, thrown } from './helpers.js';
 
-const MAP_NAMES = ['kbp_svc_v1', 'kbp_backend_v1', 'kbp_revnat_v1', 'kbp_ct4_v1', 'kbp_stats_v1'] as const;
+const MAP_NAMES = ['kbp_svc_v1', 'kbp_backend_v2', 'kbp_revnat_v1', 'kbp_ct4_v2', 'kbp_stats_v2'] as const;
 
 t.test('load pins every datapath map by name under pinRoot, resized as asked', async (t) => {
   const pinRoot = await mountBpffs(t);
@@ -22,17 +22,17 @@ t.test('load pins every datapath map by name under pinRoot, resized as asked', a
   const layout = native().layout();
   const expect = {
     kbp_svc_v1: { type: 1, keySize: layout.kbp_svc_key?.size, valueSize: layout.kbp_svc_value?.size },
-    kbp_backend_v1: { type: 1, keySize: layout.kbp_backend_key?.size, valueSize: layout.kbp_backend?.size },
+    kbp_backend_v2: { type: 1, keySize: layout.kbp_backend_key?.size, valueSize: layout.kbp_backend?.size },
     kbp_revnat_v1: { type: 1, keySize: layout.kbp_revnat_key?.size, valueSize: layout.kbp_revnat?.size },
-    kbp_ct4_v1: { type: 9, keySize: layout.kbp_ct_key?.size, valueSize: layout.kbp_ct_value?.size },
-    kbp_stats_v1: { type: 6, keySize: 4, valueSize: layout.kbp_stat_value?.size, maxEntries: c.KBP_STAT_MAX },
+    kbp_ct4_v2: { type: 9, keySize: layout.kbp_ct_key?.size, valueSize: layout.kbp_ct_value?.size },
+    kbp_stats_v2: { type: 6, keySize: 4, valueSize: layout.kbp_stat_value?.size, maxEntries: c.KBP_STAT_SLOTS },
   };
   for (const name of MAP_NAMES) {
     t.ok(existsSync(path.join(pinRoot, name)), `${name} pinned`);
     const info = obj.map(name).info;
     t.match(info, { name, ...expect[name] }, `${name} info`);
     t.ok(info.id > 0, `${name} has an id`);
-    if (name !== 'kbp_stats_v1') t.equal(info.maxEntries, SMALL_MAPS[name], `${name} resized`);
+    if (name !== 'kbp_stats_v2') t.equal(info.maxEntries, SMALL_MAPS[name], `${name} resized`);
   }
   t.equal(obj.map('kbp_svc_v1'), obj.map('kbp_svc_v1'), 'the same wrapper every time');
   t.ok(obj.maps().length >= MAP_NAMES.length);
@@ -50,14 +50,14 @@ t.test('a second load reuses the pinned maps; pins outlive the objects', async (
     t.equal(second.map(name).info.id, first.map(name).info.id, `${name}: same map id`);
   }
   const key = Buffer.from([1, 2, 3, 4]);
-  const value = Buffer.from([10, 0, 0, 1, 0x1f, 0x90, 6, 0]);
-  await first.map('kbp_backend_v1').update(key, value);
-  t.same(await second.map('kbp_backend_v1').lookup(key), value, 'written by one, read by the other');
+  const value = Buffer.from([10, 0, 0, 1, 0x1f, 0x90, 6, 0, 1, 0, 0, 0]);
+  await first.map('kbp_backend_v2').update(key, value);
+  t.same(await second.map('kbp_backend_v2').lookup(key), value, 'written by one, read by the other');
 
-  const id = first.map('kbp_backend_v1').info.id;
+  const id = first.map('kbp_backend_v2').info.id;
   first.close();
   second.close();
-  const pinned = await native().openPinnedMap(path.join(pinRoot, 'kbp_backend_v1'));
+  const pinned = await native().openPinnedMap(path.join(pinRoot, 'kbp_backend_v2'));
   t.teardown(() => pinned.close());
   t.equal(pinned.info.id, id, 'openPinnedMap opens the same map');
   t.same(await pinned.lookup(key), value, 'entries survive the objects');
@@ -69,12 +69,12 @@ t.test('a pinned map with other parameters is not silently reused', async (t) =>
   const first = await native().openObject(objPath, { pinRoot, maxEntries: SMALL_MAPS });
   t.teardown(() => first.close());
   const err = await rejection(
-    native().openObject(objPath, { pinRoot, maxEntries: { ...SMALL_MAPS, kbp_ct4_v1: SMALL_MAPS.kbp_ct4_v1 * 2 } }),
+    native().openObject(objPath, { pinRoot, maxEntries: { ...SMALL_MAPS, kbp_ct4_v2: SMALL_MAPS.kbp_ct4_v2 * 2 } }),
   );
   t.equal(err.code, 'EINVAL');
   t.equal(err.errno, 22);
   t.equal(err.syscall, 'bpf_object__load');
-  t.match(err.message, /kbp_ct4_v1/, 'libbpf says which map, in the error message');
+  t.match(err.message, /kbp_ct4_v2/, 'libbpf says which map, in the error message');
 });
 
 t.test('maxEntries for a map the object does not have is ENOENT', async (t) => {
@@ -105,7 +105,7 @@ t.test('errors carry the errno name, number and call', async (t) => {
 t.test('close() releases the object; its maps and programs then reject with EBADF', async (t) => {
   const pinRoot = await mountBpffs(t);
   const obj = await native().openObject(await mapsObject(t), { pinRoot, maxEntries: SMALL_MAPS });
-  const map = obj.map('kbp_backend_v1');
+  const map = obj.map('kbp_backend_v2');
   const prog = obj.programs()[0];
   if (!prog) throw new Error('no program');
   const id = prog.info.id;

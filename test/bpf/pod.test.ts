@@ -13,6 +13,8 @@ import { DatapathFixture, TC_ACT_OK, TC_ACT_SHOT, type FixtureFrontend } from '.
 import { buildArp, buildPacket, parsePacket, TCP_ACK, TCP_FIN, TCP_SYN, type PacketSpec } from '../../src/bench/packets.js';
 import {
   KBP_CT_F_CLOSING,
+  KBP_CT_LIFETIME_CLOSING_NS,
+  KBP_CT_LIFETIME_OTHER_NS,
   KBP_CT_F_SEEN_REPLY,
   KBP_CT_FORWARD,
   KBP_CT_REPLY,
@@ -332,4 +334,75 @@ t.test('sessionAffinity: an expired entry, or one whose backend left the fronten
     const { out } = await send({ saddr: client2, daddr: vip, proto: 'tcp', sport: sport(), dport: 80 });
     t.equal(out!.daddr, now.backend_id === be1.id ? BE1 : BE2, `flow ${i} follows the fresh entry`);
   }
+});
+
+t.test('conntrack lifecycle: stale entries, port reuse after close, evicted reply entries, tuple clashes', async (t) => {
+  const vip = '10.96.0.80';
+  const a = { id: 80, ip: BE1, port: 8080 };
+  const b = { id: 81, ip: BE2, port: 8080 };
+  await dp.program([{ svcId: 80, vip, port: 80, proto: 'tcp', backends: [a, b] }]);
+  const fwdKey = (cport: number, dst = vip) => ({ saddr: CLIENT, daddr: dst, sport: cport, dport: 80, proto: 6, dir: KBP_CT_FORWARD });
+
+  t.test('an entry idle past its lifetime is a new flow', async (t) => {
+    // UDP (the shortest lifetime, so this machine's uptime can predate it).
+    const cport = sport();
+    await send({ saddr: CLIENT, daddr: VIP, proto: 'udp', sport: cport, dport: 53 });
+    const key = { saddr: CLIENT, daddr: VIP, sport: cport, dport: 53, proto: 17, dir: KBP_CT_FORWARD };
+    const cur = (await dp.ctLookup(key))!;
+    const fresh = await send({ saddr: CLIENT, daddr: VIP, proto: 'udp', sport: cport, dport: 53 });
+    t.same(fresh.moved, ['established'], 'within its lifetime the flow is followed');
+    await dp.ctSet(key, { ...cur, last_seen_ns: cur.last_seen_ns - BigInt(KBP_CT_LIFETIME_OTHER_NS) - 1_000_000_000n });
+    const again = await send({ saddr: CLIENT, daddr: VIP, proto: 'udp', sport: cport, dport: 53 });
+    t.same(again.moved, ['new_flow'], 'past it, the packet is balanced anew');
+  });
+
+  t.test('a SYN on the tuple of a closed flow starts a new flow; other packets of it do not', async (t) => {
+    const cport = sport();
+    await send({ saddr: CLIENT, daddr: vip, proto: 'tcp', sport: cport, dport: 80 });
+    await send({ saddr: CLIENT, daddr: vip, proto: 'tcp', sport: cport, dport: 80, tcpFlags: TCP_FIN | TCP_ACK });
+    const late = await send({ saddr: CLIENT, daddr: vip, proto: 'tcp', sport: cport, dport: 80, tcpFlags: TCP_ACK });
+    t.same(late.moved, ['established'], 'the last ACK of the closing flow follows it');
+    const reuse = await send({ saddr: CLIENT, daddr: vip, proto: 'tcp', sport: cport, dport: 80, tcpFlags: TCP_SYN });
+    t.same(reuse.moved, ['new_flow'], 'a new connection on the same port is balanced anew');
+    const fwd = await dp.ctLookup(fwdKey(cport));
+    t.equal(fwd!.flags & KBP_CT_F_CLOSING, 0, 'and is not closing');
+  });
+
+  t.test('a reply entry evicted under LRU pressure is put back by the next refresh', async (t) => {
+    const cport = sport();
+    const syn = await send({ saddr: CLIENT, daddr: vip, proto: 'tcp', sport: cport, dport: 80 });
+    const be = syn.out!.daddr;
+    const revKey = { saddr: be, daddr: CLIENT, sport: 8080, dport: cport, proto: 6, dir: KBP_CT_REPLY };
+    t.ok(await dp.ctDelete(revKey), 'reply entry evicted');
+    const cur = (await dp.ctLookup(fwdKey(cport)))!;
+    await dp.ctSet(fwdKey(cport), { ...cur, last_seen_ns: cur.last_seen_ns - 2_000_000_000n });
+    await send({ saddr: CLIENT, daddr: vip, proto: 'tcp', sport: cport, dport: 80, tcpFlags: TCP_ACK });
+    t.match(await dp.ctLookup(revKey), { backend_id: cur.backend_id, svc_id: 80, nat_addr: vip, nat_port: 80 }, 'reply entry restored');
+    const reply = await send({ saddr: be, daddr: CLIENT, proto: 'tcp', sport: 8080, dport: cport, tcpFlags: TCP_ACK });
+    t.match(reply.out, { saddr: vip, sport: 80 }, 'replies are translated again');
+  });
+
+  t.test("a second frontend never takes over another flow's reply tuple", async (t) => {
+    // The same client port reaches the same single backend through two ClusterIPs.
+    const vip2 = '10.96.0.81';
+    const vip3 = '10.96.0.82';
+    await dp.program([
+      { svcId: 81, vip: vip2, port: 80, proto: 'tcp', backends: [a] },
+      { svcId: 82, vip: vip3, port: 80, proto: 'tcp', backends: [a] },
+    ]);
+    const cport = sport();
+    const first = await send({ saddr: CLIENT, daddr: vip2, proto: 'tcp', sport: cport, dport: 80 });
+    t.same(first.moved, ['new_flow']);
+    const second = await send({ saddr: CLIENT, daddr: vip3, proto: 'tcp', sport: cport, dport: 80 });
+    t.equal(second.res.retval, TC_ACT_SHOT, 'the clashing new flow is refused');
+    t.same(second.moved, ['drop_ct_clash']);
+    const reply = await send({ saddr: a.ip, daddr: CLIENT, proto: 'tcp', sport: 8080, dport: cport, tcpFlags: TCP_ACK });
+    t.match(reply.out, { saddr: vip2, sport: 80 }, "the first flow's replies still come from its own ClusterIP");
+    // Once the first flow is over, the tuple is free for the other frontend.
+    const rev = { saddr: a.ip, daddr: CLIENT, sport: 8080, dport: cport, proto: 6, dir: KBP_CT_REPLY };
+    const cur = (await dp.ctLookup(rev))!;
+    await dp.ctSet(rev, { ...cur, flags: cur.flags | KBP_CT_F_CLOSING, last_seen_ns: cur.last_seen_ns - BigInt(KBP_CT_LIFETIME_CLOSING_NS) - 1_000_000_000n });
+    const later = await send({ saddr: CLIENT, daddr: vip3, proto: 'tcp', sport: cport, dport: 80 });
+    t.same(later.moved, ['new_flow']);
+  });
 });

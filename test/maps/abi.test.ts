@@ -28,8 +28,8 @@ t.test('round trip of every codec, with the exact bytes', async (t) => {
     { codec: abi.backendKey, value: { id: 0xdeadbeef }, hex: 'efbeadde' },
     {
       codec: abi.backendValue,
-      value: { ip: '10.244.1.5', port: 8080, proto: abi.IPPROTO_UDP, state: abi.KBP_BACKEND_TERMINATING },
-      hex: '0af40105' + '1f90' + '11' + '01',
+      value: { ip: '10.244.1.5', port: 8080, proto: abi.IPPROTO_UDP, state: abi.KBP_BACKEND_TERMINATING, flags: abi.KBP_BACKEND_F_LOCAL },
+      hex: '0af40105' + '1f90' + '11' + '01' + '01' + '000000',
     },
     { codec: abi.revnatKey, value: { svc_id: 258 }, hex: '02010000' },
     { codec: abi.revnatValue, value: { vip: '10.96.0.1', port: 443 }, hex: '0a600001' + '01bb' + '0000' },
@@ -40,8 +40,17 @@ t.test('round trip of every codec, with the exact bytes', async (t) => {
     },
     {
       codec: abi.ctValue,
-      value: { created_ns: 0x0102030405060708n, last_seen_ns: 2n ** 64n - 1n, backend_id: 9, svc_id: 10, flags: 3, tcp_flags: 0x12 },
-      hex: '0807060504030201' + 'ffffffffffffffff' + '09000000' + '0a000000' + '0300' + '12' + '0000000000',
+      value: {
+        created_ns: 0x0102030405060708n,
+        last_seen_ns: 2n ** 64n - 1n,
+        backend_id: 9,
+        svc_id: 10,
+        nat_addr: '172.18.0.11',
+        nat_port: 61001,
+        flags: 5,
+        tcp_flags: 0x12,
+      },
+      hex: '0807060504030201' + 'ffffffffffffffff' + '09000000' + '0a000000' + 'ac12000b' + 'ee49' + '0500' + '12' + '00000000000000',
     },
     { codec: abi.statValue, value: { packets: 5n, bytes: 1500n }, hex: '0500000000000000' + 'dc05000000000000' },
     { codec: abi.affinityKey, value: { client: '10.244.0.2', svc_id: 3 }, hex: '0af40002' + '03000000' },
@@ -50,6 +59,17 @@ t.test('round trip of every codec, with the exact bytes', async (t) => {
       value: { last_used_ns: 0x0102030405060708n, backend_id: 0x11, slot: 2 },
       hex: '0807060504030201' + '11000000' + '0200' + '0000',
     },
+    {
+      codec: abi.snatKey,
+      value: { saddr: '10.244.2.10', daddr: '172.18.0.11', sport: 8080, dport: 61001, proto: abi.IPPROTO_TCP },
+      hex: '0af4020a' + 'ac12000b' + '1f90' + 'ee49' + '06' + '000000',
+    },
+    {
+      codec: abi.snatValue,
+      value: { created_ns: 7n, client_addr: '172.18.0.100', client_port: 40000, svc_id: 2 },
+      hex: '0700000000000000' + 'ac120064' + '9c40' + '0000' + '02000000' + '00000000',
+    },
+    { codec: abi.configValue, value: { node_ip: '172.18.0.11', flags: 0 }, hex: 'ac12000b' + '00000000' },
   ];
   t.equal(cases.length, Object.keys(abi.STRUCTS).length, 'one case per struct');
   for (const c of cases) {

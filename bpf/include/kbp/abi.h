@@ -17,16 +17,18 @@
 
 #include <linux/types.h>
 
-#define KBP_ABI_VERSION 1
+#define KBP_ABI_VERSION 2
 
 /* Map names (BPF_OBJ_NAME_LEN: at most 15 characters). The BPF side declares
  * its maps with exactly these identifiers; the addon test checks the object. */
 #define KBP_MAP_SERVICES  "kbp_svc_v1"
-#define KBP_MAP_BACKENDS  "kbp_backend_v1"
+#define KBP_MAP_BACKENDS  "kbp_backend_v2"
 #define KBP_MAP_REVNAT    "kbp_revnat_v1"
-#define KBP_MAP_CT        "kbp_ct4_v1"
-#define KBP_MAP_STATS     "kbp_stats_v1"
+#define KBP_MAP_CT        "kbp_ct4_v2"
+#define KBP_MAP_STATS     "kbp_stats_v2"
 #define KBP_MAP_AFFINITY  "kbp_affinity_v1"
+#define KBP_MAP_SNAT      "kbp_snat4_v1"
+#define KBP_MAP_CONFIG    "kbp_config_v1"
 
 /* Default capacities; the agent may resize before load (bpf_map__set_max_entries). */
 #define KBP_SERVICES_MAX  (1u << 20) /* frontends x (1 + slots) + VIP markers */
@@ -34,6 +36,7 @@
 #define KBP_REVNAT_MAX    (1u << 18)
 #define KBP_CT_MAX        (1u << 19)
 #define KBP_AFFINITY_MAX  (1u << 18)
+#define KBP_SNAT_MAX      (1u << 18)
 
 /* tc filter identity: kbp owns this handle/priority on every hook it attaches. */
 #define KBP_TC_HANDLE     0x6b62 /* "kb" */
@@ -78,15 +81,19 @@ struct kbp_svc_value {
 #define KBP_BACKEND_ACTIVE      0
 #define KBP_BACKEND_TERMINATING 1 /* kept for established flows, never chosen for new ones */
 
+#define KBP_BACKEND_F_LOCAL (1u << 0) /* the endpoint runs on this node */
+
 struct kbp_backend_key {
 	__u32 id;     /* backend id, never 0 */
 };
 
 struct kbp_backend {
-	__be32 ip;    /* endpoint address, network order */
-	__be16 port;  /* endpoint (target) port, network order */
-	__u8   proto; /* IPPROTO_* */
-	__u8   state; /* KBP_BACKEND_* */
+	__be32 ip;     /* endpoint address, network order */
+	__be16 port;   /* endpoint (target) port, network order */
+	__u8   proto;  /* IPPROTO_* */
+	__u8   state;  /* KBP_BACKEND_* */
+	__u8   flags;  /* KBP_BACKEND_F_* */
+	__u8   pad[3]; /* zero */
 };
 
 /* ---- revnat: frontend id -> frontend, to rewrite replies ---- */
@@ -118,18 +125,30 @@ struct kbp_ct_key {
 
 #define KBP_CT_F_SEEN_REPLY (1u << 0) /* a reply was reverse-translated */
 #define KBP_CT_F_CLOSING    (1u << 1) /* FIN or RST seen */
+#define KBP_CT_F_SNAT       (1u << 2) /* the client is masqueraded to nat_addr:nat_port */
 
 struct kbp_ct_value {
-	__u64 created_ns;   /* CLOCK_MONOTONIC_COARSE at creation (bpf_ktime_get_coarse_ns: tick resolution, a fraction of the cost) */
-	__u64 last_seen_ns; /* refreshed at most once per KBP_CT_REFRESH_NS */
-	__u32 backend_id;   /* the backend, never the slot: slots move, backends do not */
-	__u32 svc_id;       /* frontend id, key of revnat */
-	__u16 flags;        /* KBP_CT_F_* */
-	__u8  tcp_flags;    /* OR of TCP flags seen in this direction */
-	__u8  pad[5];       /* zero */
+	__u64  created_ns;   /* CLOCK_MONOTONIC_COARSE at creation (bpf_ktime_get_coarse_ns: tick resolution, a fraction of the cost) */
+	__u64  last_seen_ns; /* refreshed at most once per KBP_CT_REFRESH_NS */
+	__u32  backend_id;   /* the backend, never the slot: slots move, backends do not */
+	__u32  svc_id;       /* frontend id, key of revnat */
+	__be32 nat_addr;     /* FORWARD with KBP_CT_F_SNAT: node address the client is masqueraded to;
+	                      * REPLY: the frontend address the client used (tells this flow's
+	                      * reply entry from another flow's with the same tuple) */
+	__be16 nat_port;     /* FORWARD with KBP_CT_F_SNAT: its SNAT port; REPLY: the frontend port */
+	__u16  flags;        /* KBP_CT_F_* */
+	__u8   tcp_flags;    /* OR of TCP flags seen in this direction */
+	__u8   pad[7];       /* zero */
 };
 
 #define KBP_CT_REFRESH_NS 1000000000ull
+
+/* Idle lifetimes: an entry not seen for longer is treated as absent (the flow
+ * is balanced anew) and may be garbage-collected. A SYN on the tuple of a
+ * closing TCP flow also starts a new flow (the client reused its port). */
+#define KBP_CT_LIFETIME_TCP_NS     (6ull * 3600 * 1000000000ull) /* established TCP */
+#define KBP_CT_LIFETIME_CLOSING_NS (30ull * 1000000000ull)       /* TCP after FIN or RST */
+#define KBP_CT_LIFETIME_OTHER_NS   (60ull * 1000000000ull)       /* UDP */
 
 /* ---- affinity: sessionAffinity ClientIP, (client, frontend) -> backend ---- */
 
@@ -150,6 +169,42 @@ struct kbp_affinity_value {
 	__u16 pad;          /* zero */
 };
 
+/* ---- snat: masqueraded flows, keyed by the reply the backend sends ---- */
+
+/* A NodePort/LoadBalancer/externalIP flow whose backend runs on another node
+ * (externalTrafficPolicy: Cluster) leaves with the client masqueraded to this
+ * node's address and a port from KBP_SNAT_PORT_MIN..MAX, so the backend's reply
+ * comes back through this node. The range lies above Linux's default ephemeral
+ * ports (32768-60999) so the node's own sockets do not collide with it. */
+#define KBP_SNAT_PORT_MIN 61000
+#define KBP_SNAT_PORT_MAX 65535
+#define KBP_SNAT_TRIES    8 /* random ports tried before the flow is dropped */
+
+struct kbp_snat_key {
+	__be32 saddr; /* backend address, network order */
+	__be32 daddr; /* node address the client is masqueraded to */
+	__be16 sport; /* backend port, network order */
+	__be16 dport; /* SNAT port, network order */
+	__u8   proto; /* IPPROTO_* */
+	__u8   pad[3];/* zero */
+};
+
+struct kbp_snat_value {
+	__u64  created_ns;  /* CLOCK_MONOTONIC_COARSE */
+	__be32 client_addr; /* the client's own address, network order */
+	__be16 client_port; /* the client's own port, network order */
+	__u16  pad;         /* zero */
+	__u32  svc_id;      /* frontend id: replies leave from its revnat address */
+	__u32  pad2;        /* zero */
+};
+
+/* ---- config: one entry the agent writes before attaching to node devices ---- */
+
+struct kbp_config {
+	__be32 node_ip; /* this node's address: SNAT source for LoadBalancer/externalIP flows */
+	__u32  flags;   /* reserved, zero */
+};
+
 /* ---- stats: per-CPU counters, index = KBP_STAT_* ---- */
 
 enum kbp_stat {
@@ -164,8 +219,15 @@ enum kbp_stat {
 	KBP_STAT_DROP_REWRITE,        /* packet rewrite helper failed */
 	KBP_STAT_DROP_FRAGMENT,       /* IPv4 fragment to a frontend (not reassembled) */
 	KBP_STAT_DROP_MALFORMED,      /* truncated header towards a frontend */
+	KBP_STAT_SNAT,                /* new flow masqueraded to the node (remote backend) */
+	KBP_STAT_DROP_SNAT_PORTS,     /* no free SNAT port after KBP_SNAT_TRIES */
+	KBP_STAT_DROP_NO_CONFIG,      /* SNAT needed but the agent has written no config */
+	KBP_STAT_DROP_CT_CLASH,       /* the flow's reply (or SNAT) tuple belongs to another live flow */
 	KBP_STAT_MAX,
 };
+
+/* The stats map has room to add reasons without changing its shape. */
+#define KBP_STAT_SLOTS 64
 
 struct kbp_stat_value {
 	__u64 packets;
@@ -183,13 +245,17 @@ struct kbp_stat_value {
 KBP_STATIC_ASSERT(sizeof(struct kbp_svc_key) == 12, "kbp_svc_key size");
 KBP_STATIC_ASSERT(sizeof(struct kbp_svc_value) == 16, "kbp_svc_value size");
 KBP_STATIC_ASSERT(sizeof(struct kbp_backend_key) == 4, "kbp_backend_key size");
-KBP_STATIC_ASSERT(sizeof(struct kbp_backend) == 8, "kbp_backend size");
+KBP_STATIC_ASSERT(sizeof(struct kbp_backend) == 12, "kbp_backend size");
 KBP_STATIC_ASSERT(sizeof(struct kbp_revnat_key) == 4, "kbp_revnat_key size");
 KBP_STATIC_ASSERT(sizeof(struct kbp_revnat) == 8, "kbp_revnat size");
 KBP_STATIC_ASSERT(sizeof(struct kbp_ct_key) == 16, "kbp_ct_key size");
-KBP_STATIC_ASSERT(sizeof(struct kbp_ct_value) == 32, "kbp_ct_value size");
+KBP_STATIC_ASSERT(sizeof(struct kbp_ct_value) == 40, "kbp_ct_value size");
 KBP_STATIC_ASSERT(sizeof(struct kbp_stat_value) == 16, "kbp_stat_value size");
 KBP_STATIC_ASSERT(sizeof(struct kbp_affinity_key) == 8, "kbp_affinity_key size");
 KBP_STATIC_ASSERT(sizeof(struct kbp_affinity_value) == 16, "kbp_affinity_value size");
+KBP_STATIC_ASSERT(sizeof(struct kbp_snat_key) == 16, "kbp_snat_key size");
+KBP_STATIC_ASSERT(sizeof(struct kbp_snat_value) == 24, "kbp_snat_value size");
+KBP_STATIC_ASSERT(sizeof(struct kbp_config) == 8, "kbp_config size");
+KBP_STATIC_ASSERT(KBP_STAT_MAX <= KBP_STAT_SLOTS, "stat reasons fit the stats map");
 
 #endif /* KBP_ABI_H */

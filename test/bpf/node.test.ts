@@ -1,0 +1,183 @@
+// Datapath tests for tc ingress on node-facing devices (bpf/kbp_node.c):
+// NodePort / LoadBalancer DNAT, masquerade (SNAT) when the backend runs on
+// another node, reverse SNAT of replies, and cross-node replies of flows this
+// node's pods started. Packet in, packet out through BPF_PROG_TEST_RUN.
+//
+// Address conventions in these tests:
+//   this node        172.18.0.11 (NodePort 30080, config node_ip)
+//   external client  172.18.0.100 (source ports unique per case)
+//   local backend    10.244.1.10:8080   (pod on this node)
+//   remote backend   10.244.2.10:8080   (pod on the other node)
+//   ClusterIP        10.96.0.70:80      LoadBalancer IP 172.18.1.50:80
+//   client pod       10.244.1.2
+import t, { type Test } from 'tap';
+import { DatapathFixture, TC_ACT_OK, TC_ACT_SHOT } from '../../src/bench/fixtures.js';
+import { buildPacket, parsePacket, TCP_ACK, TCP_SYN, type PacketSpec } from '../../src/bench/packets.js';
+import {
+  KBP_CT_F_SNAT,
+  KBP_CT_FORWARD,
+  KBP_SNAT_PORT_MAX,
+  KBP_SNAT_PORT_MIN,
+  KBP_SVC_F_LOAD_BALANCER,
+  KBP_SVC_F_NODE_PORT,
+  STAT_NAMES,
+  snatKey,
+  snatValue,
+} from '../../src/maps/abi.js';
+
+const NODE = '172.18.0.11';
+const CLIENT = '172.18.0.100';
+const LOCAL_BE = { id: 1, ip: '10.244.1.10', port: 8080 };
+const REMOTE_BE = { id: 2, ip: '10.244.2.10', port: 8080, local: false };
+const CLUSTER_IP = '10.96.0.70';
+const LB_IP = '172.18.1.50';
+const POD = '10.244.1.2';
+
+let nextPort = 30000;
+const sport = (): number => nextPort++;
+
+let dp: DatapathFixture;
+t.before(async () => {
+  dp = await DatapathFixture.open();
+});
+t.teardown(() => dp?.close());
+
+async function send(spec: PacketSpec, via: 'node' | 'pod' = 'node') {
+  const before = await dp.readStats();
+  const input = buildPacket(spec);
+  const res = via === 'node' ? await dp.runNode(input) : await dp.run(input);
+  const after = await dp.readStats();
+  const moved = STAT_NAMES.filter((_, i) => after[i]!.packets !== before[i]!.packets);
+  return { input, res, out: res.retval === TC_ACT_OK ? parsePacket(res.data) : null, moved };
+}
+
+function checksumsOk(t: Test, out: ReturnType<typeof parsePacket> | null): void {
+  t.ok(out?.ipChecksumOk, 'IPv4 checksum');
+  t.ok(out?.l4ChecksumOk, 'L4 checksum');
+}
+
+t.test('NodePort to a local backend: DNAT only, the backend sees the client', async (t) => {
+  await dp.program([{ svcId: 1, vip: NODE, port: 30080, proto: 'tcp', backends: [LOCAL_BE], flags: KBP_SVC_F_NODE_PORT }]);
+  const cport = sport();
+  const { out, moved } = await send({ saddr: CLIENT, daddr: NODE, proto: 'tcp', sport: cport, dport: 30080 });
+  t.match(out, { saddr: CLIENT, sport: cport, daddr: LOCAL_BE.ip, dport: 8080 });
+  checksumsOk(t, out);
+  t.same(moved, ['new_flow']);
+  // The local backend's reply leaves through its pod device: reverse NAT there.
+  const reply = await send({ saddr: LOCAL_BE.ip, daddr: CLIENT, proto: 'tcp', sport: 8080, dport: cport, tcpFlags: TCP_SYN | TCP_ACK }, 'pod');
+  t.match(reply.out, { saddr: NODE, sport: 30080, daddr: CLIENT, dport: cport }, 'reply from the NodePort');
+  checksumsOk(t, reply.out);
+});
+
+t.test('NodePort to a remote backend: DNAT + SNAT, established packets reuse the port, the reply is restored', async (t) => {
+  await dp.program([{ svcId: 2, vip: NODE, port: 30081, proto: 'tcp', backends: [REMOTE_BE], flags: KBP_SVC_F_NODE_PORT }]);
+  const cport = sport();
+  const syn = await send({ saddr: CLIENT, daddr: NODE, proto: 'tcp', sport: cport, dport: 30081 });
+  t.same(syn.moved, ['snat']);
+  t.equal(syn.out!.saddr, NODE, 'client masqueraded to the node address it targeted');
+  t.equal(syn.out!.daddr, REMOTE_BE.ip);
+  t.equal(syn.out!.dport, 8080);
+  const natPort = syn.out!.sport;
+  t.ok(natPort >= KBP_SNAT_PORT_MIN && natPort <= KBP_SNAT_PORT_MAX, `SNAT port ${natPort} in range`);
+  checksumsOk(t, syn.out);
+
+  const fwd = await dp.ctLookup({ saddr: CLIENT, daddr: NODE, sport: cport, dport: 30081, proto: 6, dir: KBP_CT_FORWARD });
+  t.match(fwd, { backend_id: REMOTE_BE.id, svc_id: 2, nat_addr: NODE, nat_port: natPort });
+  t.ok(fwd!.flags & KBP_CT_F_SNAT, 'forward entry marked SNAT');
+  const sn = await dp.snatLookup({ saddr: REMOTE_BE.ip, daddr: NODE, sport: 8080, dport: natPort, proto: 6 });
+  t.match(sn, { client_addr: CLIENT, client_port: cport, svc_id: 2 }, 'SNAT entry remembers the client');
+
+  for (let i = 0; i < 5; i++) {
+    const ack = await send({ saddr: CLIENT, daddr: NODE, proto: 'tcp', sport: cport, dport: 30081, tcpFlags: TCP_ACK });
+    t.match(ack.out, { saddr: NODE, sport: natPort, daddr: REMOTE_BE.ip, dport: 8080 }, `packet ${i} keeps backend and SNAT port`);
+    t.same(ack.moved, ['established']);
+  }
+
+  const reply = await send({ saddr: REMOTE_BE.ip, daddr: NODE, proto: 'tcp', sport: 8080, dport: natPort, tcpFlags: TCP_SYN | TCP_ACK });
+  t.same(reply.moved, ['revnat']);
+  t.match(reply.out, { saddr: NODE, sport: 30081, daddr: CLIENT, dport: cport }, 'the client gets the reply from NodeIP:NodePort');
+  checksumsOk(t, reply.out);
+});
+
+t.test('two clients with the same source port get distinct SNAT ports', async (t) => {
+  await dp.program([{ svcId: 3, vip: NODE, port: 30082, proto: 'udp', backends: [REMOTE_BE], flags: KBP_SVC_F_NODE_PORT }]);
+  const ports = new Set<number>();
+  for (let i = 0; i < 50; i++) {
+    const { out } = await send({ saddr: `172.18.0.${150 + i}`, daddr: NODE, proto: 'udp', sport: 5000, dport: 30082 });
+    t.equal(out!.saddr, NODE);
+    ports.add(out!.sport);
+  }
+  t.equal(ports.size, 50, 'every masqueraded flow has its own port');
+});
+
+t.test('no free SNAT port: the new flow is dropped, not mis-translated', async (t) => {
+  const be = { id: 9, ip: '10.244.2.99', port: 9999, local: false };
+  await dp.program([{ svcId: 9, vip: NODE, port: 30089, proto: 'tcp', backends: [be], flags: KBP_SVC_F_NODE_PORT }]);
+  const n = KBP_SNAT_PORT_MAX - KBP_SNAT_PORT_MIN + 1;
+  const keys = Buffer.alloc(n * snatKey.size);
+  const values = Buffer.alloc(n * snatValue.size);
+  for (let i = 0; i < n; i++) {
+    snatKey.encodeInto({ saddr: be.ip, daddr: NODE, sport: be.port, dport: KBP_SNAT_PORT_MIN + i, proto: 6 }, keys, i * snatKey.size);
+    snatValue.encodeInto({ created_ns: 1n, client_addr: '172.18.9.9', client_port: i, svc_id: 9 }, values, i * snatValue.size);
+  }
+  await dp.snat.updateBatch(keys, values, n);
+  const { res, moved } = await send({ saddr: CLIENT, daddr: NODE, proto: 'tcp', sport: sport(), dport: 30089 });
+  t.equal(res.retval, TC_ACT_SHOT);
+  t.same(moved, ['drop_snat_ports']);
+  await dp.snat.deleteBatch(keys, n);
+});
+
+t.test('LoadBalancer IP to a remote backend masquerades to the configured node IP', async (t) => {
+  await dp.program([{ svcId: 4, vip: LB_IP, port: 80, proto: 'tcp', backends: [REMOTE_BE], flags: KBP_SVC_F_LOAD_BALANCER }]);
+  const noConfig = await send({ saddr: CLIENT, daddr: LB_IP, proto: 'tcp', sport: sport(), dport: 80 });
+  t.equal(noConfig.res.retval, TC_ACT_SHOT, 'without a node IP there is nothing to masquerade to');
+  t.same(noConfig.moved, ['drop_no_config']);
+
+  await dp.setConfig(NODE);
+  const cport = sport();
+  const { out } = await send({ saddr: CLIENT, daddr: LB_IP, proto: 'tcp', sport: cport, dport: 80 });
+  t.match(out, { saddr: NODE, daddr: REMOTE_BE.ip, dport: 8080 });
+  const reply = await send({ saddr: REMOTE_BE.ip, daddr: NODE, proto: 'tcp', sport: 8080, dport: out!.sport, tcpFlags: TCP_ACK });
+  t.match(reply.out, { saddr: LB_IP, sport: 80, daddr: CLIENT, dport: cport }, 'reply from the LoadBalancer IP');
+});
+
+t.test('externalTrafficPolicy Local on a node without a local backend: dropped', async (t) => {
+  // The syncer gives such a frontend only this node's backends: none here.
+  await dp.program([{ svcId: 5, vip: NODE, port: 30085, proto: 'tcp', backends: [], flags: KBP_SVC_F_NODE_PORT }]);
+  const { res, moved } = await send({ saddr: CLIENT, daddr: NODE, proto: 'tcp', sport: sport(), dport: 30085 });
+  t.equal(res.retval, TC_ACT_SHOT);
+  t.same(moved, ['drop_no_backend']);
+});
+
+t.test("a pod's ClusterIP flow to a remote backend: the reply entering the uplink is reverse-NATed", async (t) => {
+  await dp.program([{ svcId: 6, vip: CLUSTER_IP, port: 80, proto: 'tcp', backends: [REMOTE_BE] }]);
+  const cport = sport();
+  const out = await send({ saddr: POD, daddr: CLUSTER_IP, proto: 'tcp', sport: cport, dport: 80 }, 'pod');
+  t.match(out.out, { saddr: POD, daddr: REMOTE_BE.ip, dport: 8080 }, 'pods are not masqueraded');
+  const reply = await send({ saddr: REMOTE_BE.ip, daddr: POD, proto: 'tcp', sport: 8080, dport: cport, tcpFlags: TCP_ACK });
+  t.same(reply.moved, ['revnat']);
+  t.match(reply.out, { saddr: CLUSTER_IP, sport: 80, daddr: POD, dport: cport });
+  checksumsOk(t, reply.out);
+});
+
+t.test('traffic to the node itself on other ports passes untouched', async (t) => {
+  const input = buildPacket({ saddr: CLIENT, daddr: NODE, proto: 'tcp', sport: sport(), dport: 22 });
+  const res = await dp.runNode(input);
+  t.equal(res.retval, TC_ACT_OK);
+  t.ok(res.data.equals(input));
+});
+
+t.test('an evicted SNAT entry is put back on the same port by the next refresh', async (t) => {
+  await dp.program([{ svcId: 7, vip: NODE, port: 30087, proto: 'tcp', backends: [REMOTE_BE], flags: KBP_SVC_F_NODE_PORT }]);
+  const cport = sport();
+  const syn = await send({ saddr: CLIENT, daddr: NODE, proto: 'tcp', sport: cport, dport: 30087 });
+  const natPort = syn.out!.sport;
+  const key = { saddr: REMOTE_BE.ip, daddr: NODE, sport: 8080, dport: natPort, proto: 6 };
+  t.ok(await dp.snatDelete(key), 'SNAT entry evicted');
+  const fwdKey = { saddr: CLIENT, daddr: NODE, sport: cport, dport: 30087, proto: 6, dir: KBP_CT_FORWARD };
+  const cur = (await dp.ctLookup(fwdKey))!;
+  await dp.ctSet(fwdKey, { ...cur, last_seen_ns: cur.last_seen_ns - 2_000_000_000n });
+  const ack = await send({ saddr: CLIENT, daddr: NODE, proto: 'tcp', sport: cport, dport: 30087, tcpFlags: TCP_ACK });
+  t.equal(ack.out!.sport, natPort, 'same SNAT port');
+  t.match(await dp.snatLookup(key), { client_addr: CLIENT, client_port: cport, svc_id: 7 }, 'SNAT entry restored');
+});
