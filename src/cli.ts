@@ -4,6 +4,7 @@ import { realpathSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { DEFAULT_BPFFS, agentUsage, parseAgentArgs } from './agent/options.js';
+import { API_COMMANDS } from './cli/api.js';
 
 const usage = `Usage: kbp <command> [options]
 
@@ -17,6 +18,9 @@ Commands:
   bench controlplane [--json]   control-plane cost (trackers, desired state, syncer
                                 diff, in-memory maps): full sync and one endpoint
                                 change at 1k and 10k Services x 10 endpoints
+  services | backends | conntrack | affinity | maps [NAME] | stats
+                                tables over the agent's REST API (-o json, --api URL,
+                                --token); kbp services --help for the options
 
 Options:
   -h, --help                    show this help
@@ -88,11 +92,8 @@ async function cmdBench(args: string[]): Promise<number> {
     await runControlPlaneBench({ json: parsed.values.json ?? false });
     return 0;
   }
-  // Imported by a computed name: the benchmark module is built separately and
-  // the CLI must still build and run its other commands without it.
-  const modPath = './bench/packet.js';
-  const mod = (await import(modPath)) as { runPacketBench(opts: { json: boolean }): Promise<void> };
-  await mod.runPacketBench({ json: parsed.values.json ?? false });
+  const { runPacketBench } = await import('./bench/packet.js');
+  await runPacketBench({ json: parsed.values.json ?? false });
   return 0;
 }
 
@@ -113,6 +114,10 @@ export async function main(argv: string[]): Promise<number> {
         process.stdout.write(usage);
         return 0;
       default:
+        if ((API_COMMANDS as readonly string[]).includes(cmd ?? '')) {
+          const { runApiCommand } = await import('./cli/api.js');
+          return await runApiCommand(cmd!, rest);
+        }
         process.stderr.write(`${cmd === undefined ? 'no command given' : `unknown command: ${cmd}`}\n\n${usage}`);
         return 2;
     }

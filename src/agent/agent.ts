@@ -18,7 +18,7 @@ import type { DesiredState } from '../proxy/desired.js';
 import { Syncer } from '../proxy/syncer.js';
 import { flushStaleUdpFlows } from '../proxy/conntrack.js';
 import { BoundedFrequencyRunner } from '../proxy/runner.js';
-import { buildApi } from '../api/app.js';
+import { startApi } from '../api/server.js';
 import { ensureBpffs } from './bpffs.js';
 import { DeviceAttacher } from './devices.js';
 import type { AgentConfig } from './options.js';
@@ -86,19 +86,28 @@ export async function runAgent(cfg: AgentConfig, log = new Logger(undefined, cfg
     cleanups.push(() => runner.stop());
 
     let ready = false;
-    if (cfg.apiListen) {
-      const api = await buildApi({
-        nodeName: cfg.nodeName,
-        reader: writer,
-        frontend: (id) => syncer.frontend(id),
-        syncStats: () => syncer.stats,
-        desired: () => lastDesired?.frontends.values(),
-        health: () => ({ ready, lastUpdated: syncer.stats.lastSuccess }),
-        log: log.child({ component: 'api' }),
-      });
-      await api.listen(cfg.apiListen);
+    if (cfg.api) {
+      // Every map the API dumps, read through the same codecs the syncer writes with.
+      const apiMaps = new Map(
+        [abi.KBP_MAP_SERVICES, abi.KBP_MAP_BACKENDS, abi.KBP_MAP_REVNAT, abi.KBP_MAP_CT, abi.KBP_MAP_AFFINITY, abi.KBP_MAP_STATS].map(
+          (name) => [name, obj.map(name)] as const,
+        ),
+      );
+      const api = await startApi(
+        {
+          nodeName: cfg.nodeName,
+          maps: apiMaps,
+          frontend: (id) => syncer.frontend(id),
+          syncStats: () => syncer.stats,
+          desired: () => lastDesired?.frontends.values(),
+          health: () => ({ ready, lastUpdated: syncer.stats.lastSuccess }),
+          healthStaleMs: 2 * cfg.syncPeriodMs,
+          log: log.child({ component: 'api' }),
+        },
+        cfg.api,
+      );
       cleanups.push(() => api.close());
-      log.info('API listening', { address: `${cfg.apiListen.host}:${cfg.apiListen.port}` });
+      log.info('API listening', { url: api.url, auth: cfg.api.auth });
     }
 
     // No sync before every kind has been listed once (kube-proxy's HasSynced);

@@ -7,7 +7,7 @@ import os from 'node:os';
 import { parseArgs } from 'node:util';
 import { isLogLevel, type LogLevel } from '../log.js';
 import { parseGlobs } from './devices.js';
-import { parseListen } from '../api/app.js';
+import { API_FLAG_OPTIONS, apiUsage, parseApiOptions, type ApiServerConfig } from '../api/options.js';
 
 export const DEFAULT_POD_DEVICES = 'veth*,lxc*,cali*';
 export const DEFAULT_BPFFS = '/sys/fs/bpf/kbp';
@@ -22,7 +22,7 @@ export interface AgentConfig {
   podDevices: string;
   podDevicePatterns: RegExp[];
   bpffs: string;
-  apiListen: { host: string; port: number } | null; // null: no API
+  api: ApiServerConfig | null; // null: no API (--api-listen off)
   logLevel: LogLevel;
   minSyncMs: number;
   syncPeriodMs: number;
@@ -49,9 +49,9 @@ when the agent exits; \`kbp detach\` removes them.
   --bpffs DIR             folder on a BPF filesystem for the pinned maps
                           (default: ${DEFAULT_BPFFS}); created if its parent is a
                           bpffs, never mounted by the agent
-  --api-listen HOST:PORT  REST API (health, programmed services); "off" for none
-                          (default: ${DEFAULT_API_LISTEN}, kube-proxy's health port)
-  --min-sync-period DUR   least time between two syncs (default: 100ms)
+  --api-listen HOST:PORT  REST API (health, metrics, decoded map dumps); "off" for
+                          none (default: ${DEFAULT_API_LISTEN}, kube-proxy's health port)
+${apiUsage}  --min-sync-period DUR   least time between two syncs (default: 100ms)
   --sync-period DUR       full resync at least this often (default: 60s)
   --log-level LEVEL       debug, info, warn or error (default: info)
 `;
@@ -79,6 +79,7 @@ export function parseAgentArgs(args: string[], env: NodeJS.ProcessEnv = process.
       'min-sync-period': { type: 'string' },
       'sync-period': { type: 'string' },
       'log-level': { type: 'string' },
+      ...API_FLAG_OPTIONS,
     },
   });
   let source: AgentSource;
@@ -100,7 +101,7 @@ export function parseAgentArgs(args: string[], env: NodeJS.ProcessEnv = process.
     podDevices,
     podDevicePatterns: parseGlobs(podDevices),
     bpffs: values.bpffs ?? DEFAULT_BPFFS,
-    apiListen: listen === 'off' ? null : parseListen(listen),
+    api: parseApiOptions(listen, values, values.kubeconfig),
     logLevel,
     minSyncMs,
     syncPeriodMs,

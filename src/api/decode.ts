@@ -142,15 +142,21 @@ export interface StatView {
   bytes: number;
 }
 
-/** The stats map summed over CPUs, one row per counter (zeros included: a reason that never fired is information). */
+/**
+ * The stats map summed over CPUs, one row per counter this build knows
+ * (zeros included: a reason that never fired is information). The map has
+ * spare slots (KBP_STAT_SLOTS) for reasons a newer datapath may add; those
+ * are not reported until this build names them.
+ */
 export async function readStats(map: PagedMap): Promise<StatView[]> {
   const cpus = cpusOf(map);
   const out: StatView[] = [];
   let cursor: Buffer | null = null;
   for (;;) {
-    const page = await map.lookupBatch(cursor, abi.KBP_STAT_MAX + 1);
+    const page = await map.lookupBatch(cursor, abi.KBP_STAT_SLOTS);
     for (let i = 0; i < page.count; i++) {
       const index = page.keys.readUInt32LE(i * map.info.keySize);
+      if (index >= abi.KBP_STAT_MAX) continue;
       const s = abi.decodePerCpuStat(page.values.subarray(i * map.valueBufferSize, (i + 1) * map.valueBufferSize), cpus);
       out.push({ index, name: abi.STAT_NAMES[index] ?? `stat${index}`, packets: Number(s.packets), bytes: Number(s.bytes) });
     }

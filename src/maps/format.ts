@@ -55,7 +55,7 @@ export function formatValue(map: string, key: Buffer, value: Buffer): string {
     }
     case abi.KBP_MAP_BACKENDS: {
       const b = abi.backendValue.decode(value);
-      return `${fePart(b.ip, b.port, b.proto)} ${backendStateName(b.state)}`;
+      return `${fePart(b.ip, b.port, b.proto)} ${backendStateName(b.state)}` + (b.flags & abi.KBP_BACKEND_F_LOCAL ? ' local' : '');
     }
     case abi.KBP_MAP_REVNAT: {
       const r = abi.revnatValue.decode(value);

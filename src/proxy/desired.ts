@@ -44,6 +44,7 @@ export interface DesiredBackend {
   port: number;
   proto: number;
   state: number; // KBP_BACKEND_*
+  flags: number; // KBP_BACKEND_F_*: LOCAL when the endpoint runs on this node
 }
 
 export interface DesiredFrontend {
@@ -335,6 +336,7 @@ export function computeService(svc: Service, slices: readonly EndpointSlice[], n
       port: e.port,
       proto,
       state: e.ready ? abi.KBP_BACKEND_ACTIVE : abi.KBP_BACKEND_TERMINATING,
+      flags: e.local ? abi.KBP_BACKEND_F_LOCAL : 0,
     });
     const slotBackends = slots.map(backend);
     const keptBackends = kept.map(backend);
@@ -470,7 +472,7 @@ export class DesiredAssembler {
     }
     const state = r.active > 0 ? abi.KBP_BACKEND_ACTIVE : abi.KBP_BACKEND_TERMINATING;
     if (!cur || cur.state !== state) {
-      this.backendMap.set(b.key, { key: b.key, ip: b.ip, port: b.port, proto: b.proto, state });
+      this.backendMap.set(b.key, { key: b.key, ip: b.ip, port: b.port, proto: b.proto, state, flags: b.flags });
       this.changes.backends.add(b.key);
     }
   }

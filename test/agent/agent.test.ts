@@ -105,8 +105,8 @@ t.test('agent and detach on a real kernel', async (t) => {
     'kbp_svc_v1 10.96.0.10:80/TCP scope=0 slot=0 -> svc=1 count=2 flags=cluster-ip affinity=0',
     'kbp_svc_v1 10.96.0.10:80/TCP scope=0 slot=1 -> svc=1 backend=1',
     'kbp_svc_v1 10.96.0.10:80/TCP scope=0 slot=2 -> svc=1 backend=2',
-    'kbp_backend_v1 backend=1 -> 10.244.1.2:8080/TCP active',
-    'kbp_backend_v1 backend=2 -> 10.244.1.3:8080/TCP active',
+    'kbp_backend_v2 backend=1 -> 10.244.1.2:8080/TCP active',
+    'kbp_backend_v2 backend=2 -> 10.244.1.3:8080/TCP active',
     'kbp_revnat_v1 svc=1 -> 10.96.0.10:80',
   ]);
   t.equal(await hook('veth-a'), 'kbp_from_pod', 'veth-a attached');
@@ -132,7 +132,7 @@ t.test('agent and detach on a real kernel', async (t) => {
   const afterRemoval = await dump();
   t.same(afterRemoval.filter((l) => l.includes('backend')), [
     'kbp_svc_v1 10.96.0.10:80/TCP scope=0 slot=1 -> svc=1 backend=2',
-    'kbp_backend_v1 backend=2 -> 10.244.1.3:8080/TCP active',
+    'kbp_backend_v2 backend=2 -> 10.244.1.3:8080/TCP active',
   ]);
 
   // ---- SIGTERM: exit 0, hooks and pins stay
@@ -158,10 +158,12 @@ t.test('agent and detach on a real kernel', async (t) => {
     'detached kbp_from_pod (prog id N) from tc ingress of veth-a',
     'detached kbp_from_pod (prog id N) from tc ingress of veth-b',
     `unpinned ${bpffs}/kbp_affinity_v1`,
-    `unpinned ${bpffs}/kbp_backend_v1`,
-    `unpinned ${bpffs}/kbp_ct4_v1`,
+    `unpinned ${bpffs}/kbp_backend_v2`,
+    `unpinned ${bpffs}/kbp_config_v1`,
+    `unpinned ${bpffs}/kbp_ct4_v2`,
     `unpinned ${bpffs}/kbp_revnat_v1`,
-    `unpinned ${bpffs}/kbp_stats_v1`,
+    `unpinned ${bpffs}/kbp_snat4_v1`,
+    `unpinned ${bpffs}/kbp_stats_v2`,
     `unpinned ${bpffs}/kbp_svc_v1`,
   ]);
   t.equal(await hook('veth-a'), null);

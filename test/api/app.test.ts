@@ -265,7 +265,7 @@ t.test('GET /v1/conntrack: decoded entries, filters, pages that follow the kerne
   r = await get(t, app, '/v1/conntrack?backend=2&limit=2');
   const tok = r.json().continue as string;
   t.equal((await get(t, app, `/v1/conntrack?backend=2&limit=2&continue=${tok}`)).statusCode, 200);
-  for (const bad of [`backend=1&continue=${tok}`, 'continue=garbage', `continue=${Buffer.from('{"v":1,"m":"kbp_ct4_v1","s":-1,"q":"[null,null,null]"}').toString('base64url')}`]) {
+  for (const bad of [`backend=1&continue=${tok}`, 'continue=garbage', `continue=${Buffer.from('{"v":1,"m":"kbp_ct4_v2","s":-1,"q":"[null,null,null]"}').toString('base64url')}`]) {
     r = await get(t, app, `/v1/conntrack?${bad}`);
     t.equal(r.statusCode, 400, bad);
     t.equal(r.json().code, 'KBP_BAD_CONTINUE');
@@ -311,27 +311,27 @@ t.test('GET /v1/maps and /v1/maps/{name}', async (t) => {
   t.equal(r.statusCode, 200);
   t.same(r.json().items, [
     { name: 'kbp_affinity_v1', type: 'lru_hash', keySize: 8, valueSize: 16, maxEntries: 1024, entries: 0 },
-    { name: 'kbp_backend_v1', type: 'hash', keySize: 4, valueSize: 8, maxEntries: 1024, entries: 4 },
-    { name: 'kbp_ct4_v1', type: 'lru_hash', keySize: 16, valueSize: 32, maxEntries: 1 << 20, entries: 4 },
+    { name: 'kbp_backend_v2', type: 'hash', keySize: 4, valueSize: 12, maxEntries: 1024, entries: 4 },
+    { name: 'kbp_ct4_v2', type: 'lru_hash', keySize: 16, valueSize: 40, maxEntries: 1 << 20, entries: 4 },
     { name: 'kbp_revnat_v1', type: 'hash', keySize: 4, valueSize: 8, maxEntries: 1024, entries: 2 },
-    { name: 'kbp_stats_v1', type: 'percpu_array', keySize: 4, valueSize: 16, maxEntries: abi.KBP_STAT_MAX, entries: abi.KBP_STAT_MAX },
+    { name: 'kbp_stats_v2', type: 'percpu_array', keySize: 4, valueSize: 16, maxEntries: abi.KBP_STAT_SLOTS, entries: abi.KBP_STAT_SLOTS },
     { name: 'kbp_svc_v1', type: 'hash', keySize: 12, valueSize: 16, maxEntries: 1024, entries: 7 },
   ]);
 
-  r = await get(t, app, '/v1/maps/kbp_backend_v1?limit=1', '/v1/maps/{name}');
-  t.same(r.json().items, [{ key: { id: 1 }, value: { ip: '10.244.1.5', port: 8080, proto: 6, state: 0, protocol: 'TCP', stateName: 'active' } }]);
+  r = await get(t, app, '/v1/maps/kbp_backend_v2?limit=1', '/v1/maps/{name}');
+  t.same(r.json().items, [{ key: { id: 1 }, value: { ip: '10.244.1.5', port: 8080, proto: 6, state: 0, flags: abi.KBP_BACKEND_F_LOCAL, protocol: 'TCP', stateName: 'active' } }]);
   t.type(r.json().continue, 'string');
-  r = await get(t, app, '/v1/maps/kbp_ct4_v1?limit=1', '/v1/maps/{name}');
+  r = await get(t, app, '/v1/maps/kbp_ct4_v2?limit=1', '/v1/maps/{name}');
   t.same(r.json().items[0], {
     key: { saddr: '10.244.1.100', daddr: '10.96.0.10', sport: 40000, dport: 80, proto: 6, dir: 0, protocol: 'TCP', dirName: 'forward' },
-    value: { created_ns: '40000000000', last_seen_ns: '97500000000', backend_id: 1, svc_id: 2, flags: 0, tcp_flags: 18, flagNames: '-' },
+    value: { created_ns: '40000000000', last_seen_ns: '97500000000', backend_id: 1, svc_id: 2, nat_addr: '0.0.0.0', nat_port: 0, flags: 0, tcp_flags: 18, flagNames: '-' },
   });
   r = await get(t, app, '/v1/maps/kbp_svc_v1?limit=100', '/v1/maps/{name}');
   t.equal(r.json().items.length, 7);
   t.ok(r.json().items.some((i: { value: { flagNames: string } }) => i.value.flagNames === 'vip-marker'));
 
   putStat(maps, I, [[3, 300], [4, 400]]);
-  r = await get(t, app, '/v1/maps/kbp_stats_v1?limit=1', '/v1/maps/{name}');
+  r = await get(t, app, '/v1/maps/kbp_stats_v2?limit=1', '/v1/maps/{name}');
   t.same(r.json().items, [{ key: { index: 0, name: 'new_flow' }, value: { packets: '7', bytes: '700' } }]);
 
   r = await get(t, app, '/v1/maps/kbp_nope_v1', '/v1/maps/{name}');
@@ -379,9 +379,9 @@ t.test('GET /metrics: Prometheus text with sync, map and datapath series', async
     'kbp_sync_map_full_errors_total 1',
     'kbp_sync_duration_seconds_count 1',
     'kbp_sync_last_success_timestamp_seconds 1767323045',
-    'kbp_map_entries{map="kbp_ct4_v1"} 6',
+    'kbp_map_entries{map="kbp_ct4_v2"} 6',
     'kbp_map_entries{map="kbp_svc_v1"} 7',
-    'kbp_map_max_entries{map="kbp_backend_v1"} 1024',
+    'kbp_map_max_entries{map="kbp_backend_v2"} 1024',
     'kbp_datapath_packets_total{reason="drop_unknown_port"} 2',
     'kbp_datapath_bytes_total{reason="drop_unknown_port"} 120',
     'kbp_datapath_packets_total{reason="new_flow"} 0',

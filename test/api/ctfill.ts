@@ -9,17 +9,21 @@ export function ctRecord(i: number, keys: Buffer, values: Buffer, at: number): v
   abi.ctKey.encodeInto(
     { saddr: `10.${244 + ((i >>> 24) & 3)}.${(i >>> 16) & 255}.${(i >>> 8) & 255}`, daddr: '10.96.0.10', sport: 1024 + (i & 255), dport: 80, proto: abi.IPPROTO_TCP, dir: abi.KBP_CT_FORWARD },
     keys,
-    at * 16,
+    at * abi.ctKey.size,
   );
-  abi.ctValue.encodeInto({ created_ns: 1n, last_seen_ns: 1n, backend_id: 1 + (i % 7), svc_id: 1 + (i % 3), flags: 0, tcp_flags: 0 }, values, at * 32);
+  abi.ctValue.encodeInto(
+    { created_ns: 1n, last_seen_ns: 1n, backend_id: 1 + (i % 7), svc_id: 1 + (i % 3), nat_addr: '0.0.0.0', nat_port: 0, flags: 0, tcp_flags: 0 },
+    values,
+    at * abi.ctValue.size,
+  );
 }
 
 export async function fill(map: BpfMap, n: number): Promise<void> {
   const chunk = 10_000;
   for (let i = 0; i < n; i += chunk) {
     const c = Math.min(chunk, n - i);
-    const keys = Buffer.alloc(c * 16);
-    const values = Buffer.alloc(c * 32);
+    const keys = Buffer.alloc(c * abi.ctKey.size);
+    const values = Buffer.alloc(c * abi.ctValue.size);
     for (let j = 0; j < c; j++) ctRecord(i + j, keys, values, j);
     await map.updateBatch(keys, values, c);
   }

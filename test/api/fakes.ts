@@ -62,13 +62,13 @@ export interface FakeMaps {
 }
 
 export function fakeMaps(cpus = 2): FakeMaps {
-  const svc = new FakeBpfMap(abi.KBP_MAP_SERVICES, BPF_MAP_TYPE_HASH, 12, 16, 1024);
-  const backends = new FakeBpfMap(abi.KBP_MAP_BACKENDS, BPF_MAP_TYPE_HASH, 4, 8, 1024);
-  const revnat = new FakeBpfMap(abi.KBP_MAP_REVNAT, BPF_MAP_TYPE_HASH, 4, 8, 1024);
-  const ct = new FakeBpfMap(abi.KBP_MAP_CT, BPF_MAP_TYPE_LRU_HASH, 16, 32, 1 << 20);
-  const affinity = new FakeBpfMap(abi.KBP_MAP_AFFINITY, BPF_MAP_TYPE_LRU_HASH, 8, 16, 1024);
-  const stats = new FakeBpfMap(abi.KBP_MAP_STATS, BPF_MAP_TYPE_PERCPU_ARRAY, 4, 16, abi.KBP_STAT_MAX, cpus);
-  for (let i = 0; i < abi.KBP_STAT_MAX; i++) stats.set(abi.statKey(i), Buffer.alloc(stats.valueBufferSize));
+  const svc = new FakeBpfMap(abi.KBP_MAP_SERVICES, BPF_MAP_TYPE_HASH, abi.svcKey.size, abi.svcValue.size, 1024);
+  const backends = new FakeBpfMap(abi.KBP_MAP_BACKENDS, BPF_MAP_TYPE_HASH, abi.backendKey.size, abi.backendValue.size, 1024);
+  const revnat = new FakeBpfMap(abi.KBP_MAP_REVNAT, BPF_MAP_TYPE_HASH, abi.revnatKey.size, abi.revnatValue.size, 1024);
+  const ct = new FakeBpfMap(abi.KBP_MAP_CT, BPF_MAP_TYPE_LRU_HASH, abi.ctKey.size, abi.ctValue.size, 1 << 20);
+  const affinity = new FakeBpfMap(abi.KBP_MAP_AFFINITY, BPF_MAP_TYPE_LRU_HASH, abi.affinityKey.size, abi.affinityValue.size, 1024);
+  const stats = new FakeBpfMap(abi.KBP_MAP_STATS, BPF_MAP_TYPE_PERCPU_ARRAY, 4, abi.statValue.size, abi.KBP_STAT_SLOTS, cpus);
+  for (let i = 0; i < abi.KBP_STAT_SLOTS; i++) stats.set(abi.statKey(i), Buffer.alloc(stats.valueBufferSize));
   const set = new Map([svc, backends, revnat, ct, affinity, stats].map((m) => [m.info.name, m]));
   return { svc, backends, revnat, ct, affinity, stats, set };
 }
@@ -97,7 +97,7 @@ export function putFrontend(m: FakeMaps, f: FrontendSpec): void {
 }
 
 export function putBackend(m: FakeMaps, id: number, ip: string, port: number, state = abi.KBP_BACKEND_ACTIVE, proto = abi.IPPROTO_TCP): void {
-  m.backends.set(abi.backendKey.encode({ id }), abi.backendValue.encode({ ip, port, proto, state }));
+  m.backends.set(abi.backendKey.encode({ id }), abi.backendValue.encode({ ip, port, proto, state, flags: abi.KBP_BACKEND_F_LOCAL }));
 }
 
 export function putVipMarker(m: FakeMaps, vip: string): void {
@@ -110,7 +110,7 @@ export function putFlow(
   f: { client: string; sport: number; vip: string; port: number; backendIp: string; backendPort: number; svc: number; backend: number; createdNs: bigint; lastNs: bigint; proto?: number },
 ): void {
   const proto = f.proto ?? abi.IPPROTO_TCP;
-  const v = { created_ns: f.createdNs, last_seen_ns: f.lastNs, backend_id: f.backend, svc_id: f.svc, flags: 0, tcp_flags: 0x12 };
+  const v = { created_ns: f.createdNs, last_seen_ns: f.lastNs, backend_id: f.backend, svc_id: f.svc, nat_addr: '0.0.0.0', nat_port: 0, flags: 0, tcp_flags: 0x12 };
   m.ct.set(abi.ctKey.encode({ saddr: f.client, daddr: f.vip, sport: f.sport, dport: f.port, proto, dir: abi.KBP_CT_FORWARD }), abi.ctValue.encode(v));
   m.ct.set(abi.ctKey.encode({ saddr: f.backendIp, daddr: f.client, sport: f.backendPort, dport: f.sport, proto, dir: abi.KBP_CT_REPLY }), abi.ctValue.encode({ ...v, flags: abi.KBP_CT_F_SEEN_REPLY }));
 }

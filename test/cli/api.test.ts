@@ -62,9 +62,9 @@ t.test('kbp services / backends / stats / maps as tables', async (t) => {
   r = await kbp('stats', ['--api', url]);
   t.match(r.out, /^COUNTER\s+PACKETS\s+BYTES\nnew_flow\s+30\s+1800\n/);
   r = await kbp('maps', ['--api', url]);
-  t.match(r.out, /kbp_ct4_v1\s+lru_hash\s+16\s+32\s+1048576\s+60\n/);
-  r = await kbp('maps', ['kbp_backend_v1', '--api', url]);
-  t.match(r.out, /^KEY\s+VALUE\nid=1\s+ip=10\.244\.1\.5 port=8080 proto=6 state=0 protocol=TCP stateName=active\n/);
+  t.match(r.out, /kbp_ct4_v2\s+lru_hash\s+16\s+40\s+1048576\s+60\n/);
+  r = await kbp('maps', ['kbp_backend_v2', '--api', url]);
+  t.match(r.out, /^KEY\s+VALUE\nid=1\s+ip=10\.244\.1\.5 port=8080 proto=6 state=0 flags=1 protocol=TCP stateName=active\n/);
 });
 
 t.test('kbp conntrack follows continue tokens up to --limit; -o json', async (t) => {

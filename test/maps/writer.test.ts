@@ -12,7 +12,7 @@ import type { BpfMap, BatchPage, MapInfo } from '../../src/native/binding.js';
 
 const B = abi.KBP_MAP_BACKENDS;
 const bkey = (id: number) => abi.backendKey.encode({ id });
-const bval = (ip: string, port = 8080) => abi.backendValue.encode({ ip, port, proto: abi.IPPROTO_TCP, state: abi.KBP_BACKEND_ACTIVE });
+const bval = (ip: string, port = 8080) => abi.backendValue.encode({ ip, port, proto: abi.IPPROTO_TCP, state: abi.KBP_BACKEND_ACTIVE, flags: 0 });
 
 function errno(code: string): Error & { code: string } {
   return Object.assign(new Error(`${code} from kernel`), { code });
@@ -22,7 +22,7 @@ function errno(code: string): Error & { code: string } {
 function scriptedMap(opts: { batch?: boolean; maxEntries?: number; bucketLimit?: number } = {}) {
   const rows = new Map<string, Buffer>();
   const calls: string[] = [];
-  const info: MapInfo = { id: 1, name: B, type: 1, keySize: 4, valueSize: 8, maxEntries: opts.maxEntries ?? 100, flags: 0 };
+  const info: MapInfo = { id: 1, name: B, type: 1, keySize: abi.backendKey.size, valueSize: abi.backendValue.size, maxEntries: opts.maxEntries ?? 100, flags: 0 };
   const put = (k: Buffer, v: Buffer) => {
     if (!rows.has(k.toString('hex')) && rows.size >= info.maxEntries) throw errno('E2BIG');
     rows.set(k.toString('hex'), Buffer.from(v));
@@ -32,7 +32,7 @@ function scriptedMap(opts: { batch?: boolean; maxEntries?: number; bucketLimit?:
   };
   const m: BpfMap = {
     info,
-    valueBufferSize: 8,
+    valueBufferSize: abi.backendValue.size,
     async lookup(k) {
       calls.push('lookup');
       return rows.get(k.toString('hex')) ?? null;
@@ -48,14 +48,17 @@ function scriptedMap(opts: { batch?: boolean; maxEntries?: number; bucketLimit?:
     async updateBatch(keys, values, count) {
       calls.push(`updateBatch(${count})`);
       noBatch();
-      for (let i = 0; i < count; i++) put(keys.subarray(i * 4, i * 4 + 4), values.subarray(i * 8, i * 8 + 8));
+      const ks = abi.backendKey.size;
+      const vs = abi.backendValue.size;
+      for (let i = 0; i < count; i++) put(keys.subarray(i * ks, i * ks + ks), values.subarray(i * vs, i * vs + vs));
       return count;
     },
     async deleteBatch(keys, count) {
       calls.push(`deleteBatch(${count})`);
       noBatch();
       let n = 0;
-      for (let i = 0; i < count; i++) if (rows.delete(keys.subarray(i * 4, i * 4 + 4).toString('hex'))) n++;
+      const ks = abi.backendKey.size;
+      for (let i = 0; i < count; i++) if (rows.delete(keys.subarray(i * ks, i * ks + ks).toString('hex'))) n++;
       return n;
     },
     async lookupBatch(cursor, maxCount): Promise<BatchPage> {
@@ -145,16 +148,16 @@ t.test('map full surfaces as MapFullError, other failures as MapOpError', async 
 });
 
 t.test('FakeMapWriter: capacity, partial batches, op log, injected failures', async (t) => {
-  const w = new FakeMapWriter({ [B]: { keySize: 4, valueSize: 8, maxEntries: 2 } });
+  const w = new FakeMapWriter({ [B]: { keySize: abi.backendKey.size, valueSize: abi.backendValue.size, maxEntries: 2 } });
   await w.updateBatch(B, [1, 2, 3].map((id) => ({ key: bkey(id), value: bval(`10.244.1.${id}`) }))).then(
     () => t.fail('should be full'),
     (e) => t.type(e, MapFullError),
   );
   t.same(formatMap(B, w.snapshot(B)), ['backend=1 -> 10.244.1.1:8080/TCP active', 'backend=2 -> 10.244.1.2:8080/TCP active'], 'entries before the failure stay');
   t.same(w.ops.flatMap(formatOp), [
-    'updateBatch kbp_backend_v1 backend=1 -> 10.244.1.1:8080/TCP active',
-    'updateBatch kbp_backend_v1 backend=2 -> 10.244.1.2:8080/TCP active',
-    'updateBatch kbp_backend_v1 backend=3 -> 10.244.1.3:8080/TCP active',
+    'updateBatch kbp_backend_v2 backend=1 -> 10.244.1.1:8080/TCP active',
+    'updateBatch kbp_backend_v2 backend=2 -> 10.244.1.2:8080/TCP active',
+    'updateBatch kbp_backend_v2 backend=3 -> 10.244.1.3:8080/TCP active',
   ]);
   w.failWith = (op) => (op.op === 'delete' ? errno('EPERM') : undefined);
   const e = await w.delete(B, bkey(1)).catch((x) => x);

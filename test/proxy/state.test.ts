@@ -26,10 +26,10 @@ const CT = abi.KBP_MAP_CT;
 
 function fakeMaps(): FakeMapWriter {
   return new FakeMapWriter({
-    [S]: { keySize: 12, valueSize: 16 },
-    [B]: { keySize: 4, valueSize: 8 },
-    [R]: { keySize: 4, valueSize: 8 },
-    [CT]: { keySize: 16, valueSize: 32 },
+    [S]: { keySize: abi.svcKey.size, valueSize: abi.svcValue.size },
+    [B]: { keySize: abi.backendKey.size, valueSize: abi.backendValue.size },
+    [R]: { keySize: abi.revnatKey.size, valueSize: abi.revnatValue.size },
+    [CT]: { keySize: abi.ctKey.size, valueSize: abi.ctValue.size },
   });
 }
 const dump = (w: FakeMapWriter) => [S, B, R].flatMap((m) => formatMap(m, w.snapshot(m)).map((l) => `${m} ${l}`));
@@ -79,7 +79,7 @@ t.test('one endpoint change: one Service recomputed, a handful of writes, same m
     'update kbp_svc_v1 10.96.0.10:80/TCP scope=0 slot=2 -> svc=1 backend=3',
     'update kbp_svc_v1 10.96.0.10:80/TCP scope=0 slot=0 -> svc=1 count=2 flags=cluster-ip affinity=0',
     'delete kbp_svc_v1 10.96.0.10:80/TCP scope=0 slot=3',
-    'delete kbp_backend_v1 backend=2',
+    'delete kbp_backend_v2 backend=2',
   ]);
   t.same(r.removedBackends, [{ id: 2, key: '10.244.1.2:8080/TCP', proto: abi.IPPROTO_TCP }]);
 
@@ -112,7 +112,7 @@ t.test('Service deleted, re-added, a second Service claiming its frontend', asyn
     'delete kbp_svc_v1 10.96.0.10:0/0 scope=0 slot=0',
     'delete kbp_svc_v1 10.96.0.10:80/TCP scope=0 slot=1',
     'delete kbp_revnat_v1 svc=1',
-    'delete kbp_backend_v1 backend=1',
+    'delete kbp_backend_v2 backend=1',
   ]);
   t.same(dump(w), []);
   // A thief takes the ClusterIP:port; when the owner (first by namespace/name) comes back it wins it.
@@ -125,7 +125,7 @@ t.test('Service deleted, re-added, a second Service claiming its frontend', asyn
     'kbp_svc_v1 10.96.0.10:0/0 scope=0 slot=0 -> svc=0 count=0 flags=vip-marker affinity=0',
     'kbp_svc_v1 10.96.0.10:80/TCP scope=0 slot=0 -> svc=2 count=1 flags=cluster-ip affinity=0',
     'kbp_svc_v1 10.96.0.10:80/TCP scope=0 slot=1 -> svc=2 backend=2',
-    'kbp_backend_v1 backend=2 -> 10.244.1.1:8080/TCP active',
+    'kbp_backend_v2 backend=2 -> 10.244.1.1:8080/TCP active local',
     'kbp_revnat_v1 svc=2 -> 10.96.0.10:80',
   ]);
 });
@@ -161,7 +161,7 @@ t.test('removed UDP backend: its conntrack entries (both directions) are flushed
   const kept = id('10.244.1.53', abi.IPPROTO_UDP);
   const tcp = id('10.244.1.1', abi.IPPROTO_TCP);
   const ct = async (saddr: string, sport: number, daddr: string, dport: number, proto: number, dir: number, backend_id: number) =>
-    w.update(CT, abi.ctKey.encode({ saddr, daddr, sport, dport, proto, dir }), abi.ctValue.encode({ created_ns: 1n, last_seen_ns: 2n, backend_id, svc_id: 1, flags: 0, tcp_flags: 0 }));
+    w.update(CT, abi.ctKey.encode({ saddr, daddr, sport, dport, proto, dir }), abi.ctValue.encode({ created_ns: 1n, last_seen_ns: 2n, backend_id, svc_id: 1, nat_addr: '0.0.0.0', nat_port: 0, flags: 0, tcp_flags: 0 }));
   await ct('10.244.9.1', 4000, '10.96.0.53', 53, 17, abi.KBP_CT_FORWARD, gone);
   await ct('10.244.2.53', 5353, '10.244.9.1', 4000, 17, abi.KBP_CT_REPLY, gone);
   await ct('10.244.9.2', 4000, '10.96.0.53', 53, 17, abi.KBP_CT_FORWARD, kept);

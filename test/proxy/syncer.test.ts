@@ -23,9 +23,9 @@ const R = abi.KBP_MAP_REVNAT;
 
 function fakeMaps(max: { backends?: number } = {}): FakeMapWriter {
   return new FakeMapWriter({
-    [S]: { keySize: 12, valueSize: 16 },
-    [B]: { keySize: 4, valueSize: 8, maxEntries: max.backends },
-    [R]: { keySize: 4, valueSize: 8 },
+    [S]: { keySize: abi.svcKey.size, valueSize: abi.svcValue.size },
+    [B]: { keySize: abi.backendKey.size, valueSize: abi.backendValue.size, maxEntries: max.backends },
+    [R]: { keySize: abi.revnatKey.size, valueSize: abi.revnatValue.size },
   });
 }
 
@@ -63,12 +63,12 @@ const firstGolden = [
   'kbp_svc_v1 10.96.0.53:53/UDP scope=0 slot=0 -> svc=1 count=2 flags=cluster-ip,affinity affinity=10800',
   'kbp_svc_v1 10.96.0.53:53/UDP scope=0 slot=1 -> svc=1 backend=1',
   'kbp_svc_v1 10.96.0.53:53/UDP scope=0 slot=2 -> svc=1 backend=2',
-  'kbp_backend_v1 backend=1 -> 10.244.1.20:5353/UDP active',
-  'kbp_backend_v1 backend=2 -> 10.244.2.20:5353/UDP active',
-  'kbp_backend_v1 backend=3 -> 10.244.1.20:5353/TCP active',
-  'kbp_backend_v1 backend=4 -> 10.244.2.20:5353/TCP active',
-  'kbp_backend_v1 backend=5 -> 10.244.1.5:8080/TCP active',
-  'kbp_backend_v1 backend=6 -> 10.244.2.7:8080/TCP active',
+  'kbp_backend_v2 backend=1 -> 10.244.1.20:5353/UDP active local',
+  'kbp_backend_v2 backend=2 -> 10.244.2.20:5353/UDP active',
+  'kbp_backend_v2 backend=3 -> 10.244.1.20:5353/TCP active local',
+  'kbp_backend_v2 backend=4 -> 10.244.2.20:5353/TCP active',
+  'kbp_backend_v2 backend=5 -> 10.244.1.5:8080/TCP active local',
+  'kbp_backend_v2 backend=6 -> 10.244.2.7:8080/TCP active',
   'kbp_revnat_v1 svc=1 -> 10.96.0.53:53',
   'kbp_revnat_v1 svc=2 -> 10.96.0.53:53',
   'kbp_revnat_v1 svc=3 -> 10.96.0.10:80',
@@ -109,22 +109,22 @@ t.test('endpoint removal: the last backend fills the hole, count drops, slot and
     'update kbp_svc_v1 10.96.0.10:80/TCP scope=0 slot=2 -> svc=1 backend=3',
     'update kbp_svc_v1 10.96.0.10:80/TCP scope=0 slot=0 -> svc=1 count=2 flags=cluster-ip affinity=0',
     'delete kbp_svc_v1 10.96.0.10:80/TCP scope=0 slot=3',
-    'delete kbp_backend_v1 backend=2',
+    'delete kbp_backend_v2 backend=2',
   ]);
   t.same(dump(w), [
     'kbp_svc_v1 10.96.0.10:0/0 scope=0 slot=0 -> svc=0 count=0 flags=vip-marker affinity=0',
     'kbp_svc_v1 10.96.0.10:80/TCP scope=0 slot=0 -> svc=1 count=2 flags=cluster-ip affinity=0',
     'kbp_svc_v1 10.96.0.10:80/TCP scope=0 slot=1 -> svc=1 backend=1',
     'kbp_svc_v1 10.96.0.10:80/TCP scope=0 slot=2 -> svc=1 backend=3',
-    'kbp_backend_v1 backend=1 -> 10.244.1.1:8080/TCP active',
-    'kbp_backend_v1 backend=3 -> 10.244.1.3:8080/TCP active',
+    'kbp_backend_v2 backend=1 -> 10.244.1.1:8080/TCP active local',
+    'kbp_backend_v2 backend=3 -> 10.244.1.3:8080/TCP active local',
     'kbp_revnat_v1 svc=1 -> 10.96.0.10:80',
   ]);
 
   // Adding one back: new id (2 was released, fresh ids come first), written before the count rises.
   await s.sync(state([nginx()], [nginxEps(['10.244.1.1', '10.244.1.2', '10.244.1.3'])]));
   t.same(takeOps(w), [
-    'update kbp_backend_v1 backend=4 -> 10.244.1.2:8080/TCP active',
+    'update kbp_backend_v2 backend=4 -> 10.244.1.2:8080/TCP active local',
     'update kbp_svc_v1 10.96.0.10:80/TCP scope=0 slot=3 -> svc=1 backend=4',
     'update kbp_svc_v1 10.96.0.10:80/TCP scope=0 slot=0 -> svc=1 count=3 flags=cluster-ip affinity=0',
   ]);
@@ -137,7 +137,7 @@ t.test('a terminating endpoint leaves the slots but keeps its backend for establ
   takeOps(w);
   await s.sync(state([nginx()], [nginxEps(['10.244.1.2', { addresses: ['10.244.1.1'], conditions: { ready: false, terminating: true } } as never])]));
   t.same(takeOps(w), [
-    'update kbp_backend_v1 backend=1 -> 10.244.1.1:8080/TCP terminating',
+    'update kbp_backend_v2 backend=1 -> 10.244.1.1:8080/TCP terminating',
     'update kbp_svc_v1 10.96.0.10:80/TCP scope=0 slot=1 -> svc=1 backend=2',
     'update kbp_svc_v1 10.96.0.10:80/TCP scope=0 slot=0 -> svc=1 count=1 flags=cluster-ip affinity=0',
     'delete kbp_svc_v1 10.96.0.10:80/TCP scope=0 slot=2',
@@ -156,8 +156,8 @@ t.test('Service removal: entry first, then slots, then revnat, then marker-less 
     'delete kbp_svc_v1 10.96.0.10:80/TCP scope=0 slot=1',
     'delete kbp_svc_v1 10.96.0.10:80/TCP scope=0 slot=2',
     'delete kbp_revnat_v1 svc=3',
-    'delete kbp_backend_v1 backend=5',
-    'delete kbp_backend_v1 backend=6',
+    'delete kbp_backend_v2 backend=5',
+    'delete kbp_backend_v2 backend=6',
   ]);
   t.same(dump(w), firstGolden.filter((l) => !/10\.96\.0\.10|backend=[56] ->|svc=3 ->/.test(l)));
   t.equal(s.frontendIds.get('10.96.0.10:80/TCP#0'), undefined, 'its id is released');
@@ -183,7 +183,7 @@ t.test('restart: ids restored from the maps, nothing rewritten; new objects get 
 
   await second.sync(state([nginx(), dns(), svc('new', '10.96.0.11', [{ port: 80 }])], [nginxEps(['10.244.1.5', '10.244.2.7', '10.244.1.9']), dnsEps()]));
   t.same(takeOps(w), [
-    'update kbp_backend_v1 backend=7 -> 10.244.1.9:8080/TCP active',
+    'update kbp_backend_v2 backend=7 -> 10.244.1.9:8080/TCP active local',
     'update kbp_svc_v1 10.96.0.10:80/TCP scope=0 slot=3 -> svc=3 backend=7',
     'update kbp_revnat_v1 svc=4 -> 10.96.0.11:80',
     'update kbp_svc_v1 10.96.0.10:80/TCP scope=0 slot=0 -> svc=3 count=3 flags=cluster-ip affinity=0',
@@ -201,8 +201,8 @@ t.test('restore cleans what a crashed agent left: orphan slots, stale revnat, un
   await w.update(S, k('10.96.0.10', 80, 0), v(3, 0, 1));
   await w.update(S, k('10.96.0.10', 80, 1), v(3, 1));
   await w.update(S, k('10.96.0.10', 80, 2), v(3, 2));
-  await w.update(B, abi.backendKey.encode({ id: 1 }), abi.backendValue.encode({ ip: '10.244.1.5', port: 8080, proto: 6, state: 0 }));
-  await w.update(B, abi.backendKey.encode({ id: 2 }), abi.backendValue.encode({ ip: '10.244.2.7', port: 8080, proto: 6, state: 0 }));
+  await w.update(B, abi.backendKey.encode({ id: 1 }), abi.backendValue.encode({ ip: '10.244.1.5', port: 8080, proto: 6, state: 0, flags: 0 }));
+  await w.update(B, abi.backendKey.encode({ id: 2 }), abi.backendValue.encode({ ip: '10.244.2.7', port: 8080, proto: 6, state: 0, flags: 0 }));
   await w.update(R, abi.revnatKey.encode({ svc_id: 3 }), abi.revnatValue.encode({ vip: '10.96.0.10', port: 80 }));
   await w.update(R, abi.revnatKey.encode({ svc_id: 9 }), abi.revnatValue.encode({ vip: '10.96.0.99', port: 80 }));
   takeOps(w);
@@ -213,7 +213,7 @@ t.test('restore cleans what a crashed agent left: orphan slots, stale revnat, un
     'delete kbp_svc_v1 10.96.0.10:80/TCP scope=0 slot=2',
     'delete kbp_svc_v1 10.96.0.99:80/TCP scope=0 slot=1',
     'delete kbp_revnat_v1 svc=9',
-    'delete kbp_backend_v1 backend=2',
+    'delete kbp_backend_v2 backend=2',
   ]);
 });
 
@@ -254,7 +254,7 @@ t.test('map full surfaces as MapFullError, counted apart, and the sync retries f
   t.type(r.error, MapFullError);
   t.match(r.error, { map: B, code: 'E2BIG', op: 'updateBatch' });
   t.match(s.stats, { failures: 1, mapFull: 1 });
-  t.match(lines.join('\n'), /level=error msg="map full: sync incomplete, will retry with a full resync; raise the map size" map=kbp_backend_v1 code=E2BIG/);
+  t.match(lines.join('\n'), /level=error msg="map full: sync incomplete, will retry with a full resync; raise the map size" map=kbp_backend_v2 code=E2BIG/);
   t.equal(w.size(S), 0, 'no slot or entry points at backends that could not be written');
   // With room again (one endpoint fewer), the next sync completes.
   const r2 = await s.sync(state([nginx()], [nginxEps(['10.244.1.1', '10.244.1.2', '10.244.1.3'])]));
@@ -268,13 +268,13 @@ t.test('batches are used from batchMin entries on', async (t) => {
   await s.sync(state([nginx()], [nginxEps(['10.244.1.1', '10.244.1.2', '10.244.1.3'])]));
   t.same(
     w.ops.map((o) => `${o.op} ${o.map} x${o.keys.length}`),
-    ['updateBatch kbp_backend_v1 x3', 'updateBatch kbp_svc_v1 x3', 'update kbp_revnat_v1 x1', 'update kbp_svc_v1 x1', 'update kbp_svc_v1 x1'],
+    ['updateBatch kbp_backend_v2 x3', 'updateBatch kbp_svc_v1 x3', 'update kbp_revnat_v1 x1', 'update kbp_svc_v1 x1', 'update kbp_svc_v1 x1'],
   );
   w.ops.length = 0;
   await s.sync(state([], []));
   t.same(
     w.ops.map((o) => `${o.op} ${o.map} x${o.keys.length}`),
-    ['delete kbp_svc_v1 x1', 'delete kbp_svc_v1 x1', 'deleteBatch kbp_svc_v1 x3', 'delete kbp_revnat_v1 x1', 'deleteBatch kbp_backend_v1 x3'],
+    ['delete kbp_svc_v1 x1', 'delete kbp_svc_v1 x1', 'deleteBatch kbp_svc_v1 x3', 'delete kbp_revnat_v1 x1', 'deleteBatch kbp_backend_v2 x3'],
   );
   t.same(dump(w), []);
 });
