@@ -64,10 +64,10 @@ export async function runAgent(cfg: AgentConfig, log = new Logger(undefined, cfg
       async (reason) => {
         // The periodic run re-reads the maps: anything changed behind our back is repaired.
         if (reason === 'periodic') syncer.requestFullResync();
-        const { desired, changes, recomputed } = state.compute();
+        const { desired, changes, recomputed, triggers } = state.compute();
         lastDesired = desired;
         if (recomputed) syncLog.debug('desired state recomputed', { services: recomputed, frontends: changes.frontends.size, backends: changes.backends.size });
-        const r = await syncer.sync(desired, changes);
+        const r = await syncer.sync(desired, changes, triggers);
         if (!r.ok) return false;
         firstSynced();
         if (r.removedBackends.length) {
@@ -99,6 +99,7 @@ export async function runAgent(cfg: AgentConfig, log = new Logger(undefined, cfg
           maps: apiMaps,
           frontend: (id) => syncer.frontend(id),
           syncStats: () => syncer.stats,
+          onSync: (fn) => syncer.onSync(fn),
           desired: () => lastDesired?.frontends.values(),
           health: () => ({ ready, lastUpdated: syncer.stats.lastSuccess }),
           healthStaleMs: 2 * cfg.syncPeriodMs,
@@ -135,7 +136,7 @@ export async function runAgent(cfg: AgentConfig, log = new Logger(undefined, cfg
     log.info('object source', { source: source.description });
     await source.start({
       service: (key, svc) => kick(state.onService(key, svc)),
-      endpointSlice: (key, slice) => kick(state.onEndpointSlice(key, slice)),
+      endpointSlice: (key, slice, triggerTime) => kick(state.onEndpointSlice(key, slice, triggerTime)),
       node: (node) => kick(state.onNode(node)),
       synced: () => {
         sourceSynced = true;

@@ -12,7 +12,7 @@
 
 import Fastify, { type FastifyInstance } from 'fastify';
 import type { MapReader } from '../maps/writer.js';
-import type { ProgrammedFrontend, SyncerStats } from '../proxy/syncer.js';
+import type { ProgrammedFrontend, SyncListener, SyncerStats } from '../proxy/syncer.js';
 import type { Logger } from '../log.js';
 import { ApiError, errors, type ApiErrorBody } from './errors.js';
 import { bearerToken, type AuthChecker } from './auth.js';
@@ -41,6 +41,8 @@ export interface ApiDeps {
   health: () => { ready: boolean; lastUpdated: Date | undefined };
   /** The syncer's counters (metrics). */
   syncStats?: () => SyncerStats;
+  /** Subscribe to every sync's result (the syncer's onSync): histograms observe every sync. */
+  onSync?: (fn: SyncListener) => () => void;
   /** The desired frontends last handed to the syncer (drift comparison); undefined before the first. */
   desired?: () => Iterable<DesiredFrontendLike> | undefined;
   /** /healthz turns 503 when the last successful sync is older than this (default 120 s: twice kube-proxy's default sync period). */
@@ -176,8 +178,9 @@ export async function buildApi(deps: ApiDeps, opts: ApiOptions = {}): Promise<Fa
     now: () => deps.now?.() ?? new Date(),
     monotonicNs: () => deps.monotonicNs?.() ?? process.hrtime.bigint(),
     healthStaleMs: deps.healthStaleMs ?? 120_000,
-    metrics: createMetrics({ syncStats: deps.syncStats, maps: deps.maps, log }),
+    metrics: createMetrics({ syncStats: deps.syncStats, onSync: deps.onSync, maps: deps.maps, log }),
   };
+  app.addHook('onClose', async () => ctx.metrics.close());
 
   // ---- 3. routes
   await app.register(healthRoutes, { ctx });

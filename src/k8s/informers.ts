@@ -50,6 +50,16 @@ export function loadKubeConfig(path: string | undefined): KubeConfig {
   return kc;
 }
 
+const TRIGGER_TIME = 'endpoints.kubernetes.io/last-change-trigger-time';
+
+/** The EndpointSlice controller's stamp of when the change behind this slice version happened (epoch ms). */
+export function lastChangeTriggerTime(o: unknown): number | undefined {
+  const v = (o as { metadata?: { annotations?: Record<string, unknown> } } | undefined)?.metadata?.annotations?.[TRIGGER_TIME];
+  if (typeof v !== 'string') return undefined;
+  const t = Date.parse(v);
+  return Number.isFinite(t) ? t : undefined;
+}
+
 /** One kind's informer with restart-on-error and a synced flag. */
 class Informer {
   synced = false;
@@ -167,7 +177,7 @@ export class InformerSource implements ObjectSource {
         undefined,
         (o, deleted) => {
           const s = projectEndpointSlice(o);
-          if (s) h.endpointSlice(nsName(s), deleted ? undefined : s);
+          if (s) h.endpointSlice(nsName(s), deleted ? undefined : s, deleted ? undefined : lastChangeTriggerTime(o));
         },
         onSynced,
         log,

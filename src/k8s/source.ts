@@ -13,7 +13,8 @@ import type { Logger } from '../log.js';
 export interface SourceHandler {
   /** Add or update (object), or delete (undefined), keyed "namespace/name". */
   service(key: string, svc: Service | undefined): void;
-  endpointSlice(key: string, slice: EndpointSlice | undefined): void;
+  /** `triggerTime`: the slice's endpoints.kubernetes.io/last-change-trigger-time (epoch ms), when it has one. */
+  endpointSlice(key: string, slice: EndpointSlice | undefined, triggerTime?: number): void;
   /** This node's Node object (undefined: deleted or not there). */
   node(node: Node | undefined): void;
   /** Every kind has been listed once. Called once. */

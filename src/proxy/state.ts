@@ -6,6 +6,15 @@
 // visits only that. Problems of a Service (invalid spec, skipped port, …) are
 // logged when they first appear, with the object and the reason, and again
 // only after they went away and came back.
+//
+// For kubeproxy_network_programming_duration_seconds, each slice change that
+// is tracked carries a time: the endpoints.kubernetes.io/last-change-trigger-time
+// the EndpointSlice controller stamps on the slice when the source passes it,
+// else the event's arrival. A trigger time older than this tracker is not
+// measured at all, as in kube-proxy (the first list would report how old the
+// cluster is).
+// compute() hands the times over with the changes; the syncer reports them
+// once a sync has programmed them.
 
 import type { EndpointSlice, Node, Service } from '../k8s/types.js';
 import type { Logger } from '../log.js';
@@ -26,6 +35,8 @@ export interface ComputeResult {
   changes: DesiredChanges;
   /** Services recomputed by this call. */
   recomputed: number;
+  /** When the slice changes taken by this call happened (epoch ms), one per slice. */
+  triggers: number[];
 }
 
 export class ProxyState {
@@ -35,11 +46,16 @@ export class ProxyState {
   private readonly asm = new DesiredAssembler();
   private readonly logged = new Map<string, Set<string>>(); // Service -> problem lines logged
   private ctx: NodeContext;
+  /** Slice key -> when its oldest unsynced change happened (epoch ms). */
+  private readonly triggers = new Map<string, number>();
+  private readonly startedAt: number;
 
   constructor(
     readonly nodeName: string,
     private readonly log?: Logger,
+    private readonly now: () => number = Date.now,
   ) {
+    this.startedAt = now();
     this.node = new NodeTracker((n) => nodeContext(nodeName, n).zone);
     this.ctx = nodeContext(nodeName);
   }
@@ -49,8 +65,11 @@ export class ProxyState {
     return this.services.update(key, svc);
   }
 
-  onEndpointSlice(key: string, slice: EndpointSlice | undefined): boolean {
-    return this.endpoints.update(key, slice);
+  /** `triggerTime`: the slice's last-change-trigger-time (epoch ms), when known. */
+  onEndpointSlice(key: string, slice: EndpointSlice | undefined, triggerTime?: number): boolean {
+    const changed = this.endpoints.update(key, slice);
+    if (changed && !this.triggers.has(key) && !(triggerTime !== undefined && triggerTime < this.startedAt)) this.triggers.set(key, triggerTime ?? this.now());
+    return changed;
   }
 
   onNode(node: Node | undefined): boolean {
@@ -81,7 +100,9 @@ export class ProxyState {
       this.asm.set(key, result);
       this.report(key, result ? [...result.problems, ...conflictProblems(this.asm, key)] : []);
     }
-    return { desired: this.asm.state, changes: this.asm.takeChanges(), recomputed: dirty.size };
+    const triggers = [...this.triggers.values()];
+    this.triggers.clear();
+    return { desired: this.asm.state, changes: this.asm.takeChanges(), recomputed: dirty.size, triggers };
   }
 
   private report(service: string, problems: DesiredProblem[]): void {

@@ -82,9 +82,22 @@ export interface SyncResult {
   removedBackends: RemovedBackend[];
   updates: number;
   deletes: number;
+  /** Updates plus deletes issued by this sync, per map (also when it failed part-way). */
+  writes: Record<string, number>;
+  /**
+   * When the changes this sync programmed happened (epoch ms: a slice's
+   * last-change-trigger-time, else the event's arrival). Only on success; a
+   * failed sync hands its times on to the next successful one.
+   */
+  programmed: number[];
+  /** Epoch ms at the end of the sync. */
+  endedAt: number;
   durationMs: number;
   error?: Error;
 }
+
+/** Called after every sync, successful or not (metrics). */
+export type SyncListener = (r: SyncResult) => void;
 
 export interface SyncerStats {
   syncs: number;
@@ -94,6 +107,8 @@ export interface SyncerStats {
   lastSuccess: Date | undefined;
   lastError: string | undefined;
   lastResult: SyncResult | undefined;
+  /** Updates plus deletes issued since start, per map (kbp_map_writes_total). */
+  mapWrites: Record<string, number>;
 }
 
 export interface SyncerOptions {
@@ -112,7 +127,7 @@ const sameRevNat = (a: abi.RevNat | undefined, b: abi.RevNat): boolean => !!a &&
 export class Syncer {
   readonly frontendIds = new IdAllocator('frontend');
   readonly backendIds = new IdAllocator('backend');
-  readonly stats: SyncerStats = { syncs: 0, fullSyncs: 0, failures: 0, mapFull: 0, lastSuccess: undefined, lastError: undefined, lastResult: undefined };
+  readonly stats: SyncerStats = { syncs: 0, fullSyncs: 0, failures: 0, mapFull: 0, lastSuccess: undefined, lastError: undefined, lastResult: undefined, mapWrites: { [S]: 0, [B]: 0, [R]: 0 } };
   private tracked: Tracked | undefined;
   private programmed = new Map<number, ProgrammedFrontend>();
   /**
@@ -128,6 +143,10 @@ export class Syncer {
   private updates = 0;
   private deletes = 0;
   private removed: RemovedBackend[] = [];
+  private writes: Record<string, number> = {};
+  /** Change times not yet programmed (a failed sync leaves them for the next). */
+  private unprogrammed: number[] = [];
+  private readonly listeners = new Set<SyncListener>();
   /** The maps were read and not yet compared with a whole desired state: stale entries may hide anywhere. */
   private needComplete = true;
 
@@ -141,6 +160,12 @@ export class Syncer {
   /** Make the next sync re-read the maps (periodic drift check, or after a failure). */
   requestFullResync(): void {
     this.tracked = undefined;
+  }
+
+  /** Call `fn` after every sync (metrics); returns the unsubscribe. */
+  onSync(fn: SyncListener): () => void {
+    this.listeners.add(fn);
+    return () => this.listeners.delete(fn);
   }
 
   /** Service name of a frontend id, as of the last sync. */
@@ -190,16 +215,20 @@ export class Syncer {
 
   /**
    * Bring the maps to `desired`. With `changes`, only what they name is
-   * visited (unless the maps must be re-read first). Never throws: failures
-   * are logged, counted and returned.
+   * visited (unless the maps must be re-read first). `triggers`: when the
+   * changes behind this sync happened (epoch ms), reported back as
+   * `programmed` once a sync succeeds. Never throws: failures are logged,
+   * counted and returned.
    */
-  async sync(desired: DesiredState, changes?: DesiredChanges): Promise<SyncResult> {
+  async sync(desired: DesiredState, changes?: DesiredChanges, triggers?: readonly number[]): Promise<SyncResult> {
     const start = performance.now();
+    if (triggers?.length) for (const at of triggers) this.unprogrammed.push(at);
     const full = this.tracked === undefined;
     const complete = full || changes === undefined || this.needComplete;
     this.updates = 0;
     this.deletes = 0;
     this.removed = [];
+    this.writes = {};
     this.stats.syncs++;
     if (full) this.stats.fullSyncs++;
     let result: SyncResult;
@@ -209,7 +238,9 @@ export class Syncer {
       if (complete) this.needComplete = false;
       this.stats.lastSuccess = this.now();
       this.stats.lastError = undefined;
-      result = { ok: true, full, complete, removedBackends: this.removed, updates: this.updates, deletes: this.deletes, durationMs: performance.now() - start };
+      const programmed = this.unprogrammed;
+      this.unprogrammed = [];
+      result = { ok: true, full, complete, removedBackends: this.removed, updates: this.updates, deletes: this.deletes, writes: this.writes, programmed, endedAt: Date.now(), durationMs: performance.now() - start };
       const level = this.updates + this.deletes > 0 || full ? 'info' : 'debug';
       this.log[level]('maps synced', {
         full,
@@ -231,9 +262,16 @@ export class Syncer {
       } else {
         this.log.error('sync failed, next sync is a full resync', { err: error, code: (error as { code?: string }).code, updates: this.updates, deletes: this.deletes });
       }
-      result = { ok: false, full, complete, removedBackends: this.removed, updates: this.updates, deletes: this.deletes, durationMs: performance.now() - start, error };
+      result = { ok: false, full, complete, removedBackends: this.removed, updates: this.updates, deletes: this.deletes, writes: this.writes, programmed: [], endedAt: Date.now(), durationMs: performance.now() - start, error };
     }
     this.stats.lastResult = result;
+    for (const fn of this.listeners) {
+      try {
+        fn(result);
+      } catch (err) {
+        this.log.warn('sync listener failed', { err });
+      }
+    }
     return result;
   }
 
@@ -388,11 +426,18 @@ export class Syncer {
       for (const e of entries) {
         await this.writer.update(map, e.key, e.value);
         this.updates++;
+        this.wrote(map, 1);
       }
       return;
     }
     await this.writer.updateBatch(map, entries);
     this.updates += entries.length;
+    this.wrote(map, entries.length);
+  }
+
+  private wrote(map: string, n: number): void {
+    this.writes[map] = (this.writes[map] ?? 0) + n;
+    this.stats.mapWrites[map] = (this.stats.mapWrites[map] ?? 0) + n;
   }
 
   private async drop(map: string, keys: Buffer[]): Promise<void> {
@@ -401,11 +446,13 @@ export class Syncer {
       for (const k of keys) {
         await this.writer.delete(map, k);
         this.deletes++;
+        this.wrote(map, 1);
       }
       return;
     }
     await this.writer.deleteBatch(map, keys);
     this.deletes += keys.length;
+    this.wrote(map, keys.length);
   }
 }
 

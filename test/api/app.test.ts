@@ -8,7 +8,7 @@ import type { FastifyInstance, LightMyRequestResponse } from 'fastify';
 import * as abi from '../../src/maps/abi.js';
 import { parseListen } from '../../src/api/app.js';
 import type { DesiredFrontendLike } from '../../src/api/frontends.js';
-import type { SyncerStats } from '../../src/proxy/syncer.js';
+import type { SyncListener, SyncResult, SyncerStats } from '../../src/proxy/syncer.js';
 import { build, NODE, putBackend, putFlow, putFrontend, putStat, putVipMarker, type FakeMaps } from './fakes.js';
 
 const ajv = new Ajv({ strict: false, allErrors: true });
@@ -363,6 +363,7 @@ t.test('GET /metrics: Prometheus text with sync, map and datapath series', async
     lastSuccess: new Date('2026-01-02T03:04:05.000Z'),
     lastError: undefined,
     lastResult: { ok: true, full: false, updates: 3, deletes: 0, durationMs: 12 } as SyncerStats['lastResult'],
+    mapWrites: { kbp_svc_v1: 7, kbp_backend_v2: 2, kbp_revnat_v1: 0 },
   };
   const { app, maps } = await build(t, { syncStats: () => stats });
   program(maps);
@@ -379,6 +380,11 @@ t.test('GET /metrics: Prometheus text with sync, map and datapath series', async
     'kbp_sync_map_full_errors_total 1',
     'kbp_sync_duration_seconds_count 1',
     'kbp_sync_last_success_timestamp_seconds 1767323045',
+    'kbp_map_writes_total{map="kbp_svc_v1"} 7',
+    'kbp_map_writes_total{map="kbp_revnat_v1"} 0',
+    'kubeproxy_sync_proxy_rules_duration_seconds_count 1',
+    'kubeproxy_sync_proxy_rules_last_timestamp_seconds 1767323045',
+    'kubeproxy_network_programming_duration_seconds_count 0',
     'kbp_map_entries{map="kbp_ct4_v2"} 6',
     'kbp_map_entries{map="kbp_svc_v1"} 7',
     'kbp_map_max_entries{map="kbp_backend_v2"} 1024',
@@ -394,6 +400,55 @@ t.test('GET /metrics: Prometheus text with sync, map and datapath series', async
   const again = (await get(t, app, '/metrics')).body.split('\n');
   t.ok(again.includes('kbp_sync_total 6'));
   t.ok(again.includes('kbp_sync_duration_seconds_count 1'));
+});
+
+t.test('GET /metrics: every sync observed through the syncer listener, not sampled at scrape time', async (t) => {
+  const stats: SyncerStats = { syncs: 0, fullSyncs: 0, failures: 0, mapFull: 0, lastSuccess: undefined, lastError: undefined, lastResult: undefined, mapWrites: { kbp_svc_v1: 0 } };
+  const listeners = new Set<SyncListener>();
+  const { app } = await build(t, {
+    syncStats: () => stats,
+    onSync: (fn) => {
+      listeners.add(fn);
+      return () => listeners.delete(fn);
+    },
+  });
+  const emit = (r: Partial<SyncResult>) => {
+    const full: SyncResult = { ok: true, full: false, complete: false, removedBackends: [], updates: 0, deletes: 0, writes: {}, programmed: [], endedAt: 0, durationMs: 0, ...r };
+    stats.syncs++;
+    stats.lastResult = full;
+    for (const fn of listeners) fn(full);
+  };
+  const scrape = async () => (await get(t, app, '/metrics')).body.split('\n');
+  let lines = await scrape();
+  t.ok(lines.includes('kbp_map_writes_total{map="kbp_svc_v1"} 0'), 'write counters exist before the first write');
+  t.ok(lines.includes('kubeproxy_sync_proxy_rules_duration_seconds_count 0'));
+  // Three syncs between two scrapes: all three observed.
+  emit({ durationMs: 3, endedAt: 1_700_000_000_000, programmed: [1_700_000_000_000 - 20, 1_700_000_000_000 - 4] });
+  emit({ durationMs: 700, endedAt: 1_700_000_001_000, programmed: [1_700_000_001_000 - 2000] });
+  emit({ ok: false, durationMs: 1, endedAt: 1_700_000_002_000 });
+  stats.mapWrites.kbp_svc_v1 = 12;
+  lines = await scrape();
+  for (const line of [
+    'kubeproxy_sync_proxy_rules_duration_seconds_count 3',
+    'kubeproxy_sync_proxy_rules_duration_seconds_bucket{le="0.004"} 2',
+    'kubeproxy_sync_proxy_rules_duration_seconds_bucket{le="1.024"} 3',
+    'kbp_sync_duration_seconds_count 3',
+    'kubeproxy_sync_proxy_rules_last_timestamp_seconds 1700000001',
+    'kubeproxy_network_programming_duration_seconds_count 3',
+    'kubeproxy_network_programming_duration_seconds_bucket{le="0.005"} 1',
+    'kubeproxy_network_programming_duration_seconds_bucket{le="0.025"} 2',
+    'kubeproxy_network_programming_duration_seconds_bucket{le="1"} 2',
+    'kubeproxy_network_programming_duration_seconds_bucket{le="2"} 3',
+    'kbp_map_writes_total{map="kbp_svc_v1"} 12',
+  ]) {
+    t.ok(lines.includes(line), line);
+  }
+  t.ok(lines.includes('# TYPE kubeproxy_network_programming_duration_seconds histogram'));
+  // A scrape without new syncs observes nothing more; closing the API unsubscribes.
+  lines = await scrape();
+  t.ok(lines.includes('kubeproxy_sync_proxy_rules_duration_seconds_count 3'));
+  await app.close();
+  t.equal(listeners.size, 0, 'unsubscribed on close');
 });
 
 t.test('errors come from the catalog; 5xx bodies do not leak internals', async (t) => {

@@ -212,3 +212,23 @@ t.test('restart: a new agent over the same maps writes nothing; a zone change re
   const r2 = await syncer2.sync(c2.desired, c2.changes);
   t.match(r2, { ok: true, complete: false, updates: 2, deletes: 0 }, 'slot 1 of each frontend now names the zone-b endpoint; counts unchanged');
 });
+
+t.test('change times for network programming: trigger time when newer than the tracker, else arrival; one per slice; no-ops none', async (t) => {
+  let clock = 10_000;
+  const state = new ProxyState(NODE, silentLogger(), () => clock);
+  state.onService('default/web', web());
+  t.ok(state.onEndpointSlice('default/web-1', webEps(['10.244.1.5']), 9_000), 'listed slice with a trigger time older than the tracker');
+  t.same(state.compute().triggers, [], 'not measured (the first list would report the age of the cluster)');
+
+  clock = 12_000;
+  state.onEndpointSlice('default/web-1', webEps(['10.244.1.6']), 11_500);
+  clock = 12_100;
+  state.onEndpointSlice('default/web-1', webEps(['10.244.1.7']), 12_050);
+  state.onEndpointSlice('default/dns-1', dnsEps(['10.244.1.9']));
+  t.notOk(state.onEndpointSlice('default/dns-1', dnsEps(['10.244.1.9']), 12_090), 'a no-op update changes nothing');
+  t.same(state.compute().triggers.sort(), [11_500, 12_100], 'the oldest pending change per slice; arrival time without annotation');
+  t.same(state.compute().triggers, [], 'taken once');
+  clock = 13_000;
+  state.onEndpointSlice('default/web-1', undefined);
+  t.same(state.compute().triggers, [13_000], 'a delete is measured from its arrival');
+});

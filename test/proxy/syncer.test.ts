@@ -309,3 +309,42 @@ t.test('a full resync repairs entries changed behind the syncer, and only those'
   ]);
   t.same(dump(w), good);
 });
+
+t.test('map writes are counted per map; every sync reaches the listeners with the change times it programmed', async (t) => {
+  const w = fakeMaps();
+  const s = new Syncer({ writer: w, log: silentLogger(), batchMin: 2 });
+  const seen: Array<{ ok: boolean; writes: Record<string, number>; programmed: number[] }> = [];
+  const off = s.onSync((r) => seen.push({ ok: r.ok, writes: r.writes, programmed: r.programmed }));
+  t.same(s.stats.mapWrites, { [S]: 0, [B]: 0, [R]: 0 }, 'every map present from the start');
+
+  await s.sync(state([nginx()], [nginxEps(['10.244.1.5', '10.244.2.7'])]), undefined, [1000]);
+  // 2 backends; 2 slots + entry + VIP marker; 1 revnat.
+  t.same(seen.at(-1), { ok: true, writes: { [B]: 2, [S]: 4, [R]: 1 }, programmed: [1000] });
+  const logged = w.ops.filter((o) => o.op !== 'entries').reduce<Record<string, number>>((a, o) => {
+    a[o.map] = (a[o.map] ?? 0) + o.keys.length;
+    return a;
+  }, {});
+  t.same(s.stats.mapWrites, { [S]: 4, [B]: 2, [R]: 1 });
+  t.same(s.stats.mapWrites, { [S]: 0, [B]: 0, [R]: 0, ...logged }, 'the counters agree with the operations the fake map saw');
+
+  // Endpoint removed: last backend fills the hole (slot 1 rewritten), count down, slot 2 and backend deleted.
+  await s.sync(state([nginx()], [nginxEps(['10.244.2.7'])]), undefined, [2000, 2500]);
+  t.same(seen.at(-1), { ok: true, writes: { [S]: 3, [B]: 1 }, programmed: [2000, 2500] });
+  t.same(s.stats.mapWrites, { [S]: 7, [B]: 3, [R]: 1 });
+
+  // Nothing changed: no writes, no programming times.
+  await s.sync(state([nginx()], [nginxEps(['10.244.2.7'])]));
+  t.same(seen.at(-1), { ok: true, writes: {}, programmed: [] });
+
+  // A failed sync keeps its change times for the next successful one.
+  w.failWith = (op) => (op.op !== 'entries' ? Object.assign(new Error('injected'), { code: 'EPERM' }) : undefined);
+  await s.sync(state([nginx()], [nginxEps(['10.244.2.8'])]), undefined, [3000]);
+  t.match(seen.at(-1), { ok: false, programmed: [] });
+  w.failWith = undefined;
+  await s.sync(state([nginx()], [nginxEps(['10.244.2.8'])]), undefined, [3100]);
+  t.match(seen.at(-1), { ok: true, programmed: [3000, 3100] });
+  t.equal(seen.length, 5, 'one call per sync');
+  off();
+  await s.sync(state([nginx()], [nginxEps(['10.244.2.8'])]));
+  t.equal(seen.length, 5, 'unsubscribed');
+});
