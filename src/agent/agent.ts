@@ -1,10 +1,12 @@
 // `kbp agent`: objects (API informers or a manifest folder) -> change
 // trackers -> desired state per changed Service -> syncer -> maps, then tc
-// hooks on pod devices. The order is the point: nothing is synced before the
-// source has listed every kind once, the maps are programmed (and ids restored
-// from what an earlier agent pinned) before any device is attached, so a hook
-// never runs against empty maps; on exit the hooks and pins stay, so traffic
-// keeps flowing until the next agent takes over.
+// hooks on pod devices and uplinks (uplinks.ts), and the health check ports
+// of externalTrafficPolicy Local Services (healthcheck.ts). The order is the
+// point: nothing is synced before the source has listed every kind once, the
+// maps are programmed (and ids restored from what an earlier agent pinned)
+// and the node config written before any device is attached, so a hook never
+// runs against empty maps; on exit the hooks and pins stay, so traffic keeps
+// flowing until the next agent takes over.
 
 import { existsSync } from 'node:fs';
 import { bpfObjectPath } from '../paths.js';
@@ -21,6 +23,8 @@ import { BoundedFrequencyRunner } from '../proxy/runner.js';
 import { startApi } from '../api/server.js';
 import { ensureBpffs } from './bpffs.js';
 import { DeviceAttacher } from './devices.js';
+import { HealthCheckServers } from './healthcheck.js';
+import { Uplinks } from './uplinks.js';
 import type { AgentConfig } from './options.js';
 
 export const PROGRAM_NAME = 'kbp_from_pod';
@@ -34,7 +38,7 @@ async function makeSource(cfg: AgentConfig, log: Logger): Promise<ObjectSource> 
 
 /** Runs until SIGINT/SIGTERM; resolves with the exit code. */
 export async function runAgent(cfg: AgentConfig, log = new Logger(undefined, cfg.logLevel)): Promise<number> {
-  log.info('starting', { nodeName: cfg.nodeName, source: cfg.source.kind, bpffs: cfg.bpffs, podDevices: cfg.podDevices, pid: process.pid });
+  log.info('starting', { nodeName: cfg.nodeName, source: cfg.source.kind, bpffs: cfg.bpffs, podDevices: cfg.podDevices, nodeDevices: cfg.nodeDevices || undefined, pid: process.pid });
 
   const { created } = await ensureBpffs(cfg.bpffs);
   if (created) log.info('created pin folder on bpffs', { bpffs: cfg.bpffs });
@@ -54,7 +58,15 @@ export async function runAgent(cfg: AgentConfig, log = new Logger(undefined, cfg
     const syncer = new Syncer({ writer, log: syncLog });
     await syncer.restore();
 
+    // The node program reuses the maps the pod program pinned.
+    const uplinks = cfg.nodeDevicePatterns.length ? await Uplinks.load(n, cfg.bpffs, cfg.nodeDevicePatterns, log.child({ component: 'uplinks' })) : undefined;
+    if (uplinks) cleanups.push(() => uplinks.close());
+
     const state = new ProxyState(cfg.nodeName, log.child({ component: 'desired' }));
+    state.useNodeIps(cfg.nodeIps);
+    let ready = false;
+    const healthChecks = new HealthCheckServers({ proxyHealthy: () => ready, log: log.child({ component: 'healthcheck' }) });
+    cleanups.push(() => healthChecks.close());
     let lastDesired: DesiredState | undefined;
     const ctLog = log.child({ component: 'conntrack' });
     let firstSynced!: () => void;
@@ -66,9 +78,16 @@ export async function runAgent(cfg: AgentConfig, log = new Logger(undefined, cfg
         if (reason === 'periodic') syncer.requestFullResync();
         const { desired, changes, recomputed, triggers } = state.compute();
         lastDesired = desired;
+        if (changes.healthChecks) await healthChecks.update(state.healthChecks());
         if (recomputed) syncLog.debug('desired state recomputed', { services: recomputed, frontends: changes.frontends.size, backends: changes.backends.size });
         const r = await syncer.sync(desired, changes, triggers);
         if (!r.ok) return false;
+        try {
+          await uplinks?.setNodeIp(state.addresses[0]);
+        } catch (err) {
+          syncLog.error('cannot write the node config', { err });
+          return false;
+        }
         firstSynced();
         if (r.removedBackends.length) {
           // After the backends are gone from the maps: no new flow can pick them any more.
@@ -85,7 +104,6 @@ export async function runAgent(cfg: AgentConfig, log = new Logger(undefined, cfg
     );
     cleanups.push(() => runner.stop());
 
-    let ready = false;
     if (cfg.api) {
       // Every map the API dumps, read through the same codecs the syncer writes with.
       const apiMaps = new Map(
@@ -148,7 +166,7 @@ export async function runAgent(cfg: AgentConfig, log = new Logger(undefined, cfg
       log.info('stopping before the objects were listed', { signal: notYet });
       return 0;
     }
-    log.info('objects listed', { services: state.services.size, endpointSlices: state.endpoints.size, zone: state.node.node ? (state.node.zoneOf(state.node.node) ?? '-') : undefined });
+    log.info('objects listed', { services: state.services.size, endpointSlices: state.endpoints.size, node: state.node.node?.metadata.name ?? '-' });
     runner.start();
     runner.run();
     const early = await Promise.race([firstSync.then(() => undefined), stopped]);
@@ -160,8 +178,13 @@ export async function runAgent(cfg: AgentConfig, log = new Logger(undefined, cfg
     const devices = new DeviceAttacher({ native: n, prog, patterns: cfg.podDevicePatterns, log: log.child({ component: 'devices' }), relistMs: 10_000 });
     cleanups.push(() => devices.close());
     await devices.start();
+    const uplinksAttached = await uplinks?.attach();
     ready = true;
-    log.info('ready', { attached: [...devices.attached.values()].sort().join(',') || '-' });
+    log.info('ready', {
+      attached: [...devices.attached.values()].sort().join(',') || '-',
+      uplinks: uplinksAttached ? [...uplinksAttached.values()].sort().join(',') || '-' : undefined,
+      nodeIps: state.addresses.join(',') || undefined,
+    });
 
     const sig = await stopped;
     log.info('stopping; programs stay attached and maps stay pinned', { signal: sig });

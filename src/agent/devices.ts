@@ -1,4 +1,5 @@
-// Pod-facing devices: attach the tc ingress program to every link whose name
+// Pod-facing devices (and node-facing ones, with another program and other
+// globs): attach the tc ingress program to every link whose name
 // matches the globs, at start and whenever one appears (netlink link watch).
 // Link events repeat (every state change of a link is an RTM_NEWLINK) and can
 // be lost (ENOBUFS when the socket overflows), so attaching is idempotent and
@@ -28,12 +29,12 @@ export function globToRegExp(glob: string): RegExp {
   return new RegExp(`^${re}$`);
 }
 
-export function parseGlobs(list: string): RegExp[] {
+export function parseGlobs(list: string, flag = '--pod-devices'): RegExp[] {
   const globs = list
     .split(',')
     .map((s) => s.trim())
     .filter(Boolean);
-  if (globs.length === 0) throw new Error('--pod-devices: no pattern given');
+  if (globs.length === 0) throw new Error(`${flag}: no pattern given`);
   return globs.map(globToRegExp);
 }
 

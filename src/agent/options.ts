@@ -7,6 +7,7 @@ import os from 'node:os';
 import { parseArgs } from 'node:util';
 import { isLogLevel, type LogLevel } from '../log.js';
 import { parseGlobs } from './devices.js';
+import { isIPv4 } from '../maps/abi.js';
 import { API_FLAG_OPTIONS, apiUsage, parseApiOptions, type ApiServerConfig } from '../api/options.js';
 
 export const DEFAULT_POD_DEVICES = 'veth*,lxc*,cali*';
@@ -21,6 +22,11 @@ export interface AgentConfig {
   nodeName: string;
   podDevices: string;
   podDevicePatterns: RegExp[];
+  /** Uplinks (NodePort, LoadBalancer, externalIPs); "" = none. */
+  nodeDevices: string;
+  nodeDevicePatterns: RegExp[];
+  /** --node-ip: this node's IPv4 addresses, primary first; empty = from the Node object. */
+  nodeIps: string[];
   bpffs: string;
   api: ApiServerConfig | null; // null: no API (--api-listen off)
   logLevel: LogLevel;
@@ -46,6 +52,12 @@ when the agent exits; \`kbp detach\` removes them.
   --pod-devices GLOBS     comma-separated name patterns of pod-facing host
                           devices (default: ${DEFAULT_POD_DEVICES}: veth pairs of
                           bridge CNIs, Cilium, Calico)
+  --node-devices GLOBS    comma-separated name patterns of the node's uplinks:
+                          NodePort, LoadBalancer and externalIP traffic enters
+                          there (default: none, ClusterIP only)
+  --node-ip IP[,IP]       this node's IPv4 addresses for NodePort frontends, the
+                          first also the masquerade source (default: the Node's
+                          InternalIP, then ExternalIP addresses)
   --bpffs DIR             folder on a BPF filesystem for the pinned maps
                           (default: ${DEFAULT_BPFFS}); created if its parent is a
                           bpffs, never mounted by the agent
@@ -74,6 +86,8 @@ export function parseAgentArgs(args: string[], env: NodeJS.ProcessEnv = process.
       kubeconfig: { type: 'string' },
       'node-name': { type: 'string' },
       'pod-devices': { type: 'string' },
+      'node-devices': { type: 'string' },
+      'node-ip': { type: 'string' },
       bpffs: { type: 'string' },
       'api-listen': { type: 'string' },
       'min-sync-period': { type: 'string' },
@@ -91,6 +105,12 @@ export function parseAgentArgs(args: string[], env: NodeJS.ProcessEnv = process.
   const logLevel = values['log-level'] ?? 'info';
   if (!isLogLevel(logLevel)) throw new Error(`--log-level: expected debug, info, warn or error, got ${JSON.stringify(logLevel)}`);
   const podDevices = values['pod-devices'] ?? DEFAULT_POD_DEVICES;
+  const nodeDevices = values['node-devices'] ?? '';
+  const nodeIps = (values['node-ip'] ?? '')
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean);
+  for (const a of nodeIps) if (!isIPv4(a)) throw new Error(`--node-ip: ${JSON.stringify(a)} is not an IPv4 address`);
   const listen = values['api-listen'] ?? DEFAULT_API_LISTEN;
   const minSyncMs = parseDuration(values['min-sync-period'] ?? '100ms', '--min-sync-period');
   const syncPeriodMs = parseDuration(values['sync-period'] ?? '60s', '--sync-period');
@@ -100,6 +120,9 @@ export function parseAgentArgs(args: string[], env: NodeJS.ProcessEnv = process.
     nodeName: values['node-name'] || os.hostname(),
     podDevices,
     podDevicePatterns: parseGlobs(podDevices),
+    nodeDevices,
+    nodeDevicePatterns: nodeDevices ? parseGlobs(nodeDevices, '--node-devices') : [],
+    nodeIps,
     bpffs: values.bpffs ?? DEFAULT_BPFFS,
     api: parseApiOptions(listen, values, values.kubeconfig),
     logLevel,

@@ -1,8 +1,8 @@
 // Projections: the fields of a Service, EndpointSlice or Node that the proxy
-// reads, copied into a fresh object in a fixed order. Objects arrive from the
+// reads (for status: only load balancer ingress IPs and node addresses), copied into a fresh object in a fixed order. Objects arrive from the
 // API (list responses deserialized by @kubernetes/client-node, watch events as
 // raw JSON) or from manifests; projecting them all the same way gives one
-// shape, drops what the proxy never reads (managedFields, status, …) and makes
+// shape, drops what the proxy never reads (managedFields, most of status, …) and makes
 // the JSON text of a projection a fingerprint: an update that changes only
 // resourceVersion, managedFields or an unrelated annotation has the same
 // fingerprint as before and is dropped by the change trackers.
@@ -11,7 +11,7 @@
 // and skips it with a reason. They only refuse what has no usable identity
 // (no metadata.name), returning undefined.
 
-import type { Endpoint, EndpointPort, EndpointSlice, Node, ObjectMeta, Service, ServicePort, ServiceSpec } from './types.js';
+import type { Endpoint, EndpointPort, EndpointSlice, LoadBalancerIngress, Node, ObjectMeta, Service, ServicePort, ServiceSpec } from './types.js';
 
 type Raw = Record<string, unknown>;
 const obj = (x: unknown): Raw | undefined => (typeof x === 'object' && x !== null && !Array.isArray(x) ? (x as Raw) : undefined);
@@ -79,8 +79,21 @@ export function projectService(x: unknown): Service | undefined {
     ['externalTrafficPolicy', s.externalTrafficPolicy],
     ['internalTrafficPolicy', s.internalTrafficPolicy],
     ['trafficDistribution', s.trafficDistribution],
+    ['healthCheckNodePort', s.healthCheckNodePort],
+    ['loadBalancerSourceRanges', arr(s.loadBalancerSourceRanges)],
   ]);
-  return { apiVersion: 'v1', kind: 'Service', metadata, spec };
+  // Only the load balancer's ingress addresses: conditions and the rest of status change without consequence.
+  const ingress = arr(obj(obj(raw.status)?.loadBalancer)?.ingress)?.map((i) => {
+    const o = obj(i) ?? {};
+    return pick<LoadBalancerIngress>([
+      ['ip', str(o.ip)],
+      ['hostname', str(o.hostname)],
+      ['ipMode', str(o.ipMode)],
+    ]);
+  });
+  const svc: Service = { apiVersion: 'v1', kind: 'Service', metadata, spec };
+  if (ingress?.length) svc.status = { loadBalancer: { ingress } };
+  return svc;
 }
 
 function projectEndpoint(x: unknown): Endpoint {
@@ -125,5 +138,12 @@ export function projectNode(x: unknown): Node | undefined {
   const raw = obj(x);
   const metadata = raw && meta(raw, true);
   if (!raw || !metadata) return undefined;
-  return { apiVersion: 'v1', kind: 'Node', metadata };
+  // Addresses only: a Node's status also carries heartbeats and conditions that change all the time.
+  const addresses = arr(obj(raw.status)?.addresses)
+    ?.map((a) => obj(a) ?? {})
+    .filter((a) => typeof a.type === 'string' && typeof a.address === 'string')
+    .map((a) => ({ type: a.type as string, address: a.address as string }));
+  const node: Node = { apiVersion: 'v1', kind: 'Node', metadata };
+  if (addresses?.length) node.status = { addresses };
+  return node;
 }

@@ -42,6 +42,20 @@ export interface ServiceSpec {
   internalTrafficPolicy?: 'Cluster' | 'Local';
   /** PreferClose, PreferSameZone, PreferSameNode: informs the EndpointSlice controller's hints. */
   trafficDistribution?: string;
+  /** LoadBalancer with externalTrafficPolicy Local: where the node answers how many local endpoints it has. */
+  healthCheckNodePort?: number;
+  loadBalancerSourceRanges?: string[];
+}
+
+export interface LoadBalancerIngress {
+  ip?: string;
+  hostname?: string;
+  /** VIP (default): traffic arrives with the ingress IP as destination; Proxy: the load balancer rewrote it. */
+  ipMode?: 'VIP' | 'Proxy';
+}
+
+export interface ServiceStatus {
+  loadBalancer?: { ingress?: LoadBalancerIngress[] };
 }
 
 export interface Service {
@@ -49,6 +63,7 @@ export interface Service {
   kind: 'Service';
   metadata: ObjectMeta;
   spec: ServiceSpec;
+  status?: ServiceStatus;
 }
 
 export interface EndpointConditions {
@@ -88,11 +103,17 @@ export interface EndpointSlice {
   ports?: EndpointPort[];
 }
 
-/** The parts of a Node (v1) the proxy reads: its name and labels (zone). */
+export interface NodeAddress {
+  type: string; // InternalIP, ExternalIP, Hostname, …
+  address: string;
+}
+
+/** The parts of a Node (v1) the proxy reads: its name, labels (zone) and addresses (NodePort frontends). */
 export interface Node {
   apiVersion: 'v1';
   kind: 'Node';
   metadata: ObjectMeta;
+  status?: { addresses?: NodeAddress[] };
 }
 
 /** Label that ties an EndpointSlice to its Service (same namespace). */

@@ -129,20 +129,23 @@ export class EndpointsChangeTracker {
   }
 }
 
-/** This node's labels: a zone change means every Service is recomputed. */
+/**
+ * This node: a change of what keyOf extracts (zone, addresses) means every
+ * Service is recomputed.
+ */
 export class NodeTracker {
-  private zoneAtTake: string | undefined;
+  private keyAtTake: string | undefined;
   private changed = false;
   node: Node | undefined;
 
-  constructor(readonly zoneOf: (n: Node | undefined) => string | undefined) {}
+  constructor(readonly keyOf: (n: Node | undefined) => string | undefined) {}
 
   update(node: Node | undefined): boolean {
-    const before = this.zoneOf(this.node);
+    const before = this.keyOf(this.node);
     this.node = node;
-    const now = this.zoneOf(node);
+    const now = this.keyOf(node);
     if (before === now) return false;
-    this.changed = now !== this.zoneAtTake;
+    this.changed = now !== this.keyAtTake;
     return true;
   }
 
@@ -150,11 +153,11 @@ export class NodeTracker {
     return this.changed;
   }
 
-  /** True when the zone differs from the last take. */
+  /** True when the key differs from the last take. */
   take(): boolean {
     const c = this.changed;
     this.changed = false;
-    this.zoneAtTake = this.zoneOf(this.node);
+    this.keyAtTake = this.keyOf(this.node);
     return c;
   }
 }

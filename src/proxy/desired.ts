@@ -17,6 +17,18 @@
 // backends without a slot, so flows already established to them go on: a
 // terminating pod finishes its connections. IPv4 only for now.
 //
+// Traffic from outside the cluster (kube-proxy's "external" destinations) has
+// frontends of its own, each with its own backend slots: the nodePort on every
+// IPv4 address of this node (type NodePort and LoadBalancer), every
+// status.loadBalancer.ingress IP (type LoadBalancer, ipMode VIP) and every
+// spec.externalIPs address, on the Service port. externalTrafficPolicy Cluster
+// gives them the same endpoints as the ClusterIP with internalTrafficPolicy
+// Cluster; Local gives them only this node's (ready, else serving+terminating),
+// and none at all on a node without any: the datapath drops those packets, as
+// kube-proxy does, and the Service's healthCheckNodePort tells a load balancer
+// to avoid the node (healthChecks). Only ClusterIPs get VIP markers: a node
+// address or a load balancer IP carries other traffic on other ports.
+//
 // computeService() is the per-Service unit (the agent caches its result and
 // recomputes only Services whose Service or slices changed); the assembler
 // merges per-Service results into the maps' view: a frontend claimed by two
@@ -72,12 +84,21 @@ export interface DesiredProblem {
   reason: string;
 }
 
+/** A healthCheckNodePort this node serves (externalTrafficPolicy Local), as kube-proxy's health server does. */
+export interface DesiredHealthCheck {
+  port: number;
+  namespace: string;
+  name: string;
+  /** Ready endpoints on this node, summed over the Service's ports (kube-proxy's LocalReadyEndpoints). */
+  localEndpoints: number;
+}
+
 /** What the maps should hold. Read-only views; the assembler owns them. */
 export interface DesiredState {
   /** By frontend id; in Service order when computed in one go. */
   frontends: ReadonlyMap<string, DesiredFrontend>;
   backends: ReadonlyMap<string, DesiredBackend>;
-  /** Every ClusterIP that has a frontend: the datapath drops unknown ports on these. */
+  /** Every ClusterIP that has a frontend (not node, load balancer or external IPs): the datapath drops unknown ports on these. */
   vips: ReadonlySet<string>;
   problems: DesiredProblem[];
 }
@@ -87,6 +108,8 @@ export interface DesiredChanges {
   frontends: Set<string>;
   backends: Set<string>;
   vips: Set<string>;
+  /** Some Service's healthCheckNodePort or its local endpoint count changed (maybe). */
+  healthChecks: boolean;
 }
 
 /** The node the agent runs on, as the proxy rules need it. */
@@ -94,11 +117,31 @@ export interface NodeContext {
   name: string;
   /** topology.kubernetes.io/zone of the Node, when known. */
   zone?: string;
+  /** This node's IPv4 addresses (NodePort frontends), primary first; none: no NodePort frontends. */
+  addresses?: string[];
 }
 
-export function nodeContext(name: string, node?: Node): NodeContext {
+/**
+ * This node's IPv4 addresses: the given ones (--node-ip) if any, else the
+ * Node's InternalIP then ExternalIP addresses, in the Node's order.
+ */
+export function nodeAddresses(node: Node | undefined, override: readonly string[] = []): string[] {
+  if (override.length) return [...new Set(override)];
+  const all = node?.status?.addresses ?? [];
+  const out: string[] = [];
+  for (const type of ['InternalIP', 'ExternalIP']) {
+    for (const a of all) if (a.type === type && abi.isIPv4(a.address) && !out.includes(a.address)) out.push(a.address);
+  }
+  return out;
+}
+
+export function nodeContext(name: string, node?: Node, nodeIps: readonly string[] = []): NodeContext {
+  const ctx: NodeContext = { name };
   const zone = node?.metadata.labels?.[ZONE_LABEL];
-  return zone ? { name, zone } : { name };
+  if (zone) ctx.zone = zone;
+  const addresses = nodeAddresses(node, nodeIps);
+  if (addresses.length) ctx.addresses = addresses;
+  return ctx;
 }
 
 export function frontendKey(vip: string, port: number, proto: number): string {
@@ -119,6 +162,7 @@ interface CheckedPort {
   protocol: 'TCP' | 'UDP' | 'SCTP';
   port: number;
   targetPort: number | string;
+  nodePort: number | undefined; // type NodePort / LoadBalancer only
 }
 
 interface CheckedService {
@@ -127,6 +171,12 @@ interface CheckedService {
   ports: CheckedPort[];
   affinityTimeout: number;
   nodeLocal: boolean;
+  /** status.loadBalancer.ingress IPv4 addresses (type LoadBalancer). */
+  lbIPs: string[];
+  externalIPs: string[];
+  /** externalTrafficPolicy Local, on a Service reachable from outside. */
+  externalLocal: boolean;
+  healthCheckNodePort: number | undefined;
 }
 
 class Invalid extends Error {}
@@ -181,9 +231,17 @@ function checkService(svc: Service, problems: DesiredProblem[]): CheckedService 
       if (names.has(name)) throw new Invalid(name ? `duplicate port name ${JSON.stringify(name)}` : 'several ports without a name');
       const num = `${p.port}/${protocol}`;
       if (numbers.has(num)) throw new Invalid(`duplicate port ${num}`);
+      let nodePort: number | undefined;
+      if (type !== 'ClusterIP' && p.nodePort !== undefined) {
+        if (!isPort(p.nodePort)) throw new Invalid(`${where}: nodePort ${JSON.stringify(p.nodePort)} is out of range 1-65535`);
+        nodePort = p.nodePort;
+      } else if (type === 'NodePort') {
+        // The API server always allocates one; a manifest may lack it.
+        problems.push({ level: 'warn', object, reason: `${where}: type NodePort without a nodePort: no NodePort frontend` });
+      }
       names.add(name);
       numbers.add(num);
-      ports.push({ name, protocol, port: p.port, targetPort: tp });
+      ports.push({ name, protocol, port: p.port, targetPort: tp, nodePort });
     });
 
     let affinityTimeout = 0;
@@ -199,14 +257,58 @@ function checkService(svc: Service, problems: DesiredProblem[]): CheckedService 
 
     const itp = spec.internalTrafficPolicy ?? 'Cluster';
     if (itp !== 'Cluster' && itp !== 'Local') throw new Invalid(`unknown internalTrafficPolicy ${JSON.stringify(itp)}`);
+    const etp = spec.externalTrafficPolicy ?? 'Cluster';
+    if (etp !== 'Cluster' && etp !== 'Local') throw new Invalid(`unknown externalTrafficPolicy ${JSON.stringify(etp)}`);
 
-    return { ref: { namespace: namespaceOf(svc), name: svc.metadata.name }, vips, ports, affinityTimeout, nodeLocal: itp === 'Local' };
+    const externalIPs = addressList(spec.externalIPs, 'externalIPs', object, problems);
+    const lbIPs: string[] = [];
+    if (type === 'LoadBalancer') {
+      for (const ing of svc.status?.loadBalancer?.ingress ?? []) {
+        if (!ing.ip) continue; // hostname-only ingress: nothing to program
+        if (ing.ipMode === 'Proxy') {
+          problems.push({ level: 'debug', object, reason: `load balancer ingress ${ing.ip} has ipMode Proxy: traffic arrives for the node, not for it` });
+          continue;
+        }
+        lbIPs.push(...addressList([ing.ip], 'status.loadBalancer.ingress', object, problems));
+      }
+      if (spec.loadBalancerSourceRanges?.length) {
+        problems.push({ level: 'warn', object, reason: `loadBalancerSourceRanges ${spec.loadBalancerSourceRanges.join(',')} not enforced yet: every client reaches the load balancer IPs` });
+      }
+    }
+    const external = type === 'NodePort' || type === 'LoadBalancer' || externalIPs.length > 0;
+    const externalLocal = external && etp === 'Local';
+    const hc = spec.healthCheckNodePort;
+    if (hc !== undefined && !isPort(hc)) throw new Invalid(`healthCheckNodePort ${JSON.stringify(hc)} is out of range 1-65535`);
+
+    return {
+      ref: { namespace: namespaceOf(svc), name: svc.metadata.name },
+      vips,
+      ports,
+      affinityTimeout,
+      nodeLocal: itp === 'Local',
+      lbIPs: [...new Set(lbIPs)],
+      externalIPs,
+      externalLocal,
+      healthCheckNodePort: externalLocal && type !== 'ClusterIP' ? hc : undefined,
+    };
   } catch (err) {
     if (err instanceof Invalid) return skip('warn', `invalid spec, Service skipped: ${err.message}`);
     throw err;
   }
 }
 
+
+/** The IPv4 addresses of a list; IPv6 ones skipped with a debug note, anything else invalid. */
+function addressList(list: readonly string[] | undefined, field: string, object: string, problems: DesiredProblem[]): string[] {
+  const out: string[] = [];
+  for (const ip of list ?? []) {
+    if (abi.isIPv4(ip)) {
+      if (!out.includes(ip)) out.push(ip);
+    } else if (typeof ip === 'string' && ipv6Like.test(ip)) problems.push({ level: 'debug', object, reason: `IPv6 ${field} ${ip} skipped (IPv4 only)` });
+    else throw new Invalid(`${field}: ${JSON.stringify(ip)} is not an IP address`);
+  }
+  return out;
+}
 
 /** One endpoint of one Service port, merged across slices. */
 interface EndpointInfo {
@@ -297,6 +399,7 @@ export interface ServiceDesired {
   service: string; // "namespace/name"
   frontends: DesiredFrontend[];
   problems: DesiredProblem[];
+  healthCheck?: DesiredHealthCheck;
 }
 
 /**
@@ -316,6 +419,8 @@ export function computeService(svc: Service, slices: readonly EndpointSlice[], n
   usable.sort((a, b) => (a.metadata.name < b.metadata.name ? -1 : a.metadata.name > b.metadata.name ? 1 : 0));
   const object = `Service ${out.service}`;
 
+  const affinity = c.affinityTimeout ? abi.KBP_SVC_F_AFFINITY : 0;
+  let localReady = 0;
   for (const port of c.ports) {
     if (port.protocol === 'SCTP') {
       problems.push({ level: 'info', object, reason: `port ${port.port}/SCTP skipped (TCP and UDP only)` });
@@ -323,13 +428,7 @@ export function computeService(svc: Service, slices: readonly EndpointSlice[], n
     }
     const proto = port.protocol === 'TCP' ? abi.IPPROTO_TCP : abi.IPPROTO_UDP;
     const eps = [...endpointsFor(usable, port, node, problems).values()].sort(byAddress);
-    let slots = slotEndpoints(eps, c.nodeLocal, node);
-    if (slots.length > MAX_SLOTS) {
-      problems.push({ level: 'warn', object, reason: `port ${port.port}: ${slots.length} endpoints for new flows, only the first ${MAX_SLOTS} are used` });
-      slots = slots.slice(0, MAX_SLOTS);
-    }
-    const inSlot = new Set(slots);
-    const kept = eps.filter((e) => !inSlot.has(e) && (e.ready || e.terminating));
+    localReady += eps.filter((e) => e.local && e.ready).length;
     const backend = (e: EndpointInfo): DesiredBackend => ({
       key: backendKeyOf(e.ip, e.port, proto),
       ip: e.ip,
@@ -338,27 +437,55 @@ export function computeService(svc: Service, slices: readonly EndpointSlice[], n
       state: e.ready ? abi.KBP_BACKEND_ACTIVE : abi.KBP_BACKEND_TERMINATING,
       flags: e.local ? abi.KBP_BACKEND_F_LOCAL : 0,
     });
-    const slotBackends = slots.map(backend);
-    const keptBackends = kept.map(backend);
-    for (const vip of c.vips) {
-      const key = frontendKey(vip, port.port, proto);
-      out.frontends.push({
+    /** Slots (new flows) and kept backends (established flows only) for one traffic policy. */
+    const choose = (nodeLocal: boolean) => {
+      let slots = slotEndpoints(eps, nodeLocal, node);
+      if (slots.length > MAX_SLOTS) {
+        problems.push({ level: 'warn', object, reason: `port ${port.port}: ${slots.length} endpoints for new flows, only the first ${MAX_SLOTS} are used` });
+        slots = slots.slice(0, MAX_SLOTS);
+      }
+      const inSlot = new Set(slots);
+      const slotBackends = slots.map(backend);
+      const keptBackends = eps.filter((e) => !inSlot.has(e) && (e.ready || e.terminating)).map(backend);
+      return { active: slotBackends.map((b) => b.key), kept: keptBackends.map((b) => b.key), backends: [...slotBackends, ...keptBackends] };
+    };
+    const frontend = (vip: string, fport: number, flags: number, chosen: ReturnType<typeof choose>): DesiredFrontend => {
+      const key = frontendKey(vip, fport, proto);
+      return {
         id: frontendIdOf(key, abi.KBP_SCOPE_EXTERNAL),
         key,
         vip,
-        port: port.port,
+        port: fport,
         proto,
         scope: abi.KBP_SCOPE_EXTERNAL,
-        flags: abi.KBP_SVC_F_CLUSTER_IP | (c.affinityTimeout ? abi.KBP_SVC_F_AFFINITY : 0),
+        flags: flags | affinity,
         affinityTimeout: c.affinityTimeout,
         service: { ...c.ref, portName: port.name },
-        active: slotBackends.map((b) => b.key),
-        kept: keptBackends.map((b) => b.key),
-        backends: [...slotBackends, ...keptBackends],
-      });
+        ...chosen,
+      };
+    };
+    const internal = choose(c.nodeLocal);
+    for (const vip of c.vips) out.frontends.push(frontend(vip, port.port, abi.KBP_SVC_F_CLUSTER_IP, internal));
+
+    const hasExternal = (port.nodePort !== undefined && node.addresses?.length) || c.lbIPs.length || c.externalIPs.length;
+    if (!hasExternal) continue;
+    // externalTrafficPolicy Cluster uses what internalTrafficPolicy Cluster would.
+    const ext = c.externalLocal ? choose(true) : c.nodeLocal ? choose(false) : internal;
+    if (port.nodePort !== undefined) {
+      for (const ip of node.addresses ?? []) out.frontends.push(frontend(ip, port.nodePort, abi.KBP_SVC_F_NODE_PORT, ext));
     }
+    for (const ip of c.lbIPs) out.frontends.push(frontend(ip, port.port, abi.KBP_SVC_F_LOAD_BALANCER, ext));
+    for (const ip of c.externalIPs) out.frontends.push(frontend(ip, port.port, abi.KBP_SVC_F_EXTERNAL_IP, ext));
+  }
+  if (c.healthCheckNodePort !== undefined) {
+    out.healthCheck = { port: c.healthCheckNodePort, ...c.ref, localEndpoints: localReady };
   }
   return out;
+}
+
+/** The address a frontend gives a VIP marker: ClusterIPs only (see the file comment). */
+function markerOf(f: DesiredFrontend | undefined): string | undefined {
+  return f && f.flags & abi.KBP_SVC_F_CLUSTER_IP ? f.vip : undefined;
 }
 
 interface BackendRefs {
@@ -382,7 +509,8 @@ export class DesiredAssembler {
   private readonly backendMap = new Map<string, DesiredBackend>();
   private readonly vipCount = new Map<string, number>();
   private readonly vipSet = new Set<string>();
-  private changes: DesiredChanges = { frontends: new Set(), backends: new Set(), vips: new Set() };
+  private readonly withHealthCheck = new Set<string>();
+  private changes: DesiredChanges = { frontends: new Set(), backends: new Set(), vips: new Set(), healthChecks: false };
 
   /** The current view (live: it follows later set() calls). */
   get state(): DesiredState {
@@ -400,7 +528,7 @@ export class DesiredAssembler {
   /** Changes since the last call. */
   takeChanges(): DesiredChanges {
     const c = this.changes;
-    this.changes = { frontends: new Set(), backends: new Set(), vips: new Set() };
+    this.changes = { frontends: new Set(), backends: new Set(), vips: new Set(), healthChecks: false };
     return c;
   }
 
@@ -416,9 +544,22 @@ export class DesiredAssembler {
     return out;
   }
 
+  /** healthCheckNodePorts to serve, by port (the first Service by name wins a port two ask for). */
+  healthChecks(): Map<number, DesiredHealthCheck> {
+    const out = new Map<number, DesiredHealthCheck>();
+    for (const k of [...this.withHealthCheck].sort()) {
+      const hc = this.services.get(k)?.healthCheck;
+      if (hc && !out.has(hc.port)) out.set(hc.port, hc);
+    }
+    return out;
+  }
+
   set(service: string, next: ServiceDesired | undefined): void {
     const prev = this.services.get(service);
     if (prev === next) return;
+    if (prev?.healthCheck || next?.healthCheck) this.changes.healthChecks = true;
+    if (next?.healthCheck) this.withHealthCheck.add(service);
+    else this.withHealthCheck.delete(service);
     const ids = new Set<string>();
     for (const f of prev?.frontends ?? []) ids.add(f.id);
     for (const f of next?.frontends ?? []) ids.add(f.id);
@@ -450,9 +591,11 @@ export class DesiredAssembler {
     else this.frontendMap.delete(id);
     if (after) for (const b of after.backends) this.ref(b, 1);
     if (before) for (const b of before.backends) this.ref(b, -1);
-    if (!before !== !after || before?.vip !== after?.vip) {
-      if (after) this.vip(after.vip, 1);
-      if (before) this.vip(before.vip, -1);
+    const markerBefore = markerOf(before);
+    const markerAfter = markerOf(after);
+    if (markerBefore !== markerAfter) {
+      if (markerAfter) this.vip(markerAfter, 1);
+      if (markerBefore) this.vip(markerBefore, -1);
     }
   }
 

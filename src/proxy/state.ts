@@ -1,7 +1,7 @@
 // The proxy's view of the cluster between informer events and the syncer:
 // change trackers fed by the object source, and the desired state kept per
 // Service. compute() recomputes only the Services whose Service or slices
-// changed since the last call (all of them when this node's zone changed) and
+// changed since the last call (all of them when this node's zone or addresses changed) and
 // returns the desired state with the list of what changed, so the syncer
 // visits only that. Problems of a Service (invalid spec, skipped port, …) are
 // logged when they first appear, with the object and the reason, and again
@@ -25,6 +25,7 @@ import {
   conflictProblems,
   nodeContext,
   type DesiredChanges,
+  type DesiredHealthCheck,
   type DesiredProblem,
   type DesiredState,
   type NodeContext,
@@ -46,6 +47,7 @@ export class ProxyState {
   private readonly asm = new DesiredAssembler();
   private readonly logged = new Map<string, Set<string>>(); // Service -> problem lines logged
   private ctx: NodeContext;
+  private nodeIps: readonly string[] = [];
   /** Slice key -> when its oldest unsynced change happened (epoch ms). */
   private readonly triggers = new Map<string, number>();
   private readonly startedAt: number;
@@ -56,8 +58,15 @@ export class ProxyState {
     private readonly now: () => number = Date.now,
   ) {
     this.startedAt = now();
-    this.node = new NodeTracker((n) => nodeContext(nodeName, n).zone);
+    // What of the Node the rules depend on: its zone and its addresses.
+    this.node = new NodeTracker((n) => JSON.stringify(nodeContext(nodeName, n, this.nodeIps)));
     this.ctx = nodeContext(nodeName);
+  }
+
+  /** --node-ip: this node's addresses, overriding the Node's. Call before the first compute(). */
+  useNodeIps(ips: readonly string[]): void {
+    this.nodeIps = [...ips];
+    this.ctx = nodeContext(this.nodeName, this.node.node, this.nodeIps);
   }
 
   /** Handlers for the object source; each returns true when a sync is worth asking for. */
@@ -85,11 +94,21 @@ export class ProxyState {
     return this.ctx.zone;
   }
 
+  /** This node's IPv4 addresses as of the last compute(), primary first. */
+  get addresses(): readonly string[] {
+    return this.ctx.addresses ?? [];
+  }
+
+  /** The healthCheckNodePorts to serve, as of the last compute(). */
+  healthChecks(): Map<number, DesiredHealthCheck> {
+    return this.asm.healthChecks();
+  }
+
   compute(): ComputeResult {
     const dirty = new Set<string>();
     if (this.node.take()) {
-      this.ctx = nodeContext(this.nodeName, this.node.node);
-      this.log?.info('node zone changed: recomputing every Service', { node: this.nodeName, zone: this.ctx.zone ?? '-' });
+      this.ctx = nodeContext(this.nodeName, this.node.node, this.nodeIps);
+      this.log?.info('node zone or addresses changed: recomputing every Service', { node: this.nodeName, zone: this.ctx.zone ?? '-', addresses: this.ctx.addresses?.join(',') ?? '-' });
       for (const k of this.services.keys()) dirty.add(k);
     }
     for (const k of this.services.take().keys()) dirty.add(k);

@@ -1,0 +1,74 @@
+// The node-facing half of the datapath: kbp_from_node at tc ingress of the
+// node's uplinks (--node-devices), for NodePort, LoadBalancer and externalIP
+// traffic entering the node and for replies from other nodes. Its object is
+// loaded with the same pin root as the pod program, so both share every map
+// (libbpf reuses the pinned ones); only the config entry is specific to it:
+// the node address clients of LoadBalancer and externalIP frontends are
+// masqueraded to when their backend runs on another node (a NodePort client
+// is masqueraded to the node address it targeted).
+//
+// The agent writes the config with every sync and attaches only after the
+// first one, so the program never runs against empty maps or without config.
+
+import type { BpfMap, BpfObject, Native } from '../native/binding.js';
+import { bpfObjectPath } from '../paths.js';
+import * as abi from '../maps/abi.js';
+import type { Logger } from '../log.js';
+import { DeviceAttacher } from './devices.js';
+
+export const NODE_PROGRAM_NAME = 'kbp_from_node';
+
+export class Uplinks {
+  private nodeIp: string | undefined;
+  private devices: DeviceAttacher | undefined;
+  private warnedNoIp = false;
+
+  private constructor(
+    private readonly native: Native,
+    private readonly obj: BpfObject,
+    private readonly config: BpfMap,
+    private readonly patterns: RegExp[],
+    private readonly log: Logger,
+  ) {}
+
+  /** Loads kbp_node with the maps pinned under bpffs (loaded there by the pod program first). */
+  static async load(native: Native, bpffs: string, patterns: RegExp[], log: Logger): Promise<Uplinks> {
+    const objPath = bpfObjectPath('kbp_node');
+    const obj = await native.openObject(objPath, { pinRoot: bpffs });
+    try {
+      const prog = obj.program(NODE_PROGRAM_NAME);
+      log.info('BPF object loaded', { object: objPath, prog: prog.name, progId: prog.info.id });
+      return new Uplinks(native, obj, obj.map(abi.KBP_MAP_CONFIG), patterns, log);
+    } catch (err) {
+      obj.close();
+      throw err;
+    }
+  }
+
+  /** Writes the config entry when this node's primary address changed (undefined: not known yet). */
+  async setNodeIp(ip: string | undefined): Promise<void> {
+    if (ip === this.nodeIp) return;
+    if (ip === undefined) {
+      if (!this.warnedNoIp) {
+        this.warnedNoIp = true;
+        this.log.warn('no node IPv4 address known (give --node-ip, or a Node with an InternalIP): no NodePort frontends, LoadBalancer/externalIP flows to other nodes are dropped');
+      }
+      return;
+    }
+    await this.config.update(abi.statKey(0), abi.configValue.encode({ node_ip: ip, flags: 0 }));
+    this.log.info('node config written', { nodeIp: ip });
+    this.nodeIp = ip;
+  }
+
+  /** Attaches to every matching uplink, now and as they appear. */
+  async attach(): Promise<ReadonlyMap<number, string>> {
+    this.devices = new DeviceAttacher({ native: this.native, prog: this.obj.program(NODE_PROGRAM_NAME), patterns: this.patterns, log: this.log, relistMs: 10_000 });
+    await this.devices.start();
+    return this.devices.attached;
+  }
+
+  close(): void {
+    this.devices?.close();
+    this.obj.close();
+  }
+}
