@@ -18,6 +18,9 @@ Commands:
   bench controlplane [--json]   control-plane cost (trackers, desired state, syncer
                                 diff, in-memory maps): full sync and one endpoint
                                 change at 1k and 10k Services x 10 endpoints
+  bench cluster [--json]        the real agent against a real kube-apiserver: full
+                                sync, RSS and endpoint-change-to-map latency at 1k
+                                and 10k Services x 10 endpoints (root, make k8s-bins)
   services | backends | conntrack | affinity | maps [NAME] | stats
                                 tables over the agent's REST API (-o json, --api URL,
                                 --token); kbp services --help for the options
@@ -32,13 +35,19 @@ Detaches every kbp program from tc ingress in the current network namespace,
 then unpins every kbp_* object under DIR (default ${DEFAULT_BPFFS}). Idempotent.
 `;
 
-const benchUsage = `Usage: kbp bench (packet | controlplane) [--json]
+const benchUsage = `Usage: kbp bench (packet | controlplane | cluster) [--json]
+       kbp bench cluster [--json] [--scales 1000,10000] [--changes N] [--profile DIR]
 
 packet: per-packet prog-test-run time of a no-op tc program and of the service
 path (new flow, established flow) with 1, 1k and 100k services, and their ratios.
 controlplane: full sync and single-endpoint change cost of the control plane
 (change trackers, per-Service desired state, syncer) with in-memory maps, at 1k
 and 10k Services x 10 endpoints.
+cluster: etcd and kube-apiserver on loopback, Services and EndpointSlices
+created through the API, the agent started against them (root namespace,
+private bpffs, no device): full sync from informer sync to maps programmed,
+agent RSS, and API-write-to-map latency of single endpoint changes (p50/p99).
+--profile DIR runs the agent with --cpu-prof and --heap-prof into DIR.
 `;
 
 class UsageError extends Error {}
@@ -77,7 +86,12 @@ async function cmdDetach(args: string[]): Promise<number> {
 async function cmdBench(args: string[]): Promise<number> {
   let parsed;
   try {
-    parsed = parseArgs({ args, strict: true, allowPositionals: true, options: { json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } } });
+    parsed = parseArgs({
+      args,
+      strict: true,
+      allowPositionals: true,
+      options: { json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' }, scales: { type: 'string' }, changes: { type: 'string' }, profile: { type: 'string' } },
+    });
   } catch (err) {
     throw new UsageError(`${(err as Error).message}\n\n${benchUsage}`);
   }
@@ -86,7 +100,25 @@ async function cmdBench(args: string[]): Promise<number> {
     return 0;
   }
   const which = parsed.positionals[0];
-  if (parsed.positionals.length !== 1 || (which !== 'packet' && which !== 'controlplane')) throw new UsageError(benchUsage);
+  if (parsed.positionals.length !== 1 || (which !== 'packet' && which !== 'controlplane' && which !== 'cluster')) throw new UsageError(benchUsage);
+  const { scales, changes, profile } = parsed.values;
+  if (which !== 'cluster' && (scales !== undefined || changes !== undefined || profile !== undefined)) throw new UsageError(`--scales, --changes and --profile are for bench cluster\n\n${benchUsage}`);
+  if (which === 'cluster') {
+    const nums = (s: string, what: string) =>
+      s.split(',').map((x) => {
+        const n = Number(x);
+        if (!Number.isInteger(n) || n < 1) throw new UsageError(`${what}: expected positive integers, got ${JSON.stringify(s)}\n\n${benchUsage}`);
+        return n;
+      });
+    const { runClusterBench } = await import('./bench/cluster.js');
+    await runClusterBench({
+      json: parsed.values.json ?? false,
+      scales: scales === undefined ? undefined : nums(scales, '--scales'),
+      changes: changes === undefined ? undefined : nums(changes, '--changes')[0],
+      profileDir: profile,
+    });
+    return 0;
+  }
   if (which === 'controlplane') {
     const { runControlPlaneBench } = await import('./bench/controlplane.js');
     await runControlPlaneBench({ json: parsed.values.json ?? false });
