@@ -58,16 +58,24 @@ export async function scan<T>(
   const items: T[] = [];
   let cursor = from.cursor;
   let skip = from.skip;
-  let count = Math.max(1, opts.batch ?? KERNEL_BATCH);
+  const maxCount = Math.max(1, opts.batch ?? KERNEL_BATCH);
+  // Raised when one hash bucket holds more entries than asked (ENOSPC).
+  let minCount = 1;
   let scanned = 0;
   for (;;) {
+    // Ask for no more than this page can still use: a page then ends where its
+    // last batch ends (no entries read only to be read again by the next
+    // page), and each batch costs one syscall and one buffer the size of what
+    // is served.
+    const want = skip + Math.min(opts.limit - items.length, budget - scanned);
+    const count = Math.max(minCount, Math.min(maxCount, want));
     let page;
     try {
       page = await map.lookupBatch(cursor, count);
     } catch (err) {
       // One hash bucket holds more entries than the batch: the kernel wants a bigger one.
       if ((err as NativeError).code === 'ENOSPC' && count < 1 << 20) {
-        count *= 2;
+        minCount = count * 2;
         continue;
       }
       throw err;

@@ -182,10 +182,12 @@ export const MapQuery = Type.Object(PageQuery);
 
 const Decoded = Type.Record(Type.String(), Type.Unknown(), { description: 'fields by their C name (bpf/include/kbp/abi.h); u64 as decimal strings' });
 
+export const MapEntry = Type.Object({ key: Decoded, value: Decoded });
+
 export const MapPage = Type.Object(
   {
     name: Type.String(),
-    items: Type.Array(Type.Object({ key: Decoded, value: Decoded })),
+    items: Type.Array(MapEntry),
     ...PageFields,
   },
   { title: 'MapPage' },

@@ -12,7 +12,9 @@ import * as abi from '../../src/maps/abi.js';
 import { native } from '../../src/native/binding.js';
 import { bpfObjectPath } from '../../src/paths.js';
 import { buildApi } from '../../src/api/app.js';
+import { Value } from '@sinclair/typebox/value';
 import { KERNEL_BATCH } from '../../src/api/paging.js';
+import { ConntrackPage, MapPage } from '../../src/api/schemas.js';
 import { fill, watched } from './ctfill.js';
 import { mountBpffs } from '../addon/helpers.js';
 
@@ -41,6 +43,8 @@ else {
       const r = await app.inject({ method: 'GET', url: `/v1/conntrack?limit=${limit}${token ? `&continue=${token}` : ''}` });
       if (r.statusCode !== 200) throw new Error(`page ${pages}: ${r.statusCode} ${r.body}`);
       const body = r.json() as { items: Array<{ src: string }>; continue: string | null };
+      // Pages are written as text entry by entry (routes/dumps.ts): each must still be its schema's.
+      if (pages === 0) t.ok(Value.Check(ConntrackPage, body), 'a page is a ConntrackPage');
       biggest = Math.max(biggest, body.items.length);
       for (const i of body.items) seen.add(i.src);
       token = body.continue;
@@ -66,6 +70,8 @@ else {
     // The generic dump pages the same way.
     const r = await app.inject({ method: 'GET', url: `/v1/maps/${abi.KBP_MAP_CT}?limit=3` });
     t.equal(r.json().items.length, 3);
+    t.ok(Value.Check(MapPage, r.json()), 'a page is a MapPage');
+    t.equal(r.json().name, abi.KBP_MAP_CT);
     t.type(r.json().continue, 'string');
   });
 }

@@ -7,13 +7,13 @@
 // Each page walks the kernel's batch cursor from where the last one stopped
 // (../paging.ts); the agent holds one batch per request, whatever the map size.
 
-import type { FastifyPluginAsync } from 'fastify';
-import type { Static } from '@sinclair/typebox';
+import type { FastifyPluginAsync, FastifyReply } from 'fastify';
+import type { Static, TSchema } from '@sinclair/typebox';
 import * as abi from '../../maps/abi.js';
 import { ApiError, ErrorBody, errors } from '../errors.js';
 import { affinityView, cpusOf, ctView, decodeEntry, mapTypeName, readStats } from '../decode.js';
 import { START, countEntries, decodeContinue, encodeContinue, scan, type PagedMap, type Position } from '../paging.js';
-import { AffinityPage, AffinityQuery, ConntrackPage, ConntrackQuery, MapList, MapPage, MapParams, MapQuery, StatList } from '../schemas.js';
+import { AffinityEntry, AffinityPage, AffinityQuery, ConntrackEntry, ConntrackPage, ConntrackQuery, MapEntry, MapList, MapPage, MapParams, MapQuery, StatList } from '../schemas.js';
 import type { ApiContext } from '../app.js';
 
 const DEFAULT_LIMIT = 500;
@@ -36,11 +36,34 @@ export const dumpRoutes: FastifyPluginAsync<{ ctx: ApiContext }> = async (app, {
     return pos;
   };
 
-  async function page<T>(name: string, q: { limit?: number; continue?: string }, filter: string, visit: (k: Buffer, v: Buffer) => T | undefined) {
+  /**
+   * One page as JSON text, written entry by entry while the batch is walked:
+   * each decoded entry goes straight through the route's compiled serializer
+   * (fast-json-stringify, from the entry's schema) and only its text is kept,
+   * so a page never exists as an array of objects next to its JSON. The
+   * text is the page schema's (`head` are the fields before `items`), as
+   * fastify would serialize the same page object.
+   */
+  async function page<T>(
+    reply: FastifyReply,
+    name: string,
+    q: { limit?: number; continue?: string },
+    filter: string,
+    entry: TSchema,
+    visit: (k: Buffer, v: Buffer) => T | undefined,
+    head = '',
+  ): Promise<FastifyReply> {
     const m = map(name);
     const from = startAt(q.continue, name, filter);
-    const r = await ctx.readMaps(() => scan(m, from, { limit: q.limit ?? DEFAULT_LIMIT, budget: SCAN_BUDGET }, visit));
-    return { items: r.items, continue: r.next ? encodeContinue(name, r.next, filter) : null, scanned: r.scanned };
+    const toJson = reply.compileSerializationSchema(entry) as (item: T) => string;
+    const r = await ctx.readMaps(() =>
+      scan(m, from, { limit: q.limit ?? DEFAULT_LIMIT, budget: SCAN_BUDGET }, (k, v) => {
+        const item = visit(k, v);
+        return item === undefined ? undefined : toJson(item);
+      }),
+    );
+    const next = r.next ? JSON.stringify(encodeContinue(name, r.next, filter)) : 'null';
+    return reply.type('application/json; charset=utf-8').send(`{${head}"items":[${r.items.join(',')}],"continue":${next},"scanned":${r.scanned}}`);
   }
 
   app.get<{ Querystring: Static<typeof ConntrackQuery> }>(
@@ -53,11 +76,11 @@ export const dumpRoutes: FastifyPluginAsync<{ ctx: ApiContext }> = async (app, {
         response: { 200: ConntrackPage, ...pageErrors },
       },
     },
-    async (req) => {
+    async (req, reply) => {
       const { service, backend, client } = req.query;
       const filter = JSON.stringify([service ?? null, backend ?? null, client ?? null]);
       const now = ctx.monotonicNs();
-      return page(abi.KBP_MAP_CT, req.query, filter, (k, v) => ctView(k, v, { service, backend, client }, now));
+      return page(reply, abi.KBP_MAP_CT, req.query, filter, ConntrackEntry, (k, v) => ctView(k, v, { service, backend, client }, now));
     },
   );
 
@@ -71,11 +94,11 @@ export const dumpRoutes: FastifyPluginAsync<{ ctx: ApiContext }> = async (app, {
         response: { 200: AffinityPage, ...pageErrors },
       },
     },
-    async (req) => {
+    async (req, reply) => {
       const { service, backend, client } = req.query;
       const filter = JSON.stringify([service ?? null, backend ?? null, client ?? null]);
       const now = ctx.monotonicNs();
-      return page(abi.KBP_MAP_AFFINITY, req.query, filter, (k, v) => affinityView(k, v, { service, backend, client }, now));
+      return page(reply, abi.KBP_MAP_AFFINITY, req.query, filter, AffinityEntry, (k, v) => affinityView(k, v, { service, backend, client }, now));
     },
   );
 
@@ -107,11 +130,10 @@ export const dumpRoutes: FastifyPluginAsync<{ ctx: ApiContext }> = async (app, {
         response: { 200: MapPage, ...pageErrors },
       },
     },
-    async (req) => {
+    async (req, reply) => {
       const name = req.params.name;
-      const m = map(name);
-      const cpus = cpusOf(m);
-      return { name, ...(await page(name, req.query, '', (k, v) => decodeEntry(name, k, v, cpus))) };
+      const cpus = cpusOf(map(name));
+      return page(reply, name, req.query, '', MapEntry, (k, v) => decodeEntry(name, k, v, cpus), `"name":${JSON.stringify(name)},`);
     },
   );
 
