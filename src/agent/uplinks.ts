@@ -9,7 +9,15 @@
 //
 // The agent writes the config with every sync and attaches only after the
 // first one, so the program never runs against empty maps or without config.
+//
+// The datapath translates at tc ingress, before routing, so the node forwards
+// packets whose source is one of its own addresses: masqueraded requests
+// (source = this node) and replies leaving from a NodePort (source = the node
+// address the client targeted). Linux drops those as martians unless
+// accept_local is on, so attaching to uplinks turns on
+// net.ipv4.conf.all.accept_local in the node's network namespace.
 
+import { readFile, writeFile } from 'node:fs/promises';
 import type { BpfMap, BpfObject, Native } from '../native/binding.js';
 import { bpfObjectPath } from '../paths.js';
 import * as abi from '../maps/abi.js';
@@ -17,6 +25,7 @@ import type { Logger } from '../log.js';
 import { DeviceAttacher } from './devices.js';
 
 export const NODE_PROGRAM_NAME = 'kbp_from_node';
+const ACCEPT_LOCAL = '/proc/sys/net/ipv4/conf/all/accept_local';
 
 export class Uplinks {
   private nodeIp: string | undefined;
@@ -62,9 +71,20 @@ export class Uplinks {
 
   /** Attaches to every matching uplink, now and as they appear. */
   async attach(): Promise<ReadonlyMap<number, string>> {
+    await this.acceptLocal();
     this.devices = new DeviceAttacher({ native: this.native, prog: this.obj.program(NODE_PROGRAM_NAME), patterns: this.patterns, log: this.log, relistMs: 10_000 });
     await this.devices.start();
     return this.devices.attached;
+  }
+
+  private async acceptLocal(): Promise<void> {
+    try {
+      if ((await readFile(ACCEPT_LOCAL, 'utf8')).trim() === '1') return;
+      await writeFile(ACCEPT_LOCAL, '1');
+      this.log.info('set net.ipv4.conf.all.accept_local=1: translated packets with a node address as source are forwarded, not dropped as martians');
+    } catch (err) {
+      this.log.warn('cannot set net.ipv4.conf.all.accept_local=1: masqueraded NodePort/LoadBalancer flows and NodePort replies will be dropped as martians', { err });
+    }
   }
 
   close(): void {

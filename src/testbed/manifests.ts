@@ -20,6 +20,8 @@ export interface ServicePortSpec {
   /** The port the pods listen on. */
   targetPort: number;
   protocol: Protocol;
+  /** type NodePort / LoadBalancer: the port on every node address. */
+  nodePort?: number;
 }
 
 export interface EndpointSpec {
@@ -37,6 +39,13 @@ export interface ServiceSpec {
   clusterIP: string;
   ports: ServicePortSpec[];
   endpoints: EndpointSpec[];
+  /** Default ClusterIP. */
+  type?: 'ClusterIP' | 'NodePort' | 'LoadBalancer';
+  externalTrafficPolicy?: 'Cluster' | 'Local';
+  healthCheckNodePort?: number;
+  externalIPs?: string[];
+  /** status.loadBalancer.ingress IPs, as a cloud controller would publish them. */
+  loadBalancerIPs?: string[];
 }
 
 /** The Service and its EndpointSlice as plain Kubernetes objects. */
@@ -46,13 +55,17 @@ export function serviceObjects(spec: ServiceSpec): [Record<string, unknown>, Rec
     kind: 'Service',
     metadata: { name: spec.name, namespace: spec.namespace, labels: { app: spec.name } },
     spec: {
-      type: 'ClusterIP',
+      type: spec.type ?? 'ClusterIP',
       clusterIP: spec.clusterIP,
       clusterIPs: [spec.clusterIP],
       ipFamilies: ['IPv4'],
       selector: { app: spec.name },
-      ports: spec.ports.map((p) => ({ name: p.name, port: p.port, targetPort: p.targetPort, protocol: p.protocol })),
+      ports: spec.ports.map((p) => ({ name: p.name, port: p.port, targetPort: p.targetPort, protocol: p.protocol, ...(p.nodePort ? { nodePort: p.nodePort } : {}) })),
+      ...(spec.externalTrafficPolicy ? { externalTrafficPolicy: spec.externalTrafficPolicy } : {}),
+      ...(spec.healthCheckNodePort ? { healthCheckNodePort: spec.healthCheckNodePort } : {}),
+      ...(spec.externalIPs?.length ? { externalIPs: spec.externalIPs } : {}),
     },
+    ...(spec.loadBalancerIPs?.length ? { status: { loadBalancer: { ingress: spec.loadBalancerIPs.map((ip) => ({ ip, ipMode: 'VIP' })) } } } : {}),
   };
   // A slice names its ports like the Service does, with the pods' port numbers.
   const slice = {
@@ -76,6 +89,23 @@ export function serviceObjects(spec: ServiceSpec): [Record<string, unknown>, Rec
     })),
   };
   return [service, slice];
+}
+
+/** A Node with its InternalIP, as the kubelet registers it. */
+export function nodeObject(name: string, internalIP: string): Record<string, unknown> {
+  return {
+    apiVersion: 'v1',
+    kind: 'Node',
+    metadata: { name, labels: { 'kubernetes.io/hostname': name } },
+    status: { addresses: [{ type: 'InternalIP', address: internalIP }, { type: 'Hostname', address: name }] },
+  };
+}
+
+/** Writes (or replaces) node-<name>.yaml; returns its path. */
+export async function writeNode(dir: string, name: string, internalIP: string): Promise<string> {
+  const file = path.join(dir, `node-${name}.yaml`);
+  await writeFileAtomic(file, stringify(nodeObject(name, internalIP)));
+  return file;
 }
 
 export function serviceYaml(spec: ServiceSpec): string {

@@ -129,6 +129,12 @@ t.test('agent flags: defaults and errors', async (t) => {
   t.throws(() => parseAgentArgs(['--manifests', '/m', '--log-level', 'loud']), /--log-level/);
   t.throws(() => parseAgentArgs(['--manifests', '/m', '--api-listen', 'localhost']), /HOST:PORT/);
   t.throws(() => parseAgentArgs(['--manifests', '/m', '--min-sync-period', '2m', '--sync-period', '1m']), /sync-period/);
+  t.match(c, { nodeDevices: '', nodeDevicePatterns: [], nodeIps: [] }, 'no uplinks by default');
+  const up = parseAgentArgs(['--manifests', '/m', '--node-devices', 'eth*, bond0', '--node-ip', '172.18.0.11,192.0.2.11']);
+  t.same(up.nodeIps, ['172.18.0.11', '192.0.2.11']);
+  t.same(up.nodeDevicePatterns.map((r) => ['eth0', 'bond0', 'veth1'].filter((d) => r.test(d))), [['eth0'], ['bond0']]);
+  t.throws(() => parseAgentArgs(['--manifests', '/m', '--node-devices', ',']), /--node-devices: no pattern given/);
+  t.throws(() => parseAgentArgs(['--manifests', '/m', '--node-ip', 'fd00::1']), /--node-ip: "fd00::1" is not an IPv4 address/);
   t.equal(parseDuration('250ms', 'x'), 250);
   t.equal(parseDuration('1.5s', 'x'), 1500);
   t.equal(parseDuration('2m', 'x'), 120_000);
