@@ -11,6 +11,14 @@
 // backoff (client-go's reflector does the same), reset once it lists or
 // receives an event again. HasSynced: an informer has synced once its first
 // list has been delivered; the source calls `synced` when all three have.
+//
+// Memory: ListWatch keeps every object it has seen (to tell deletes after a
+// re-list). It only reads metadata.namespace/name/resourceVersion of them, so
+// objects are slimmed before they reach it — the projection the proxy reads
+// (src/k8s/project.ts) plus resourceVersion and a slice's trigger time — both
+// the list's items and every watch event. At 10k Services x 10 endpoints that
+// keeps the deserialized API objects (managedFields, status, client-node
+// model instances) out of the heap.
 
 import {
   CoreV1Api,
@@ -60,6 +68,26 @@ export function lastChangeTriggerTime(o: unknown): number | undefined {
   return Number.isFinite(t) ? t : undefined;
 }
 
+/**
+ * What ListWatch keeps of an object: the projection, with the resourceVersion
+ * it compares and (slices) the trigger time annotation. Projecting it again
+ * gives the same projection. Unprojectable objects are kept as they are (the
+ * handler ignores them).
+ */
+function slimmer(project: (o: unknown) => { metadata: object } | undefined, keepTrigger = false) {
+  return (o: KubernetesObject): KubernetesObject => {
+    const p = project(o);
+    if (!p) return o;
+    const resourceVersion = o.metadata?.resourceVersion;
+    const trigger = keepTrigger ? o.metadata?.annotations?.[TRIGGER_TIME] : undefined;
+    const metadata = p.metadata as { annotations?: Record<string, string> };
+    return {
+      ...p,
+      metadata: { ...metadata, resourceVersion, ...(trigger ? { annotations: { ...metadata.annotations, [TRIGGER_TIME]: trigger } } : {}) },
+    } as KubernetesObject;
+  };
+}
+
 /** One kind's informer with restart-on-error and a synced flag. */
 class Informer {
   synced = false;
@@ -74,6 +102,7 @@ class Informer {
     path: string,
     list: () => Promise<KubernetesListObject<KubernetesObject>>,
     fieldSelector: string | undefined,
+    slim: (obj: KubernetesObject) => KubernetesObject,
     onObject: (obj: unknown, deleted: boolean) => void,
     private readonly onSynced: () => void,
     private readonly log: Logger,
@@ -81,6 +110,7 @@ class Informer {
   ) {
     const listed = async () => {
       const l = await list();
+      l.items = l.items.map(slim);
       this.failures = 0;
       // ListWatch delivers the list's items synchronously once this promise
       // settles (microtasks); a macrotask later they have all been handed over.
@@ -88,7 +118,11 @@ class Informer {
       else this.log.info('re-listed', { kind: this.kind, items: l.items.length });
       return l;
     };
-    this.lw = new ListWatch(path, watch, listed, false, undefined, fieldSelector);
+    const slimWatch = {
+      watch: (p: string, params: Record<string, string | number | boolean | undefined>, cb: (phase: string, obj: unknown, raw: unknown) => void, done: (err: unknown) => void) =>
+        watch.watch(p, params, (phase, obj, raw) => cb(phase, phase === 'ADDED' || phase === 'MODIFIED' || phase === 'DELETED' ? slim(obj as KubernetesObject) : obj, raw), done),
+    } as unknown as Watch;
+    this.lw = new ListWatch(path, slimWatch, listed, false, undefined, fieldSelector);
     const deliver = (deleted: boolean) => (o: KubernetesObject) => {
       this.failures = 0;
       onObject(o, deleted);
@@ -161,6 +195,7 @@ export class InformerSource implements ObjectSource {
         '/api/v1/services',
         () => asList(core.listServiceForAllNamespaces()),
         undefined,
+        slimmer(projectService),
         (o, deleted) => {
           const s = projectService(o);
           if (s) h.service(nsName(s), deleted ? undefined : s);
@@ -175,6 +210,7 @@ export class InformerSource implements ObjectSource {
         '/apis/discovery.k8s.io/v1/endpointslices',
         () => asList(discovery.listEndpointSliceForAllNamespaces()),
         undefined,
+        slimmer(projectEndpointSlice, true),
         (o, deleted) => {
           const s = projectEndpointSlice(o);
           if (s) h.endpointSlice(nsName(s), deleted ? undefined : s, deleted ? undefined : lastChangeTriggerTime(o));
@@ -189,6 +225,7 @@ export class InformerSource implements ObjectSource {
         '/api/v1/nodes',
         () => asList(core.listNode({ fieldSelector: nodeSelector })),
         nodeSelector,
+        slimmer(projectNode),
         (o, deleted) => {
           const n = projectNode(o);
           if (n && n.metadata.name === this.opts.nodeName) h.node(deleted ? undefined : n);

@@ -217,3 +217,49 @@ t.test('a failing list is retried with backoff; nothing is synced before it succ
   t.equal(lines.filter((l) => /msg="informer failed, restarting" kind=EndpointSlice/.test(l)).length, 2);
   t.same(r.events.slice().sort(), ['service web/a port=80', 'synced'], 'no Node: synced all the same');
 });
+
+t.test('slices carry their last-change-trigger-time; the cache keeps slim objects and still compares resourceVersions', async (t) => {
+  const api = await fakeApi();
+  t.teardown(() => api.close());
+  const TRIGGER = 'endpoints.kubernetes.io/last-change-trigger-time';
+  const stamped = (name: string, ips: string[], at?: string): Obj => {
+    const o = eps(name, ips);
+    (o.metadata as Record<string, unknown>).annotations = { ...(at ? { [TRIGGER]: at } : {}), 'kubectl.kubernetes.io/last-applied-configuration': 'x'.repeat(1000) };
+    (o.metadata as Record<string, unknown>).managedFields = [{ manager: 'endpointslice-controller' }];
+    return o;
+  };
+  api.services.put(service('a', 80));
+  api.slices.put(stamped('a-1', ['10.244.1.1'], '2026-01-02T03:04:05.123456789Z'));
+  const src = new InformerSource({ kubeconfig: api.kubeconfig, nodeName: 'node-1', log: memoryLogger('info').log, backoff: { initialMs: 50, maxMs: 200 } });
+  t.teardown(() => src.close());
+  const seen: Array<{ key: string; trigger: number | undefined; obj: unknown }> = [];
+  const r = recorder();
+  await src.start({
+    ...r.h,
+    endpointSlice: (key, s, trigger) => {
+      seen.push({ key, trigger, obj: s });
+      r.h.endpointSlice(key, s);
+    },
+    service: (key, s) => {
+      seen.push({ key, trigger: undefined, obj: s });
+      r.h.service(key, s);
+    },
+  });
+  await until('synced', () => r.synced() === 1);
+  await until('watches open', () => api.services.watches.size === 1 && api.slices.watches.size === 1);
+  t.equal(seen.find((x) => x.key === 'web/a-1')?.trigger, Date.parse('2026-01-02T03:04:05.123Z'), 'listed slice: trigger time (ms precision)');
+
+  api.slices.put(stamped('a-1', ['10.244.1.2'], '2026-01-02T03:04:06Z'));
+  api.slices.put(stamped('a-2', ['10.244.1.3']));
+  await until('watch events', () => seen.filter((x) => x.key.startsWith('web/a-')).length === 3);
+  t.same(seen.filter((x) => x.key.startsWith('web/a-')).slice(1).map((x) => [x.key, x.trigger]), [['web/a-1', Date.parse('2026-01-02T03:04:06Z')], ['web/a-2', undefined]], 'watch events: trigger time when annotated');
+  for (const x of seen) t.notMatch(JSON.stringify(x.obj), /managedFields|last-applied|resourceVersion/, `${x.key}: the handler sees the projection only`);
+
+  // A re-list (410) with nothing changed: same resourceVersions, so no update reaches the handler; a deletion does.
+  const before = seen.length;
+  api.slices.del(api.slices.objects.get('web/a-2')!, false);
+  api.slices.goneNextWatch = true;
+  api.slices.dropWatches();
+  await until('deletion after re-list', () => r.events.includes('slice web/a-2 deleted'), 5000);
+  t.same(seen.slice(before).map((x) => [x.key, x.obj === undefined]), [['web/a-2', true]], 'only the deletion: the unchanged slice is not redelivered');
+});
