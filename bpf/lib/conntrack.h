@@ -85,7 +85,7 @@ static __always_inline void ct4_reply_of(struct kbp_ct_key *rev, struct kbp_ct_v
  * FORWARD entry may exist (a stale or re-balanced flow); otherwise it is
  * inserted only if absent, so two CPUs racing on a flow's first packets agree
  * on one backend.
- * Never overwrites the live REPLY entry of another flow (the same client
+ * Never overwrites the live, open REPLY entry of another flow (the same client
  * address and port reaching the same backend through another frontend).
  * Returns KBP_OK; KBP_CT_RACE when the FORWARD entry appeared meanwhile (the
  * caller follows it); KBP_STAT_DROP_CT_CLASH; or KBP_STAT_DROP_CT_INSERT
@@ -108,7 +108,10 @@ static __always_inline int ct4_create(const struct pkt4 *p, const struct kbp_ct_
 		} else {
 			struct kbp_ct_value *old = bpf_map_lookup_elem(&kbp_ct4_v2, &rev);
 
+			/* A closing flow's tuple may be taken over: the client has
+			 * reused its port, so the old connection is done on its side. */
 			if (old && ct4_live(old, NULL, p->proto, fwd_v->created_ns) &&
+			    !(old->flags & KBP_CT_F_CLOSING) &&
 			    (old->nat_addr != p->daddr || old->nat_port != p->dport))
 				return KBP_STAT_DROP_CT_CLASH;
 			if (bpf_map_update_elem(&kbp_ct4_v2, &rev, &rev_v, BPF_ANY))

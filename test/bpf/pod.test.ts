@@ -398,6 +398,14 @@ t.test('conntrack lifecycle: stale entries, port reuse after close, evicted repl
     t.same(second.moved, ['drop_ct_clash']);
     const reply = await send({ saddr: a.ip, daddr: CLIENT, proto: 'tcp', sport: 8080, dport: cport, tcpFlags: TCP_ACK });
     t.match(reply.out, { saddr: vip2, sport: 80 }, "the first flow's replies still come from its own ClusterIP");
+    // Once the first flow closes, the client may reuse its port through the other frontend.
+    const cport2 = sport();
+    await send({ saddr: CLIENT, daddr: vip2, proto: 'tcp', sport: cport2, dport: 80 });
+    await send({ saddr: a.ip, daddr: CLIENT, proto: 'tcp', sport: 8080, dport: cport2, tcpFlags: TCP_FIN | TCP_ACK });
+    const reused = await send({ saddr: CLIENT, daddr: vip3, proto: 'tcp', sport: cport2, dport: 80, tcpFlags: TCP_SYN });
+    t.same(reused.moved, ['new_flow'], 'a closing flow does not block the reused port');
+    const replyNow = await send({ saddr: a.ip, daddr: CLIENT, proto: 'tcp', sport: 8080, dport: cport2, tcpFlags: TCP_SYN | TCP_ACK });
+    t.match(replyNow.out, { saddr: vip3, sport: 80 }, 'and its replies come from the new frontend');
     // Once the first flow is over, the tuple is free for the other frontend.
     const rev = { saddr: a.ip, daddr: CLIENT, sport: 8080, dport: cport, proto: 6, dir: KBP_CT_REPLY };
     const cur = (await dp.ctLookup(rev))!;
