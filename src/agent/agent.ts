@@ -18,7 +18,7 @@ import { ManifestSource, type ObjectSource } from '../k8s/source.js';
 import { ProxyState } from '../proxy/state.js';
 import type { DesiredState } from '../proxy/desired.js';
 import { Syncer } from '../proxy/syncer.js';
-import { flushStaleUdpFlows } from '../proxy/conntrack.js';
+import { collectConntrack, flushStaleUdpFlows } from '../proxy/conntrack.js';
 import { BoundedFrequencyRunner } from '../proxy/runner.js';
 import { startApi } from '../api/server.js';
 import { ensureBpffs } from './bpffs.js';
@@ -185,6 +185,25 @@ export async function runAgent(cfg: AgentConfig, log = new Logger(undefined, cfg
       uplinks: uplinksAttached ? [...uplinksAttached.values()].sort().join(',') || '-' : undefined,
       nodeIps: state.addresses.join(',') || undefined,
     });
+
+    // Ended flows give back their conntrack space and SNAT ports (the datapath
+    // already ignores them; this frees them before LRU pressure would).
+    if (cfg.ctGcIntervalMs > 0) {
+      const gcMaps = { ct: obj.map(abi.KBP_MAP_CT), snat: obj.map(abi.KBP_MAP_SNAT), revnat: obj.map(abi.KBP_MAP_REVNAT) };
+      let running = false;
+      const timer = setInterval(() => {
+        if (running) return;
+        running = true;
+        collectConntrack(gcMaps)
+          .then((r) => {
+            if (r.ctDeleted || r.snatDeleted) ctLog.info('collected ended flows', { ...r });
+          })
+          .catch((err) => ctLog.warn('conntrack garbage collection failed', { err }))
+          .finally(() => (running = false));
+      }, cfg.ctGcIntervalMs);
+      timer.unref();
+      cleanups.push(() => clearInterval(timer));
+    }
 
     const sig = await stopped;
     log.info('stopping; programs stay attached and maps stay pinned', { signal: sig });

@@ -32,6 +32,7 @@ export interface AgentConfig {
   logLevel: LogLevel;
   minSyncMs: number;
   syncPeriodMs: number;
+  ctGcIntervalMs: number; // 0: no conntrack garbage collection
   retryMs: number;
 }
 
@@ -65,6 +66,9 @@ when the agent exits; \`kbp detach\` removes them.
                           none (default: ${DEFAULT_API_LISTEN}, kube-proxy's health port)
 ${apiUsage}  --min-sync-period DUR   least time between two syncs (default: 100ms)
   --sync-period DUR       full resync at least this often (default: 60s)
+  --conntrack-gc-interval DUR
+                          delete conntrack/SNAT entries of ended flows this often;
+                          0 leaves them to LRU eviction (default: 30s)
   --log-level LEVEL       debug, info, warn or error (default: info)
 `;
 
@@ -92,6 +96,7 @@ export function parseAgentArgs(args: string[], env: NodeJS.ProcessEnv = process.
       'api-listen': { type: 'string' },
       'min-sync-period': { type: 'string' },
       'sync-period': { type: 'string' },
+      'conntrack-gc-interval': { type: 'string' },
       'log-level': { type: 'string' },
       ...API_FLAG_OPTIONS,
     },
@@ -128,6 +133,7 @@ export function parseAgentArgs(args: string[], env: NodeJS.ProcessEnv = process.
     logLevel,
     minSyncMs,
     syncPeriodMs,
+    ctGcIntervalMs: parseDuration(values['conntrack-gc-interval'] ?? '30s', '--conntrack-gc-interval'),
     retryMs: Math.max(minSyncMs, 1000),
   };
 }

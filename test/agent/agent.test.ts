@@ -143,12 +143,28 @@ t.test('agent and detach on a real kernel', async (t) => {
   t.same(await dump(), afterRemoval, 'maps untouched by the exit');
 
   // ---- restart: ids restored, nothing rewritten
-  const a2 = startAgent('second', ['--log-level', 'debug']);
+  const a2 = startAgent('second', ['--log-level', 'debug', '--conntrack-gc-interval', '200ms']);
   await a2.ready();
   const text2 = await a2.log();
   t.match(text2, /msg="maps read" component=syncer frontends=1 slots=1 backends=1 revnat=1/);
   t.match(text2, /msg="maps synced" component=syncer full=false complete=true updates=0 deletes=0/, 'the first sync after a restart writes nothing');
   t.same(await dump(), afterRemoval);
+
+  // ---- conntrack garbage collection: an ended flow's entry goes, a live one stays
+  const ct = await n.openPinnedMap(path.join(bpffs, abi.KBP_MAP_CT));
+  t.teardown(() => ct.close());
+  const now = process.hrtime.bigint();
+  const entry = (sport: number, lastSeen: bigint) => ({
+    key: abi.ctKey.encode({ saddr: '10.244.1.9', daddr: '10.96.0.10', sport, dport: 80, proto: abi.IPPROTO_UDP, dir: abi.KBP_CT_FORWARD }),
+    value: abi.ctValue.encode({ created_ns: lastSeen, last_seen_ns: lastSeen, backend_id: 2, svc_id: 1, nat_addr: '0.0.0.0', nat_port: 0, flags: 0, tcp_flags: 0 }),
+  });
+  const ended = entry(5001, now - BigInt(abi.KBP_CT_LIFETIME_OTHER_NS) - 1_000_000_000n);
+  const live = entry(5002, now);
+  await ct.update(ended.key, ended.value);
+  await ct.update(live.key, live.value);
+  await until('ended flow collected', async () => (await ct.lookup(ended.key)) === null, 5000);
+  t.not(await ct.lookup(live.key), null, 'the live flow is kept');
+  t.match(await a2.log(), /msg="collected ended flows" component=conntrack ctScanned=\d+ ctDeleted=1/);
   a2.child.kill('SIGKILL');
   await waitExit(a2.child);
 

@@ -117,7 +117,7 @@ t.test('lost events (ENOBUFS) trigger a re-list; failures are logged and retried
 
 t.test('agent flags: defaults and errors', async (t) => {
   const c = parseAgentArgs(['--manifests', '/m']);
-  t.match(c, { source: { kind: 'manifests', dir: '/m' }, podDevices: 'veth*,lxc*,cali*', bpffs: '/sys/fs/bpf/kbp', api: { listen: { host: '127.0.0.1', port: 10256 }, auth: false }, logLevel: 'info', minSyncMs: 100, syncPeriodMs: 60_000 });
+  t.match(c, { source: { kind: 'manifests', dir: '/m' }, podDevices: 'veth*,lxc*,cali*', bpffs: '/sys/fs/bpf/kbp', api: { listen: { host: '127.0.0.1', port: 10256 }, auth: false }, logLevel: 'info', minSyncMs: 100, syncPeriodMs: 60_000, ctGcIntervalMs: 30_000 });
   t.ok(c.nodeName.length > 0, 'node name defaults to the host name');
   t.same(parseAgentArgs(['--manifests', '/m', '--api-listen', 'off', '--node-name', 'n1']).api, null);
   t.throws(() => parseAgentArgs([], {}), /give --kubeconfig PATH or --manifests DIR/);
