@@ -10,6 +10,7 @@
 #include "nat.h"
 #include "conntrack.h"
 #include "snat.h"
+#include "stats.h"
 
 /* The service entry (slot 0) of a frontend, or NULL. */
 static __always_inline struct kbp_svc_value *lb4_lookup_service(__be32 vip, __be16 port, __u8 proto)
@@ -276,6 +277,48 @@ static __always_inline int lb4_reverse(struct __sk_buff *skb, const struct pkt4 
 		ct->flags |= KBP_CT_F_SEEN_REPLY;
 	*stat = KBP_STAT_REVNAT;
 	return nat4_rewrite(skb, p, false, p->saddr, rn->vip, p->sport, rn->port);
+}
+
+/*
+ * The whole ingress decision for one packet, shared by both attach points
+ * (from_node: the node-facing program, which also restores masqueraded replies
+ * and may masquerade new flows). Counts the outcome.
+ * Returns TC_ACT_OK (translated or untouched) or TC_ACT_SHOT.
+ */
+static __always_inline int lb4_ingress(struct __sk_buff *skb, bool from_node)
+{
+	struct kbp_svc_value *svc;
+	struct pkt4 p;
+	__u32 stat = KBP_STAT_PASS;
+	int ret;
+
+	if (!parse_ipv4(skb, &p))
+		return TC_ACT_OK;
+
+	if (p.proto != IPPROTO_TCP && p.proto != IPPROTO_UDP) {
+		ret = KBP_OK;
+	} else if (p.fragment || !p.l4_ok) {
+		/* Only the first fragment carries ports; without reassembly we
+		 * cannot translate a fragmented datagram to a frontend. */
+		ret = KBP_OK;
+		if (lb4_vip_known(p.daddr))
+			ret = p.fragment ? KBP_STAT_DROP_FRAGMENT : KBP_STAT_DROP_MALFORMED;
+	} else if ((svc = lb4_lookup_service(p.daddr, p.dport, p.proto))) {
+		ret = lb4_forward(skb, &p, svc, from_node, &stat);
+	} else {
+		ret = from_node ? lb4_reverse_snat(skb, &p, &stat) : KBP_OK;
+		if (ret == KBP_OK && stat == KBP_STAT_PASS)
+			ret = lb4_reverse(skb, &p, &stat);
+		if (ret == KBP_OK && stat == KBP_STAT_PASS && lb4_vip_known(p.daddr))
+			ret = KBP_STAT_DROP_UNKNOWN_PORT;
+	}
+
+	if (ret != KBP_OK) {
+		stats_count(ret, skb->len);
+		return TC_ACT_SHOT;
+	}
+	stats_count(stat, skb->len);
+	return TC_ACT_OK;
 }
 
 #endif /* KBP_LIB_LB_H */
