@@ -200,6 +200,8 @@ export function apiRequest(
   apiPath: string,
   body?: unknown,
   timeoutMs = 10_000,
+  /** A keep-alive agent (holding the same credentials) for many requests; default: a connection per request. */
+  agent?: https.Agent,
 ): Promise<ApiResponse> {
   return new Promise((resolve, reject) => {
     const payload = body === undefined ? undefined : JSON.stringify(body);
@@ -207,9 +209,7 @@ export function apiRequest(
       new URL(apiPath, url),
       {
         method,
-        ca: creds.caPem,
-        cert: creds.certPem,
-        key: creds.keyPem,
+        ...(agent ? { agent } : { ca: creds.caPem, cert: creds.certPem, key: creds.keyPem }),
         timeout: timeoutMs,
         headers: { accept: 'application/json', ...(payload ? { 'content-type': 'application/json' } : {}) },
       },
