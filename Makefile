@@ -68,5 +68,13 @@ cluster-down: ts
 demo: build
 	node dist/testbed/demo.js
 
+# kbp side by side with kube-proxy iptables and direct-to-pod (src/bench/compare):
+# the full run writes docs/benchmarks/; bench-quick is the CI-sized one (N=100).
+.PHONY: bench bench-quick
+bench: build k8s-bins
+	node bin/kbp.js bench compare
+bench-quick: build k8s-bins
+	node bin/kbp.js bench compare --quick
+
 clean:
 	rm -rf build dist .cache/deps.stamp
