@@ -86,12 +86,16 @@ export interface Run {
   full_sync_ms: number | null;
   rss_mb: number | null;
   errors: number;
+  /** Connections completed over all repetitions (latency and rate runs). */
+  connections: number;
   cpu: CpuShare;
   /** Generator CPU seconds per second of the rate run (1 = one core busy). */
   loadgen_cpu_cores: number;
   /** Across repetitions: min and max of the per-repetition figures. */
   spread: { connect_p99_ms: [number, number]; conn_per_s: [number, number] };
   backends_reached: number;
+  /** kbp only: datapath packet counters (kbp stats) that grew during this target's runs, by outcome/drop reason. */
+  kbp_counters: Record<string, number> | null;
 }
 
 export interface CompareResult {
@@ -199,6 +203,8 @@ interface Measured {
   loadgenCores: number;
   errors: number;
   backends: number;
+  /** Connections completed in the latency and rate runs. */
+  connections: number;
 }
 
 async function measureOnce(client: LoadClient, targets: string[], o: CompareOptions): Promise<Measured> {
@@ -216,6 +222,7 @@ async function measureOnce(client: LoadClient, targets: string[], o: CompareOpti
     loadgenCores: rate.cpuSeconds / rate.seconds,
     errors: lat.errors + rate.errors,
     backends: Object.keys({ ...lat.backends, ...rate.backends }).length,
+    connections: lat.requests + rate.requests,
   };
 }
 
@@ -306,7 +313,8 @@ export async function runCompare(tb: Testbed, bin: string, o: CompareOptions): P
           const targets: Array<{ target: Run['target']; idx: number | null }> = mode === 'direct' ? [{ target: 'pods', idx: null }] : [{ target: 'last', idx: lastIdx }, { target: 'random', idx: randomIdx }];
           let progLat: number[] = [];
           let keep: LoadResult | null = null;
-          const rows: Array<{ t: (typeof targets)[number]; reps: Measured[] }> = [];
+          const rows: Array<{ t: (typeof targets)[number]; reps: Measured[]; counters: Record<string, number> | null }> = [];
+          let countersBefore = mode === 'kbp' ? await proxy!.counters() : {};
           for (const t of targets) {
             const addrs = t.idx === null ? podIps.map((ip) => `${ip}:8080`) : [`${vips[t.idx]}:80`];
             const reps: Measured[] = [];
@@ -315,7 +323,15 @@ export async function runCompare(tb: Testbed, bin: string, o: CompareOptions): P
               const m = reps[reps.length - 1]!;
               p(`N=${n} ${mode} ${t.target}${t.idx === null ? '' : ` (svc-${t.idx})`} rep ${r + 1}/${o.repetitions}: connect p50 ${m.connect.p50.toFixed(3)} p99 ${m.connect.p99.toFixed(3)} ms, ${m.rate.toFixed(0)} conn/s, ${m.errors} errors, machine busy ${(m.cpu.busy * 100).toFixed(0)}% (sys ${(m.cpu.system * 100).toFixed(0)}%, softirq ${(m.cpu.softirq * 100).toFixed(0)}%), generator ${m.loadgenCores.toFixed(2)} cores`);
             }
-            rows.push({ t, reps });
+            let counters: Record<string, number> | null = null;
+            if (mode === 'kbp') {
+              const after = await proxy!.counters();
+              const grown: Record<string, number> = Object.fromEntries(Object.entries(after).map(([k, v]) => [k, v - (countersBefore[k] ?? 0)]).filter(([, v]) => (v as number) > 0));
+              countersBefore = after;
+              counters = grown;
+              p(`N=${n} kbp ${t.target}: datapath counters ${JSON.stringify(grown)}`);
+            }
+            rows.push({ t, reps, counters });
             if (t.target !== 'last') {
               keep = await node.client.run({ op: 'keepalive', targets: addrs, concurrency: o.concurrency, durationMs: o.durationMs });
               p(`N=${n} ${mode}: keep-alive ${keep.perSecond.toFixed(0)} req/s, p50 ${keep.requestMs!.p50.toFixed(3)} p99 ${keep.requestMs!.p99.toFixed(3)} ms`);
@@ -326,7 +342,7 @@ export async function runCompare(tb: Testbed, bin: string, o: CompareOptions): P
             progLat = await programming(api, node, progVip, o.changes, progAt);
             p(`N=${n} ${mode}: programming p50 ${pct(progLat, 50).toFixed(1)} ms, p99 ${pct(progLat, 99).toFixed(1)} ms`);
           }
-          for (const { t, reps } of rows) {
+          for (const { t, reps, counters } of rows) {
             const med = (f: (m: Measured) => number) => median(reps.map(f));
             const range = (f: (m: Measured) => number): [number, number] => [Math.min(...reps.map(f)), Math.max(...reps.map(f))];
             runs.push({
@@ -348,10 +364,12 @@ export async function runCompare(tb: Testbed, bin: string, o: CompareOptions): P
               full_sync_ms: proxy?.fullSyncMs ?? null,
               rss_mb: rssMb,
               errors: reps.reduce((s, m) => s + m.errors, 0),
+              connections: reps.reduce((s, m) => s + m.connections, 0),
               cpu: { user: med((m) => m.cpu.user), system: med((m) => m.cpu.system), softirq: med((m) => m.cpu.softirq), busy: med((m) => m.cpu.busy) },
               loadgen_cpu_cores: med((m) => m.loadgenCores),
               spread: { connect_p99_ms: range((m) => m.connect.p99), conn_per_s: range((m) => m.rate) },
               backends_reached: Math.max(...reps.map((m) => m.backends)),
+              kbp_counters: counters,
             });
           }
         } finally {

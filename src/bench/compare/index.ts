@@ -35,6 +35,7 @@ export interface CompareCommand {
   diff: boolean;
   packet: boolean;
   out?: string;
+  /** Print the report as JSON on stdout (the CLI); otherwise a summary. */
   json: boolean;
   command: string;
 }
@@ -95,19 +96,6 @@ export async function benchCompare(c: CompareCommand): Promise<{ report: FullRep
   const out = c.out ?? (c.quick ? undefined : path.join(projectRoot, 'docs', 'benchmarks'));
   const files = out ? await writeReport(out, report) : [];
   for (const f of files) progress(`wrote ${path.relative(process.cwd(), f)}`);
-  const acc = acceptance(compare.runs);
-  if (c.json) process.stdout.write(JSON.stringify(report) + '\n');
-  else {
-    process.stdout.write(`bench compare: ${compare.runs.length} runs in ${(report.total_duration_s / 60).toFixed(1)} min\n`);
-    for (const r of compare.runs) {
-      process.stdout.write(
-        `  N=${String(r.services).padStart(5)} ${r.mode.padEnd(8)} ${r.target.padEnd(6)} connect p50 ${r.connect_p50_ms.toFixed(3)} p99 ${r.connect_p99_ms.toFixed(3)} ms  ${r.conn_per_s.toFixed(0)} conn/s` +
-          `${r.programming_p99_ms !== null ? `  programming p99 ${r.programming_p99_ms.toFixed(1)} ms` : ''}${r.full_sync_ms !== null ? `  full sync ${r.full_sync_ms.toFixed(0)} ms  RSS ${r.rss_mb?.toFixed(0)} MB` : ''}\n`,
-      );
-    }
-    if (acc) process.stdout.write(`  at ${acc.services}: kbp/direct p99 ${acc.p99_ratio.toFixed(3)} (≤ 1.05 ${acc.p99_ok ? 'met' : 'NOT met'}), rate ${acc.rate_ratio.toFixed(3)} (≥ 0.95 ${acc.rate_ok ? 'met' : 'NOT met'})\n`);
-    if (differential) process.stdout.write(`  differential: ${differential.mismatches.length} mismatches in ${differential.cases.length} cases\n`);
-  }
   return { report, files, ok: !differential || differential.mismatches.length === 0 };
 }
 
@@ -164,6 +152,19 @@ export async function runCompareCli(args: string[]): Promise<number> {
     process.stderr.write(`${(err as Error).message}\n\n${compareUsage}`);
     return 2;
   }
-  const { ok } = await benchCompare(cmd);
+  const { report, ok } = await benchCompare(cmd);
+  const acc = acceptance(report.compare.runs);
+  if (cmd.json) process.stdout.write(JSON.stringify(report) + '\n');
+  else {
+    process.stdout.write(`bench compare: ${report.compare.runs.length} runs in ${(report.total_duration_s / 60).toFixed(1)} min\n`);
+    for (const r of report.compare.runs) {
+      process.stdout.write(
+        `  N=${String(r.services).padStart(5)} ${r.mode.padEnd(8)} ${r.target.padEnd(6)} connect p50 ${r.connect_p50_ms.toFixed(3)} p99 ${r.connect_p99_ms.toFixed(3)} ms  ${r.conn_per_s.toFixed(0)} conn/s` +
+          `${r.programming_p99_ms !== null ? `  programming p99 ${r.programming_p99_ms.toFixed(1)} ms` : ''}${r.full_sync_ms !== null ? `  full sync ${r.full_sync_ms.toFixed(0)} ms  RSS ${r.rss_mb?.toFixed(0)} MB` : ''}\n`,
+      );
+    }
+    if (acc) process.stdout.write(`  at ${acc.services}: kbp/direct p99 ${acc.p99_ratio.toFixed(3)} (≤ 1.05 ${acc.p99_ok ? 'met' : 'NOT met'}), rate ${acc.rate_ratio.toFixed(3)} (≥ 0.95 ${acc.rate_ok ? 'met' : 'NOT met'})\n`);
+    if (report.differential) process.stdout.write(`  differential: ${report.differential.mismatches.length} mismatches in ${report.differential.cases.length} cases\n`);
+  }
   return ok ? 0 : 1;
 }

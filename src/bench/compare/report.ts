@@ -167,6 +167,17 @@ export function markdown(r: FullReport): string {
   lines.push('');
   lines.push('sys % and softirq % are shares of the whole machine\'s CPU time during the rate run (/proc/stat), which includes other jobs on the machine. Full sync = process start to the end of its first complete sync; RSS after that sync.');
   lines.push('');
+  const counted = c.runs.filter((x) => x.kbp_counters);
+  if (counted.length) {
+    lines.push('### kbp datapath counters during the kbp runs');
+    lines.push('');
+    lines.push('Packets counted by the datapath (`kbp stats`) while each kbp target was measured (latency and rate runs); drop_* are packets kbp dropped, pass are packets it let through untranslated.');
+    lines.push('');
+    lines.push('| N | target | connections made | counters |');
+    lines.push('|---|---|---|---|');
+    for (const x of counted) lines.push(`| ${x.services} | ${x.target} (${x.target_service}) | ${x.connections} | ${Object.entries(x.kbp_counters!).map(([k, v]) => `${k} ${v}`).join(', ') || '–'} |`);
+    lines.push('');
+  }
   lines.push('## Differential behaviour check');
   lines.push('');
   if (r.differential) {
