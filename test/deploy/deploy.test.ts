@@ -1,7 +1,8 @@
 // deploy/ against the real kube-apiserver (etcd + kube-apiserver of
 // src/testbed/apiserver.ts), rendered by the real kustomize:
 //
-// 1. Every object of deploy/base, each overlay and deploy/uninstall passes a
+// 1. Every object of deploy/base, each overlay, deploy/uninstall and a
+//    combination of components (the way users pick several knobs) passes a
 //    server-side apply dry-run (all admission and validation, strict field
 //    validation), and a misspelt field does not. Agent flags in the base all
 //    exist; flags that do not exist yet appear only in their overlay.
@@ -45,13 +46,14 @@ import { kbpBin } from '../../src/testbed/agent.js';
 import { agentUsage } from '../../src/agent/options.js';
 import { InformerSource } from '../../src/k8s/informers.js';
 import { memoryLogger } from '../../src/log.js';
-import { containerRun, kustomizeBin, KustomizeUnavailable, render, serverSideApply, type K8sObject } from './render.js';
+import { containerRun, kustomizeBin, KustomizeUnavailable, render, renderComposed, serverSideApply, type K8sObject } from './render.js';
 
 const NODE = 'node-1';
 const NODE_IP = '172.18.0.11';
 const VIP = '10.96.0.70';
 const RELAY_PORT = 6443;
 const RENDERINGS = ['base', 'overlays/node-devices', 'overlays/api-node-ip', 'overlays/xdp', 'overlays/map-sizes', 'overlays/privileged', 'overlays/replace-kube-proxy', 'uninstall'];
+const COMPOSED = ['node-devices', 'replace-kube-proxy', 'api-node-ip', 'map-sizes'];
 /** Agent flags being added by other work; allowed in overlays only, never in the base. */
 const PENDING_FLAGS = new Set(['--nodeport-acceleration', '--map-sizes']);
 const MAP_SIZE_KEYS = new Set(['services', 'backends', 'revnat', 'conntrack', 'snat', 'affinity']);
@@ -96,6 +98,8 @@ t.test('deploy/ manifests', { skip, timeout: 240_000 }, async (t) => {
   const tb = Testbed.create();
   t.teardown(() => tb.teardown());
   const [cp, rendered] = await Promise.all([startControlPlane(tb), Promise.all(RENDERINGS.map(async (d) => [d, await render(kustomize, d)] as const)).then((e) => new Map(e))]);
+  // Knobs combined, as a user would: base plus several components.
+  rendered.set('composed', await renderComposed(kustomize, await tb.tempDir('composed'), COMPOSED));
 
   await t.test('every object of every rendering passes a server-side dry-run', async (t) => {
     // Namespaced objects need their namespace to exist, even for a dry run.
@@ -122,12 +126,29 @@ t.test('deploy/ manifests', { skip, timeout: 240_000 }, async (t) => {
     const fields = { 'spec.nodeName': NODE, 'status.hostIP': NODE_IP };
     const base = flagsOf(containerRun(rendered.get('base')!, 'agent', fields).args);
     t.same(base.filter((f) => !knownAgentFlags.has(f)), [], `base flags all exist: ${base.join(' ')}`);
-    for (const dir of RENDERINGS.filter((d) => d.startsWith('overlays/'))) {
+    for (const dir of [...RENDERINGS.filter((d) => d.startsWith('overlays/')), 'composed']) {
       const { args } = containerRun(rendered.get(dir)!, 'agent', fields);
       const unknown = flagsOf(args).filter((f) => !knownAgentFlags.has(f));
       t.same(unknown.filter((f) => !PENDING_FLAGS.has(f)), [], `${dir}: no unknown flag but the pending ones`);
       if (unknown.length) t.comment(`${dir} uses ${unknown.join(', ')}, not in kbp agent --help yet`);
     }
+    // Every container runs the image set in the base (components copy it), and
+    // those that run no command of their own run a kbp command.
+    const image = containerRun(rendered.get('base')!, 'agent', fields).container.image;
+    t.match(image, /^ghcr\.io\/kube-bpf-proxy\/kbp:/, `base image ${image}`);
+    const help = (await run(process.execPath, [kbpBin(), '--help'])).stdout;
+    for (const [dir, objects] of rendered) {
+      for (const o of objects.filter((x) => x.kind === 'DaemonSet')) {
+        const pod = (o as unknown as { spec: { template: { spec: { containers: Array<{ name: string; image: string; command?: string[]; args?: string[] }>; initContainers?: Array<{ name: string; image: string; command?: string[]; args?: string[] }> } } } }).spec.template.spec;
+        for (const c of [...(pod.initContainers ?? []), ...pod.containers]) {
+          t.equal(c.image, image, `${dir}: container ${c.name} runs the kbp image`);
+          if (c.command) continue;
+          t.match(help, new RegExp(`^  ${c.args![0]}\\b`, 'm'), `${dir}: container ${c.name} runs kbp ${c.args![0]}`);
+        }
+      }
+    }
+    const composed = rendered.get('composed')!.find((o) => o.kind === 'DaemonSet') as unknown as { spec: { template: { spec: { initContainers: Array<{ name: string }> } } } };
+    t.same(composed.spec.template.spec.initContainers.map((c) => c.name), ['accept-local', 'cleanup-iptables'], `components combine: ${COMPOSED.join(' + ')}`);
     const sizes = containerRun(rendered.get('overlays/map-sizes')!, 'agent', fields).args.find((a) => a.startsWith('--map-sizes='))!;
     for (const kv of sizes.slice('--map-sizes='.length).split(',')) {
       const [k, v] = kv.split('=');

@@ -5,6 +5,7 @@
 // DaemonSet's container into the argv and environment the kubelet would run
 // (env from ConfigMaps and the downward API, $(VAR) expansion).
 
+import { writeFile } from 'node:fs/promises';
 import https from 'node:https';
 import path from 'node:path';
 import { parseAllDocuments } from 'yaml';
@@ -29,6 +30,20 @@ export async function kustomizeBin(): Promise<string> {
 /** `kustomize build DIR` (relative to deploy/), as objects. */
 export async function render(bin: string, dir: string): Promise<K8sObject[]> {
   const { stdout } = await run(bin, ['build', path.join(projectRoot, 'deploy', dir)]);
+  return parseAllDocuments(stdout)
+    .map((d) => d.toJS() as K8sObject | null)
+    .filter((o): o is K8sObject => !!o);
+}
+
+/**
+ * deploy/base with several of deploy/components at once, the way a user
+ * combines knobs: a kustomization written into `dir` (paths relative to it).
+ */
+export async function renderComposed(bin: string, dir: string, components: string[]): Promise<K8sObject[]> {
+  const rel = (p: string) => path.relative(dir, path.join(projectRoot, 'deploy', p));
+  const k = ['apiVersion: kustomize.config.k8s.io/v1beta1', 'kind: Kustomization', 'resources:', `  - ${rel('base')}`, 'components:', ...components.map((c) => `  - ${rel(`components/${c}`)}`), ''];
+  await writeFile(path.join(dir, 'kustomization.yaml'), k.join('\n'));
+  const { stdout } = await run(bin, ['build', dir]);
   return parseAllDocuments(stdout)
     .map((d) => d.toJS() as K8sObject | null)
     .filter((o): o is K8sObject => !!o);
