@@ -3,7 +3,15 @@
 //
 // Topology: two node namespaces built identically (src/testbed/topology.ts),
 // each with 10 backend pods 10.244.1.10-19 and two spare pods .20/.21 running
-// `loadgen serve`, and a client pod 10.244.1.100 running `loadgen client`.
+// `loadgen serve`, and a client pod 10.244.1.100 running `loadgen client`
+// (plus, on the kbp node, a second client pod 10.244.1.101 used by the direct
+// mode only: a backend keeps TIME_WAIT for 60 s per client address and port,
+// and a client port reused through a different destination carries an
+// unrelated ISN/timestamp, which the backend answers with a challenge ACK; a
+// separate client address keeps the direct runs from seeding such state for
+// the kbp runs. The kbp runs do the same to each other when two Services
+// share backends — "last" then "random" — as they would in a cluster, and
+// kube-proxy is measured in the same order).
 // One node ("kpnode") only ever runs kube-proxy; the other ("kbpnode") runs
 // nothing for the direct mode and kbp for the kbp mode, so kbp and direct are
 // measured on a node that never had iptables rules (no conntrack, no nat
@@ -175,6 +183,8 @@ const sliceObj = (name: string, ips: string[]) => ({
 interface BenchNode {
   proxyNode: ProxyNode;
   client: LoadClient;
+  /** The direct mode's own client (another address; see the header). */
+  directClient: LoadClient;
   /** Pod name answering at each address. */
   nameAt: Map<string, string>;
 }
@@ -191,8 +201,10 @@ async function buildNode(tb: Testbed, cp: ControlPlane, bin: string, nodeName: s
   }
   const clientPod = await cluster.addPod(`${tag}c`, '10.244.1.100');
   const client = await LoadClient.start(tb, bin, clientPod.ns);
+  const directPod = await cluster.addPod(`${tag}d`, '10.244.1.101');
+  const directClient = await LoadClient.start(tb, bin, directPod.ns);
   const relay = await relayInto(tb, cluster.nodeNs, cp);
-  return { proxyNode: { cluster, relay }, client, nameAt };
+  return { proxyNode: { cluster, relay }, client, directClient, nameAt };
 }
 
 interface Measured {
@@ -319,7 +331,7 @@ export async function runCompare(tb: Testbed, bin: string, o: CompareOptions): P
             const addrs = t.idx === null ? podIps.map((ip) => `${ip}:8080`) : [`${vips[t.idx]}:80`];
             const reps: Measured[] = [];
             for (let r = 0; r < o.repetitions; r++) {
-              reps.push(await measureOnce(node.client, addrs, o));
+              reps.push(await measureOnce(mode === 'direct' ? node.directClient : node.client, addrs, o));
               const m = reps[reps.length - 1]!;
               p(`N=${n} ${mode} ${t.target}${t.idx === null ? '' : ` (svc-${t.idx})`} rep ${r + 1}/${o.repetitions}: connect p50 ${m.connect.p50.toFixed(3)} p99 ${m.connect.p99.toFixed(3)} ms, ${m.rate.toFixed(0)} conn/s, ${m.errors} errors, machine busy ${(m.cpu.busy * 100).toFixed(0)}% (sys ${(m.cpu.system * 100).toFixed(0)}%, softirq ${(m.cpu.softirq * 100).toFixed(0)}%), generator ${m.loadgenCores.toFixed(2)} cores`);
             }
@@ -333,7 +345,7 @@ export async function runCompare(tb: Testbed, bin: string, o: CompareOptions): P
             }
             rows.push({ t, reps, counters });
             if (t.target !== 'last') {
-              keep = await node.client.run({ op: 'keepalive', targets: addrs, concurrency: o.concurrency, durationMs: o.durationMs });
+              keep = await (mode === 'direct' ? node.directClient : node.client).run({ op: 'keepalive', targets: addrs, concurrency: o.concurrency, durationMs: o.durationMs });
               p(`N=${n} ${mode}: keep-alive ${keep.perSecond.toFixed(0)} req/s, p50 ${keep.requestMs!.p50.toFixed(3)} p99 ${keep.requestMs!.p99.toFixed(3)} ms`);
             }
           }
