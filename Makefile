@@ -47,7 +47,7 @@ dist/.stamp: $(TS_SRCS) tsconfig.json node_modules/.package-lock.json
 check: deps
 	npx tsc -p tsconfig.check.json
 
-test: build check k8s-bins
+test: build check k8s-bins kustomize
 	npx tap
 
 # The real control plane (tools/k8s, src/testbed/apiserver.ts). k8s-bins builds
@@ -56,6 +56,12 @@ test: build check k8s-bins
 .PHONY: k8s-bins cluster-up cluster-down
 k8s-bins:
 	@bash scripts/k8s-bins.sh >/dev/null || { rc=$$?; [ $$rc -eq 3 ] && echo "k8s-bins: no Go, not built; API server tests will skip"; [ $$rc -eq 3 ]; }
+
+# kustomize (v5, from the Go module proxy into ~/.cache/kbp, ~2 min once):
+# test/deploy renders deploy/ with it.
+.PHONY: kustomize
+kustomize:
+	@bash scripts/kustomize.sh >/dev/null || { rc=$$?; [ $$rc -eq 3 ] && echo "kustomize: no Go, not built; deploy tests will skip"; [ $$rc -eq 3 ]; }
 
 # etcd + kube-apiserver on loopback in the background; writes .cache/kubeconfig.
 cluster-up: deps ts
