@@ -50,6 +50,13 @@ check: deps
 test: build check k8s-bins kustomize
 	npx tap
 
+# The reliability suite (test/reliability, docs/reliability.md) at full size:
+# 1M fuzz packets, 30 s API server outage, 60 s endpoint churn, ... `make test`
+# runs the same files shortened.
+.PHONY: soak
+soak: build check k8s-bins
+	KBP_SOAK=1 npx tap --timeout=3600 test/reliability/*.test.ts
+
 # The real control plane (tools/k8s, src/testbed/apiserver.ts). k8s-bins builds
 # kube-apiserver, kube-proxy and etcd into ~/.cache/kbp once (a cold build takes
 # many minutes); without Go it only warns, and the tests that need them skip.
