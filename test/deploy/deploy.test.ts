@@ -37,7 +37,7 @@ import t from 'tap';
 import { readFile, writeFile, mkdir } from 'node:fs/promises';
 import { existsSync, readdirSync } from 'node:fs';
 import path from 'node:path';
-import { ensureK8sBins, K8sBinsUnavailable, relayInto, startControlPlane, type ControlPlane } from '../../src/testbed/apiserver.js';
+import { relayInto, startControlPlane, type ControlPlane } from '../../src/testbed/apiserver.js';
 import { nodeObject, serviceObjects } from '../../src/testbed/manifests.js';
 import { nsExec, run, Testbed } from '../../src/testbed/netns.js';
 import { Probe, childEnv, startPodServer } from '../../src/testbed/programs.js';
@@ -46,7 +46,7 @@ import { kbpBin } from '../../src/testbed/agent.js';
 import { agentUsage } from '../../src/agent/options.js';
 import { InformerSource } from '../../src/k8s/informers.js';
 import { memoryLogger } from '../../src/log.js';
-import { containerRun, kustomizeBin, KustomizeUnavailable, render, renderComposed, serverSideApply, type K8sObject } from './render.js';
+import { containerRun, k8sSkipReason, kustomizeBin, render, renderComposed, serverSideApply, type K8sObject } from './render.js';
 
 const NODE = 'node-1';
 const NODE_IP = '172.18.0.11';
@@ -59,17 +59,8 @@ const PENDING_FLAGS = new Set(['--nodeport-acceleration', '--map-sizes']);
 const MAP_SIZE_KEYS = new Set(['services', 'backends', 'revnat', 'conntrack', 'snat', 'affinity']);
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-let skip: string | false = process.getuid?.() !== 0 ? 'needs root (network namespaces, bpffs, tc)' : false;
-let kustomize = '';
-if (!skip) {
-  try {
-    await ensureK8sBins();
-    kustomize = await kustomizeBin();
-  } catch (err) {
-    if (!(err instanceof K8sBinsUnavailable) && !(err instanceof KustomizeUnavailable)) throw err;
-    skip = `Kubernetes binaries or kustomize unavailable: ${(err as Error).message}`;
-  }
-}
+const skip = await k8sSkipReason('network namespaces, bpffs, tc', { kustomize: true });
+const kustomize = skip ? '' : await kustomizeBin();
 
 async function must(cp: ControlPlane, method: string, p: string, body?: unknown): Promise<Record<string, unknown>> {
   const r = await cp.request(method, p, body);

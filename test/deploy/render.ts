@@ -10,12 +10,28 @@ import https from 'node:https';
 import path from 'node:path';
 import { parseAllDocuments } from 'yaml';
 import { projectRoot } from '../../src/paths.js';
-import type { ControlPlane } from '../../src/testbed/apiserver.js';
+import { ensureK8sBins, K8sBinsUnavailable, type ControlPlane } from '../../src/testbed/apiserver.js';
 import { run, CommandError } from '../../src/testbed/netns.js';
 
 export type K8sObject = { apiVersion: string; kind: string; metadata: { name: string; namespace?: string }; [k: string]: unknown };
 
 export class KustomizeUnavailable extends Error {}
+
+/**
+ * Why a test against the real API server cannot run here (not root: `why`;
+ * no Go to build the Kubernetes binaries, or kustomize when asked), or false.
+ */
+export async function k8sSkipReason(why: string, opts: { kustomize?: boolean } = {}): Promise<string | false> {
+  if (process.getuid?.() !== 0) return `needs root (${why})`;
+  try {
+    await ensureK8sBins();
+    if (opts.kustomize) await kustomizeBin();
+    return false;
+  } catch (err) {
+    if (err instanceof K8sBinsUnavailable || err instanceof KustomizeUnavailable) return `Kubernetes binaries or kustomize unavailable: ${err.message}`;
+    throw err;
+  }
+}
 
 /** The kustomize binary (built once); throws KustomizeUnavailable without Go. */
 export async function kustomizeBin(): Promise<string> {
