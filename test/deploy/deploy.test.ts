@@ -204,7 +204,12 @@ t.test('deploy/ manifests', { skip, timeout: 240_000 }, async (t) => {
     '-addext', `subjectAltName=IP:${NODE_IP}`, '-keyout', path.join(tlsDir, 'tls.key'), '-out', path.join(tlsDir, 'tls.crt')]);
   const caFile = path.join(tlsDir, 'tls.crt');
 
-  const overlay = rendered.get('overlays/api-node-ip')!;
+  // The user's one required setting: the API server's own address (here the
+  // relay inside the node namespace), in the ConfigMap.
+  const overlay = structuredClone(rendered.get('overlays/api-node-ip')!);
+  const cm = overlay.find((o) => o.kind === 'ConfigMap') as K8sObject & { data: Record<string, string> };
+  t.equal(cm.data.KUBERNETES_SERVICE_HOST, 'api-server.invalid', 'the base ConfigMap asks for the API server address');
+  Object.assign(cm.data, { KUBERNETES_SERVICE_HOST: '127.0.0.1', KUBERNETES_SERVICE_PORT: String(RELAY_PORT) });
   const dsRun = containerRun(overlay, 'agent', { 'spec.nodeName': NODE, 'status.hostIP': NODE_IP });
   // What the pod's mounts map: /sys/fs/bpf is the host's bpffs (here the
   // test's private one), /etc/kbp/tls the Secret.
@@ -213,7 +218,17 @@ t.test('deploy/ manifests', { skip, timeout: 240_000 }, async (t) => {
   const caps = dsRun.container.securityContext?.capabilities?.add ?? [];
   t.same(dsRun.container.securityContext?.capabilities?.drop, ['ALL']);
   t.notOk(dsRun.container.securityContext?.privileged, 'not privileged');
-  const podEnv = { ...childEnv(), KUBERNETES_SERVICE_HOST: '127.0.0.1', KUBERNETES_SERVICE_PORT: String(RELAY_PORT), KBP_SERVICEACCOUNT_DIR: saDir };
+  // The container's environment: what the kubelet injects (the `kubernetes`
+  // Service's ClusterIP, which nothing serves in the node before kbp runs),
+  // overridden by envFrom/env as the kubelet does; the ServiceAccount folder
+  // moved to the test's.
+  const podEnv = {
+    ...childEnv(),
+    KUBERNETES_SERVICE_HOST: '10.96.0.1',
+    KUBERNETES_SERVICE_PORT: '443',
+    ...Object.fromEntries(dsRun.env),
+    KBP_SERVICEACCOUNT_DIR: saDir,
+  };
   const logDir = await tb.tempDir('agent-logs');
   let runs = 0;
   /** Starts the agent with `args` under exactly `capSet` (names as in the manifest); resolves with its log reader. */
