@@ -41,12 +41,16 @@ import type { Logger } from '../log.js';
 
 const BPF_NOEXIST = 1;
 
-/** Every map this agent's datapath uses, by family: the version it expects. */
+/** Every map this agent's datapath uses (each KBP_MAP_* of abi.h), by family: the version it expects. */
 const CURRENT = new Map(
-  [abi.KBP_MAP_SERVICES, abi.KBP_MAP_BACKENDS, abi.KBP_MAP_REVNAT, abi.KBP_MAP_CT, abi.KBP_MAP_STATS, abi.KBP_MAP_AFFINITY, abi.KBP_MAP_SNAT, abi.KBP_MAP_CONFIG].map((name) => {
-    const p = parseMapName(name)!;
-    return [p.family, { name, version: p.version }] as const;
-  }),
+  Object.entries(abi.ABI_CONSTANTS)
+    .filter(([k]) => k.startsWith('KBP_MAP_'))
+    .map(([, v]) => {
+      const name = String(v);
+      const p = parseMapName(name);
+      if (!p) throw new Error(`abi: map name ${name} is not kbp_<family>_v<N>`);
+      return [p.family, { name, version: p.version }] as const;
+    }),
 );
 
 export class MigrationError extends Error {
