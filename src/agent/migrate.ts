@@ -193,6 +193,9 @@ export class MapMigration {
     if (!this.pending) return;
     await this.step('copy before quiesce', () => this.carry(mapOf, 'before quiesce'));
     await this.step('quiesce old datapath', async () => {
+      if (!this.found.some((x) => x.legacy.quiesce) && this.found.some((x) => x.legacy.kind === 'flows')) {
+        this.log.warn('no old map to quiesce the old datapath with: flows opened in the last milliseconds before the switch may be balanced again');
+      }
       for (const f of this.found.filter((x) => x.legacy.quiesce)) {
         const w = writerOf(f.map, f.legacy.name);
         const entries = await w.entries(f.legacy.name);
