@@ -40,8 +40,9 @@ log "building $commit into $dir (bpf, addon, dist; takes a few minutes once)"
 git -C "$root" archive "$commit" | tar -x -C "$tmp"
 ln -s "$root/node_modules" "$tmp/node_modules"
 # The deps target (apt, npm ci) is left out: this machine already has what
-# today's build needs, and node_modules is today's.
-nice make -C "$tmp" bpf addon ts >&2
+# today's build needs, and node_modules is today's; -o keeps make from ever
+# running npm ci into that shared folder.
+nice make -C "$tmp" -o node_modules/.package-lock.json bpf addon ts >&2
 date -u +%FT%TZ >"$tmp/.stamp"
 rm -rf "$dir"
 mv "$tmp" "$dir"
