@@ -13,13 +13,20 @@
 //   - healthz and metrics on the namespace's loopback.
 //   - clusterCIDR 10.244.0.0/16 (every node's pod range), so traffic from
 //     outside the pods to a ClusterIP is masqueraded as upstream does it.
+// iptables backend: "legacy" (x_tables) by default, or "nft" (iptables-nft).
+// kube-proxy runs `iptables`, `iptables-save`, `iptables-restore` (and the
+// ip6 ones) from PATH; its PATH starts with a folder of links to the chosen
+// backend's binaries, and every iptables command here uses the same backend.
+// (Debian's default `iptables` is the nft one; its iptables-restore needed
+// more than 11 minutes for kube-proxy's first sync at 5k Services x 10
+// endpoints on the benchmark VM, where the legacy one needs seconds.)
 // Everything it programs lives in the node namespace's netfilter tables. On
 // SIGTERM kube-proxy leaves its rules behind (as it does on a real node);
 // stop() reports which KUBE-* chains are left and cleanup() removes them with
 // `kube-proxy --cleanup` run in the same namespace, then checks none is left.
 
 import type { ChildProcess } from 'node:child_process';
-import { readFile, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, symlink, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { stringify } from 'yaml';
 import { ensureK8sBins, type K8sBins } from './apiserver.js';
@@ -27,6 +34,16 @@ import { nsExec, stopChild, type Testbed } from './netns.js';
 
 /** Every node's pod range in the testbed (topology.ts, multinode.ts). */
 export const CLUSTER_CIDR = '10.244.0.0/16';
+
+export type IptablesBackend = 'legacy' | 'nft';
+export const DEFAULT_BACKEND: IptablesBackend = 'legacy';
+const IPTABLES_TOOLS = ['iptables', 'iptables-save', 'iptables-restore', 'ip6tables', 'ip6tables-save', 'ip6tables-restore'];
+
+/** `iptables-save` → `iptables-legacy-save` (Debian's names for each backend). */
+export function backendTool(tool: string, backend: IptablesBackend): string {
+  const [family, ...rest] = tool.split('-');
+  return [`${family}-${backend}`, ...rest].join('-');
+}
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 export interface KubeProxyOptions {
@@ -44,6 +61,8 @@ export interface KubeProxyOptions {
   syncPeriod?: string;
   /** klog verbosity (-v); default 2, which logs every sync with its duration. */
   verbosity?: number;
+  /** iptables backend kube-proxy uses; default legacy. */
+  backend?: IptablesBackend;
   bins?: K8sBins;
 }
 
@@ -79,9 +98,9 @@ export function withoutKubeChains(save: string): string {
 
 export const chainCount = (c: KubeChains) => c.nat.length + c.filter.length + c.mangle.length;
 
-/** `iptables-save` (or ip6tables-save) inside `ns` (all tables, or one). */
-export async function iptablesSave(ns: string, table?: string, family: 'ip' | 'ip6' = 'ip'): Promise<string> {
-  const { stdout } = await nsExec(ns, `${family}tables-save`, table ? ['-t', table] : [], { timeoutMs: 120_000 });
+/** `iptables-save` (or ip6tables-save) of one backend inside `ns` (all tables, or one). */
+export async function iptablesSave(ns: string, table?: string, family: 'ip' | 'ip6' = 'ip', backend: IptablesBackend = DEFAULT_BACKEND): Promise<string> {
+  const { stdout } = await nsExec(ns, backendTool(`${family}tables-save`, backend), table ? ['-t', table] : [], { timeoutMs: 300_000 });
   return stdout;
 }
 
@@ -110,6 +129,8 @@ export class KubeProxy {
     /** Epoch ms when the process was started. */
     readonly startedAt: number,
     private readonly bins: K8sBins,
+    readonly backend: IptablesBackend,
+    private readonly env: NodeJS.ProcessEnv,
   ) {}
 
   /** Writes the configuration and starts kube-proxy in `ns`; resolves once it runs (not yet synced). */
@@ -139,9 +160,14 @@ export class KubeProxy {
     };
     const configFile = path.join(dir, 'config.yaml');
     await writeFile(configFile, stringify(config));
+    const backend = opts.backend ?? DEFAULT_BACKEND;
+    const binDir = path.join(dir, 'bin');
+    await mkdir(binDir);
+    for (const tool of IPTABLES_TOOLS) await symlink(`/usr/sbin/${backendTool(tool, backend)}`, path.join(binDir, tool));
+    const env = { ...process.env, PATH: `${binDir}:${process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin'}` };
     const startedAt = Date.now();
-    const child = tb.spawn(ns, [bins.kubeProxy, `--config=${configFile}`, `--v=${opts.verbosity ?? 2}`], { logFile, stopTimeoutMs: 10_000 });
-    return new KubeProxy(ns, child, logFile, configFile, `http://${healthz}/healthz`, `http://${metrics}/metrics`, startedAt, bins);
+    const child = tb.spawn(ns, [bins.kubeProxy, `--config=${configFile}`, `--v=${opts.verbosity ?? 2}`], { logFile, env, stopTimeoutMs: 10_000 });
+    return new KubeProxy(ns, child, logFile, configFile, `http://${healthz}/healthz`, `http://${metrics}/metrics`, startedAt, bins, backend, env);
   }
 
   get running(): boolean {
@@ -206,7 +232,7 @@ export class KubeProxy {
   /** Which of `services` ("ns/name:port") KUBE-SERVICES does not send to a KUBE-SVC chain. */
   async missingServices(services: readonly string[]): Promise<string[]> {
     if (services.length === 0) return [];
-    const present = new Set(kubeServicesOrder(await iptablesSave(this.ns, 'nat')));
+    const present = new Set(kubeServicesOrder(await iptablesSave(this.ns, 'nat', 'ip', this.backend)));
     return services.filter((s) => !present.has(s));
   }
 
@@ -219,7 +245,7 @@ export class KubeProxy {
   /** SIGTERM (SIGKILL after 10 s); resolves with the KUBE-* chains it left in the namespace. */
   async stop(): Promise<KubeChains> {
     await stopChild(this.child, 10_000);
-    return kubeChainsIn(await iptablesSave(this.ns));
+    return kubeChainsIn(await iptablesSave(this.ns, undefined, 'ip', this.backend));
   }
 
   /**
@@ -234,16 +260,16 @@ export class KubeProxy {
     if (this.running) throw new Error('kube-proxy cleanup: stop it first');
     // --cleanup exits non-zero when some mode had nothing to clean (no nft
     // binary, no ipvs); what counts is the check below.
-    await nsExec(this.ns, this.bins.kubeProxy, ['--cleanup', '--v=0'], { timeoutMs: 120_000 }).catch(() => undefined);
+    await nsExec(this.ns, this.bins.kubeProxy, ['--cleanup', '--v=0'], { timeoutMs: 300_000, env: this.env }).catch(() => undefined);
     let leftByCleanup: KubeChains | undefined;
     // kube-proxy runs dual-stack here: it programs ip6tables as well.
     for (const family of ['ip', 'ip6'] as const) {
-      const save = await iptablesSave(this.ns, undefined, family);
+      const save = await iptablesSave(this.ns, undefined, family, this.backend);
       const left = kubeChainsIn(save);
       leftByCleanup ??= left;
       if (chainCount(left) === 0) continue;
-      await nsExec(this.ns, `${family}tables-restore`, [], { input: withoutKubeChains(save), timeoutMs: 120_000 });
-      const still = kubeChainsIn(await iptablesSave(this.ns, undefined, family));
+      await nsExec(this.ns, backendTool(`${family}tables-restore`, this.backend), [], { input: withoutKubeChains(save), timeoutMs: 300_000 });
+      const still = kubeChainsIn(await iptablesSave(this.ns, undefined, family, this.backend));
       if (chainCount(still) > 0) throw new Error(`KUBE-* chains left in ${this.ns} (${family}tables) after cleanup: ${JSON.stringify(still)}`);
     }
     return leftByCleanup!;

@@ -71,7 +71,7 @@ t.test('kube-proxy iptables mode carries a ClusterIP in a node namespace', { ski
   const syncMs = await kp.waitSynced({ services: ['default/web:http'], timeoutMs: 60_000 });
   t.ok(syncMs > 0 && syncMs < 60_000, `first sync ${Math.round(syncMs)} ms after start`);
   t.ok((await kp.rssMb()) > 1, 'RSS readable');
-  t.same(kubeServicesOrder(await iptablesSave(cluster.nodeNs, 'nat')), ['default/web:http'], 'KUBE-SERVICES holds the Service (the apiserver\'s own kubernetes Service has no endpoints)');
+  t.same(kubeServicesOrder(await iptablesSave(cluster.nodeNs, 'nat', 'ip', kp.backend)), ['default/web:http'], 'KUBE-SERVICES holds the Service (the apiserver\'s own kubernetes Service has no endpoints)');
 
   const results = await probe.http(VIP, 80, { count: 30 });
   const failed = results.filter((r) => !r.ok);
@@ -86,8 +86,8 @@ t.test('kube-proxy iptables mode carries a ClusterIP in a node namespace', { ski
   const leftByCleanup = await kp.cleanup();
   t.comment(`kube-proxy --cleanup left: ${JSON.stringify(leftByCleanup)} (removed by KubeProxy.cleanup)`);
   const none = { nat: [], filter: [], mangle: [] };
-  t.same(kubeChainsIn(await iptablesSave(cluster.nodeNs)), none, 'no KUBE-* chain left in iptables after cleanup');
-  t.same(kubeChainsIn(await iptablesSave(cluster.nodeNs, undefined, 'ip6')), none, 'nor in ip6tables');
+  t.same(kubeChainsIn(await iptablesSave(cluster.nodeNs, undefined, 'ip', kp.backend)), none, `no KUBE-* chain left in iptables (${kp.backend}) after cleanup`);
+  t.same(kubeChainsIn(await iptablesSave(cluster.nodeNs, undefined, 'ip6', kp.backend)), none, 'nor in ip6tables');
   const after = await probe.http(VIP, 80, { timeoutMs: 500 });
   t.notOk(after[0]!.ok, 'no answer on the ClusterIP once the rules are gone');
 });

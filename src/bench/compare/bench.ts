@@ -39,7 +39,7 @@ import { readFile } from 'node:fs/promises';
 import os from 'node:os';
 import https from 'node:https';
 import { apiRequest, relayInto, startControlPlane, type ControlPlane } from '../../testbed/apiserver.js';
-import { iptablesSave, kubeServicesOrder } from '../../testbed/kubeproxy.js';
+import { DEFAULT_BACKEND, iptablesSave, kubeServicesOrder } from '../../testbed/kubeproxy.js';
 import { nodeObject } from '../../testbed/manifests.js';
 import type { Testbed } from '../../testbed/netns.js';
 import { Cluster } from '../../testbed/topology.js';
@@ -61,6 +61,8 @@ export interface CompareOptions {
   changes: number;
   repetitions: number;
   progress: (s: string) => void;
+  /** Called with everything measured so far after each N (the full run writes its report there). */
+  onScale?: (partial: CompareResult) => Promise<void>;
 }
 
 export const FULL: Omit<CompareOptions, 'progress'> = { scales: [100, 1000, 5000, 10_000], endpoints: 10, durationMs: 3000, latencyMs: 2000, concurrency: 8, changes: 20, repetitions: 3 };
@@ -294,6 +296,38 @@ export async function runCompare(tb: Testbed, bin: string, o: CompareOptions): P
     let seed = 20_251_122;
     const rand = () => (seed = (seed * 1103515245 + 12345) & 0x7fffffff) / 0x7fffffff;
 
+    /** Everything measured so far, with the conditions. */
+    const result = (): CompareResult => {
+      const cpus = os.cpus();
+      const load = os.loadavg();
+      return {
+        runs,
+        loadgen_ceiling: { conn_per_s: ceil.perSecond, connect_p99_ms: ceil.connectMs!.p99, cpu_cores: ceil.cpuSeconds / ceil.seconds },
+        kube_services_order_check: orderCheck,
+        conditions: {
+          kernel: os.release(),
+          cpu: cpus[0]?.model ?? 'unknown',
+          cpus: cpus.length,
+          node: process.version,
+          kube_proxy: cp.version,
+          iptables_backend: DEFAULT_BACKEND,
+          N: o.scales,
+          endpoints_per_service: o.endpoints,
+          repetitions: o.repetitions,
+          spread: 'min and max over repetitions (spread field of each run); the figures are medians over repetitions',
+          concurrency: o.concurrency,
+          rate_run_ms: o.durationMs,
+          latency_run_ms: o.latencyMs,
+          latency_concurrency: 1,
+          changes: o.changes,
+          change_spacing: '>= 1.1 s (kube-proxy minSyncPeriod 1 s; kbp --min-sync-period 100 ms)',
+          load_average_at_end: load.map((x) => Number(x.toFixed(2))),
+          date: new Date().toISOString(),
+        },
+        duration_s: (now() - started) / 1000,
+      };
+    };
+
     for (const n of [...o.scales].sort((a, b) => a - b)) {
       p(`N=${n}: creating Services ${vips.length}..${n - 1} (${o.endpoints} endpoints each) through the API`);
       const t0 = now();
@@ -326,7 +360,7 @@ export async function runCompare(tb: Testbed, bin: string, o: CompareOptions): P
         }
         try {
           if (mode === 'iptables') {
-            const order = kubeServicesOrder(await iptablesSave(node.proxyNode.cluster.nodeNs, 'nat')).filter((s) => s.startsWith(`${NS}/svc-`));
+            const order = kubeServicesOrder(await iptablesSave(node.proxyNode.cluster.nodeNs, 'nat', 'ip', DEFAULT_BACKEND)).filter((s) => s.startsWith(`${NS}/svc-`));
             lastIdx = Number(/svc-(\d+):/.exec(order[order.length - 1] ?? '')?.[1] ?? n - 1);
             orderCheck[n] = { last: order[order.length - 1] ?? '', rules: order.length };
             p(`N=${n} iptables: KUBE-SERVICES sends ${order.length} bench Services; the last is svc-${lastIdx}`);
@@ -403,34 +437,9 @@ export async function runCompare(tb: Testbed, bin: string, o: CompareOptions): P
           }
         }
       }
+      await o.onScale?.(result());
     }
-    const cpus = os.cpus();
-    const load = os.loadavg();
-    return {
-      runs,
-      loadgen_ceiling: { conn_per_s: ceil.perSecond, connect_p99_ms: ceil.connectMs!.p99, cpu_cores: ceil.cpuSeconds / ceil.seconds },
-      kube_services_order_check: orderCheck,
-      conditions: {
-        kernel: os.release(),
-        cpu: cpus[0]?.model ?? 'unknown',
-        cpus: cpus.length,
-        node: process.version,
-        kube_proxy: cp.version,
-        N: o.scales,
-        endpoints_per_service: o.endpoints,
-        repetitions: o.repetitions,
-        spread: 'min and max over repetitions (spread field of each run); the figures are medians over repetitions',
-        concurrency: o.concurrency,
-        rate_run_ms: o.durationMs,
-        latency_run_ms: o.latencyMs,
-        latency_concurrency: 1,
-        changes: o.changes,
-        change_spacing: '>= 1.1 s (kube-proxy minSyncPeriod 1 s; kbp --min-sync-period 100 ms)',
-        load_average_at_end: load.map((x) => Number(x.toFixed(2))),
-        date: new Date().toISOString(),
-      },
-      duration_s: (now() - started) / 1000,
-    };
+    return result();
   } finally {
     api.close();
     await cp.stop();

@@ -71,6 +71,7 @@ export async function benchCompare(c: CompareCommand): Promise<{ report: FullRep
   }
 
   const base = c.quick ? QUICK : FULL;
+  const out = c.out ?? (c.quick ? undefined : path.join(projectRoot, 'docs', 'benchmarks'));
   const opts: CompareOptions = {
     ...base,
     ...(c.scales ? { scales: c.scales } : {}),
@@ -78,6 +79,14 @@ export async function benchCompare(c: CompareCommand): Promise<{ report: FullRep
     ...(c.changes ? { changes: c.changes } : {}),
     ...(c.durationMs ? { durationMs: c.durationMs, latencyMs: c.durationMs } : {}),
     progress,
+    // After each N the report holds what is measured so far, so a run cut
+    // short keeps its figures.
+    onScale: async (partial) => {
+      if (!out) return;
+      const cmd = `${c.command} (partial: N=${[...new Set(partial.runs.map((r) => r.services))].join(', ')} done)`;
+      await writeReport(out, { compare: partial, differential, packet: null, command: cmd, uptime: { start: up0, end: uptime() }, total_duration_s: (Date.now() - t0) / 1000 });
+      progress(`partial report written to ${out}`);
+    },
   };
   const tb = Testbed.create();
   let compare;
@@ -93,7 +102,6 @@ export async function benchCompare(c: CompareCommand): Promise<{ report: FullRep
     packet = await packetBench(c.quick ? { services: [1, 1000], samples: 5000 } : {});
   }
   const report: FullReport = { compare, differential, packet, command: c.command, uptime: { start: up0, end: uptime() }, total_duration_s: (Date.now() - t0) / 1000 };
-  const out = c.out ?? (c.quick ? undefined : path.join(projectRoot, 'docs', 'benchmarks'));
   const files = out ? await writeReport(out, report) : [];
   for (const f of files) progress(`wrote ${path.relative(process.cwd(), f)}`);
   return { report, files, ok: !differential || differential.mismatches.length === 0 };
