@@ -8,10 +8,10 @@
 // up): a client that has just made tens of thousands of short connections
 // through one Service reuses its source ports through the next one, and the
 // backends still hold TIME_WAIT for those (client address, port) pairs from
-// a different destination as the client saw it; the first runs of this
-// benchmark showed that as 1 s SYN retransmits and failed connections for
-// kube-proxy and kbp alike, so fresh client addresses keep one measurement
-// from seeding the next. Endpoint changes are timed from one more client.
+// a different destination as the client saw it (the likely cause, not
+// confirmed); the first runs of this benchmark showed 1 s SYN retransmits and
+// failed connections there for kube-proxy and kbp alike, so fresh client
+// addresses keep one measurement from seeding the next. Endpoint changes are timed from one more client.
 // One node ("kpnode") only ever runs kube-proxy; the other ("kbpnode") runs
 // nothing for the direct mode and kbp for the kbp mode, so kbp and direct are
 // measured on a node that never had iptables rules (no conntrack, no nat

@@ -140,6 +140,11 @@ export function markdown(r: FullReport): string {
   lines.push('');
   lines.push(`Its loopback ceiling (client and server in the client pod, concurrency ${String(cond.concurrency)}): ${f(c.loadgen_ceiling.conn_per_s, 0)} conn/s using ${f(c.loadgen_ceiling.cpu_cores, 2)} cores. The "loadgen cores" column is the generator's own CPU during each rate run. With 2 vCPUs shared by client, servers, kernel and proxy, the rate figures measure the whole machine's cost per connection; compare modes by their ratio, not by absolute numbers.`);
   lines.push('');
+  lines.push('### Method notes from earlier runs (same machine, same day)');
+  lines.push('');
+  lines.push('- kube-proxy runs with the legacy iptables backend (`iptables-legacy*` first on its PATH). With Debian\'s default `iptables` (nft backend), its first sync took 12.4 s at 1000 Services and had not finished after 11 min at 5000 (one `iptables-restore` of 160,010 nat rules in 55,006 chains, at ~60 % of a CPU), so the full run could not finish with it.');
+  lines.push('- Each measured target gets a fresh client pod. In a run where one client made ~40k short connections through one Service and then went on through a second Service with the same backends, the second Service ran at 116–328 conn/s with 1 s connect p99 and 3–7 failed connections per 3 s run, for kube-proxy (N=1000) and kbp (N=100) alike: the client reuses its source ports while the backends still hold TIME_WAIT for them from connections to another destination (the likely cause, not confirmed: the differential check's case that reuses 8 ports one at a time does not reproduce it). Fresh client addresses keep one measurement from seeding the next.');
+  lines.push('');
   lines.push('## Acceptance (issue 6)');
   lines.push('');
   if (acc) {
@@ -213,7 +218,7 @@ export async function writeReport(dir: string, r: FullReport): Promise<string[]>
         kube_services_order: r.compare.kube_services_order_check,
         conditions: { ...r.compare.conditions, uptime_start: r.uptime.start, uptime_end: r.uptime.end, command: r.command, duration_s: r.total_duration_s },
         acceptance: acceptance(r.compare.runs),
-        differential: r.differential ? { cases: r.differential.cases.length, mismatches: r.differential.mismatches, observations: r.differential.observations } : null,
+        differential: r.differential ? { cases: r.differential.cases.length, mismatches: r.differential.mismatches, observations: r.differential.observations, duration_ms: r.differential.durationMs, kube_proxy_left_chains: r.differential.kubeProxyLeftChains } : null,
         packet: r.packet,
       },
       null,
