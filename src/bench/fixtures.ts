@@ -51,6 +51,8 @@ import { IPPROTO_TCP, IPPROTO_UDP, type L4Proto } from './packets.js';
 
 export const TC_ACT_OK = 0;
 export const TC_ACT_SHOT = 2;
+/** bpf_redirect's verdict: the (rewritten) packet leaves through another hook. */
+export const TC_ACT_REDIRECT = 7;
 
 export interface FixtureBackend {
   id: number;

@@ -180,3 +180,102 @@ export function parsePacket(pkt: Buffer): ParsedPacket {
     payload: l4.subarray(isTcp ? ((l4[12] as number) >> 4) * 4 : 8),
   };
 }
+
+export const IPPROTO_ICMP = 1;
+export const ICMP_DEST_UNREACH = 3;
+export const ICMP_TIME_EXCEEDED = 11;
+export const ICMP_PORT_UNREACH = 3;
+export const ICMP_FRAG_NEEDED = 4;
+
+export interface IcmpErrorSpec {
+  /** Outer addresses: who reports the error, and to whom. */
+  saddr: string;
+  daddr: string;
+  type: number;
+  code: number;
+  /** Bytes 4..7 of the ICMP header (the next-hop MTU for "fragmentation needed"). */
+  rest?: number;
+  /** The offending packet (Ethernet frame from buildPacket): its IPv4 header and `quoteL4` L4 bytes are quoted. */
+  offending: Buffer;
+  /** L4 bytes quoted; default 8 (the minimum); Linux quotes up to 576 bytes in all. */
+  quoteL4?: number;
+}
+
+/** An Ethernet frame carrying an ICMP error with correct IPv4 and ICMP checksums. */
+export function buildIcmpError(spec: IcmpErrorSpec): Buffer {
+  const inner = spec.offending.subarray(ETH_LEN);
+  const ihl = ((inner[0] as number) & 0x0f) * 4;
+  const quote = Buffer.from(inner.subarray(0, Math.min(inner.length, ihl + (spec.quoteL4 ?? 8))));
+  const icmp = Buffer.alloc(8 + quote.length);
+  icmp[0] = spec.type;
+  icmp[1] = spec.code;
+  icmp.writeUInt32BE(spec.rest ?? 0, 4);
+  quote.copy(icmp, 8);
+  icmp.writeUInt16BE(inetChecksum(icmp), 2);
+  const ip = Buffer.alloc(20);
+  ip[0] = 0x45;
+  ip[1] = 0xc0;
+  ip.writeUInt16BE(20 + icmp.length, 2);
+  ip[8] = 64;
+  ip[9] = IPPROTO_ICMP;
+  ipToBuf(spec.saddr).copy(ip, 12);
+  ipToBuf(spec.daddr).copy(ip, 16);
+  ip.writeUInt16BE(inetChecksum(ip), 10);
+  const eth = Buffer.alloc(ETH_LEN);
+  DST_MAC.copy(eth, 0);
+  SRC_MAC.copy(eth, 6);
+  eth.writeUInt16BE(ETH_P_IP, 12);
+  return Buffer.concat([eth, ip, icmp]);
+}
+
+export interface ParsedIcmpError {
+  dstMac: Buffer;
+  srcMac: Buffer;
+  saddr: string;
+  daddr: string;
+  ttl: number;
+  totalLength: number;
+  type: number;
+  code: number;
+  rest: number;
+  ipChecksumOk: boolean;
+  icmpChecksumOk: boolean;
+  /** The quoted datagram: its IPv4 header fields and ports. */
+  quoted: { saddr: string; daddr: string; proto: number; sport: number; dport: number; ipChecksumOk: boolean; header: Buffer; l4: Buffer };
+}
+
+/** Parses an Ethernet frame carrying an ICMP error, verifying the outer, ICMP and quoted IPv4 checksums. */
+export function parseIcmpError(pkt: Buffer): ParsedIcmpError {
+  if (pkt.length < ETH_LEN + 20 + 8 + 20 + 8 || pkt.readUInt16BE(12) !== ETH_P_IP) throw new Error('not an IPv4 ICMP error');
+  const ipOff = ETH_LEN;
+  const ihl = ((pkt[ipOff] as number) & 0x0f) * 4;
+  const totalLength = pkt.readUInt16BE(ipOff + 2);
+  if (pkt[ipOff + 9] !== IPPROTO_ICMP) throw new Error(`not ICMP: protocol ${pkt[ipOff + 9]}`);
+  const icmp = pkt.subarray(ipOff + ihl, ipOff + totalLength);
+  const inner = icmp.subarray(8);
+  const innerIhl = ((inner[0] as number) & 0x0f) * 4;
+  const header = inner.subarray(0, innerIhl);
+  return {
+    dstMac: pkt.subarray(0, 6),
+    srcMac: pkt.subarray(6, 12),
+    saddr: bufToIp(pkt, ipOff + 12),
+    daddr: bufToIp(pkt, ipOff + 16),
+    ttl: pkt[ipOff + 8] as number,
+    totalLength,
+    type: icmp[0] as number,
+    code: icmp[1] as number,
+    rest: icmp.readUInt32BE(4),
+    ipChecksumOk: sum16(pkt.subarray(ipOff, ipOff + ihl)) === 0xffff,
+    icmpChecksumOk: sum16(icmp) === 0xffff,
+    quoted: {
+      saddr: bufToIp(header, 12),
+      daddr: bufToIp(header, 16),
+      proto: header[9] as number,
+      sport: inner.readUInt16BE(innerIhl),
+      dport: inner.readUInt16BE(innerIhl + 2),
+      ipChecksumOk: sum16(header) === 0xffff,
+      header,
+      l4: inner.subarray(innerIhl),
+    },
+  };
+}

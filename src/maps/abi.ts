@@ -42,6 +42,7 @@ export const KBP_SVC_F_EXTERNAL_IP = 1 << 2;
 export const KBP_SVC_F_LOAD_BALANCER = 1 << 3;
 export const KBP_SVC_F_AFFINITY = 1 << 4;
 export const KBP_SVC_F_VIP_MARKER = 1 << 5;
+export const KBP_SVC_F_REJECT = 1 << 6;
 
 export const KBP_BACKEND_ACTIVE = 0;
 export const KBP_BACKEND_TERMINATING = 1;
@@ -52,6 +53,10 @@ export const KBP_CT_REPLY = 1;
 export const KBP_CT_F_SEEN_REPLY = 1 << 0;
 export const KBP_CT_F_CLOSING = 1 << 1;
 export const KBP_CT_F_SNAT = 1 << 2;
+export const KBP_CT_F_HAIRPIN = 1 << 3;
+/** 169.254.42.1 as a host-order number (abi.h); hairpinned clients appear from it. */
+export const KBP_HAIRPIN_ADDR = 0xa9fe2a01;
+export const HAIRPIN_ADDR = '169.254.42.1';
 export const KBP_CT_REFRESH_NS = 1_000_000_000;
 export const KBP_CT_LIFETIME_TCP_NS = 6 * 3600 * 1_000_000_000;
 export const KBP_CT_LIFETIME_CLOSING_NS = 30 * 1_000_000_000;
@@ -73,7 +78,10 @@ export const KBP_STAT_SNAT = 11;
 export const KBP_STAT_DROP_SNAT_PORTS = 12;
 export const KBP_STAT_DROP_NO_CONFIG = 13;
 export const KBP_STAT_DROP_CT_CLASH = 14;
-export const KBP_STAT_MAX = 15;
+export const KBP_STAT_REJECT = 15;
+export const KBP_STAT_ICMP_REVNAT = 16;
+export const KBP_STAT_HAIRPIN = 17;
+export const KBP_STAT_MAX = 18;
 export const KBP_STAT_SLOTS = 64;
 
 export const KBP_SNAT_PORT_MIN = 61000;
@@ -97,6 +105,9 @@ export const STAT_NAMES: readonly string[] = [
   'drop_snat_ports',
   'drop_no_config',
   'drop_ct_clash',
+  'reject',
+  'icmp_revnat',
+  'hairpin',
 ];
 
 /** Every constant above under its C name, for comparison with native().constants(). */
@@ -126,6 +137,7 @@ export const ABI_CONSTANTS: Readonly<Record<string, number | string>> = {
   KBP_SVC_F_LOAD_BALANCER,
   KBP_SVC_F_AFFINITY,
   KBP_SVC_F_VIP_MARKER,
+  KBP_SVC_F_REJECT,
   KBP_BACKEND_ACTIVE,
   KBP_BACKEND_TERMINATING,
   KBP_BACKEND_F_LOCAL,
@@ -134,6 +146,8 @@ export const ABI_CONSTANTS: Readonly<Record<string, number | string>> = {
   KBP_CT_F_SEEN_REPLY,
   KBP_CT_F_CLOSING,
   KBP_CT_F_SNAT,
+  KBP_CT_F_HAIRPIN,
+  KBP_HAIRPIN_ADDR,
   KBP_CT_REFRESH_NS,
   KBP_CT_LIFETIME_TCP_NS,
   KBP_CT_LIFETIME_CLOSING_NS,
@@ -153,6 +167,9 @@ export const ABI_CONSTANTS: Readonly<Record<string, number | string>> = {
   KBP_STAT_DROP_SNAT_PORTS,
   KBP_STAT_DROP_NO_CONFIG,
   KBP_STAT_DROP_CT_CLASH,
+  KBP_STAT_REJECT,
+  KBP_STAT_ICMP_REVNAT,
+  KBP_STAT_HAIRPIN,
   KBP_STAT_MAX,
   KBP_STAT_SLOTS,
   KBP_SNAT_PORT_MIN,

@@ -15,6 +15,7 @@ export function svcFlagNames(flags: number): string {
     [abi.KBP_SVC_F_LOAD_BALANCER, 'load-balancer'],
     [abi.KBP_SVC_F_AFFINITY, 'affinity'],
     [abi.KBP_SVC_F_VIP_MARKER, 'vip-marker'],
+    [abi.KBP_SVC_F_REJECT, 'reject'],
   ];
   const out = names.filter(([bit]) => flags & bit).map(([, n]) => n);
   const rest = names.reduce((f, [bit]) => f & ~bit, flags);

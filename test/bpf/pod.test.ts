@@ -6,11 +6,13 @@
 //   client pod   10.244.1.2 (source ports are unique per case, so flows never collide)
 //   backends     10.244.1.10 (be1), 10.244.1.11 (be2)
 //   ClusterIPs   10.96.0.10 (tcp/80 -> 8080 x2, tcp/443 -> 8443, udp/53 -> 5353)
-//                10.96.0.20 (tcp/80, no endpoints)
+//                10.96.0.20 (tcp/80 and udp/53, no endpoints: rejects)
+//                10.96.0.21 (tcp/80, no endpoint for this node: drops)
 //   elsewhere    10.244.9.9 (a pod IP no Service uses)
 import t from 'tap';
-import { DatapathFixture, TC_ACT_OK, TC_ACT_SHOT, type FixtureFrontend } from '../../src/bench/fixtures.js';
-import { buildArp, buildPacket, parsePacket, TCP_ACK, TCP_FIN, TCP_SYN, type PacketSpec } from '../../src/bench/packets.js';
+import { DatapathFixture, TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT, type FixtureFrontend } from '../../src/bench/fixtures.js';
+import { buildArp, buildPacket, parseIcmpError, parsePacket, TCP_ACK, TCP_FIN, TCP_SYN, type PacketSpec } from '../../src/bench/packets.js';
+import { expectedReject } from './icmp-expect.js';
 import {
   KBP_CT_F_CLOSING,
   KBP_CT_LIFETIME_CLOSING_NS,
@@ -25,7 +27,10 @@ import {
   KBP_STAT_NEW_FLOW,
   KBP_STAT_PASS,
   KBP_STAT_REVNAT,
+  KBP_STAT_REJECT,
   KBP_SCOPE_EXTERNAL,
+  KBP_SVC_F_CLUSTER_IP,
+  KBP_SVC_F_REJECT,
   STAT_NAMES,
   svcKey,
 } from '../../src/maps/abi.js';
@@ -35,13 +40,16 @@ const BE1 = '10.244.1.10';
 const BE2 = '10.244.1.11';
 const VIP = '10.96.0.10';
 const VIP_EMPTY = '10.96.0.20';
+const VIP_NO_LOCAL = '10.96.0.21';
 const OTHER = '10.244.9.9';
 
 const frontends: FixtureFrontend[] = [
   { svcId: 1, vip: VIP, port: 80, proto: 'tcp', backends: [{ id: 1, ip: BE1, port: 8080 }, { id: 2, ip: BE2, port: 8080 }] },
   { svcId: 2, vip: VIP, port: 443, proto: 'tcp', backends: [{ id: 3, ip: BE1, port: 8443 }] },
   { svcId: 3, vip: VIP, port: 53, proto: 'udp', backends: [{ id: 4, ip: BE2, port: 5353 }] },
-  { svcId: 4, vip: VIP_EMPTY, port: 80, proto: 'tcp', backends: [] },
+  { svcId: 4, vip: VIP_EMPTY, port: 80, proto: 'tcp', backends: [], flags: KBP_SVC_F_CLUSTER_IP | KBP_SVC_F_REJECT },
+  { svcId: 5, vip: VIP_EMPTY, port: 53, proto: 'udp', backends: [], flags: KBP_SVC_F_CLUSTER_IP | KBP_SVC_F_REJECT },
+  { svcId: 6, vip: VIP_NO_LOCAL, port: 80, proto: 'tcp', backends: [] },
 ];
 
 let nextPort = 20000;
@@ -122,8 +130,8 @@ const cases: Case[] = [
     stat: KBP_STAT_DROP_UNKNOWN_PORT,
   },
   {
-    name: 'a Service with no endpoints drops new flows',
-    packet: () => ({ saddr: CLIENT, daddr: VIP_EMPTY, proto: 'tcp', sport: sport(), dport: 80 }),
+    name: 'an empty frontend without the reject flag (internalTrafficPolicy Local, no local endpoint) drops',
+    packet: () => ({ saddr: CLIENT, daddr: VIP_NO_LOCAL, proto: 'tcp', sport: sport(), dport: 80 }),
     verdict: TC_ACT_SHOT,
     stat: KBP_STAT_DROP_NO_BACKEND,
   },
@@ -166,6 +174,30 @@ for (const c of cases) {
     t.ok(out!.payload.equals(parsePacket(input).payload), 'payload intact');
   });
 }
+
+t.test('a Service without endpoints rejects: ICMP port unreachable from the ClusterIP, sent back out of the pod device', async (t) => {
+  const specs: Array<[string, PacketSpec]> = [
+    ['TCP SYN', { saddr: CLIENT, daddr: VIP_EMPTY, proto: 'tcp', sport: sport(), dport: 80, tcpFlags: TCP_SYN }],
+    ['UDP', { saddr: CLIENT, daddr: VIP_EMPTY, proto: 'udp', sport: sport(), dport: 53 }],
+    ['TCP with IPv4 options (the whole header is quoted)', { saddr: CLIENT, daddr: VIP_EMPTY, proto: 'tcp', sport: sport(), dport: 80, ipOptions: Buffer.from([1, 1, 1, 0, 1, 1, 1, 0]) }],
+    ['TCP with a 1000-byte payload (the frame shrinks)', { saddr: CLIENT, daddr: VIP_EMPTY, proto: 'tcp', sport: sport(), dport: 80, tcpFlags: TCP_ACK, payload: Buffer.alloc(1000, 7) }],
+    ['UDP with no payload (the frame grows)', { saddr: CLIENT, daddr: VIP_EMPTY, proto: 'udp', sport: sport(), dport: 53, payload: Buffer.alloc(0) }],
+  ];
+  for (const [what, spec] of specs) {
+    const { input, res, moved } = await send(spec);
+    t.equal(res.retval, TC_ACT_REDIRECT, `${what}: redirected (back out of the ingress device)`);
+    t.same(moved, ['reject'], `${what}: counted as reject`);
+    const want = expectedReject(input);
+    t.ok(res.data.equals(want), `${what}: the exact ICMP frame\n got  ${res.data.toString('hex')}\n want ${want.toString('hex')}`);
+    const icmp = parseIcmpError(res.data);
+    t.match(icmp, { saddr: VIP_EMPTY, daddr: CLIENT, type: 3, code: 3, ipChecksumOk: true, icmpChecksumOk: true }, `${what}: from the ClusterIP, checksums right`);
+    t.match(icmp.quoted, { saddr: CLIENT, daddr: VIP_EMPTY, sport: spec.sport, dport: spec.dport, ipChecksumOk: true }, `${what}: quotes the packet as the client sent it`);
+  }
+  const fwd = await dp.ctLookup({ saddr: CLIENT, daddr: VIP_EMPTY, sport: specs[0]![1].sport, dport: 80, proto: 6, dir: KBP_CT_FORWARD });
+  t.equal(fwd, null, 'a rejected packet records no flow');
+  const stats = await dp.readStats();
+  t.ok(stats[KBP_STAT_REJECT]!.bytes > 0n, 'reject counts bytes');
+});
 
 t.test('non-IPv4 (ARP) passes untouched and counts nothing', async (t) => {
   const before = await dp.readStats();

@@ -67,6 +67,11 @@ struct kbp_svc_key {
 #define KBP_SVC_F_AFFINITY      (1u << 4) /* sessionAffinity: ClientIP */
 #define KBP_SVC_F_VIP_MARKER    (1u << 5) /* {vip, 0, 0}: the address is a known
                                            * frontend; unknown ports are dropped */
+#define KBP_SVC_F_REJECT        (1u << 6) /* count is 0 because the Service port has no
+                                           * endpoints at all: new flows are answered with
+                                           * ICMP port unreachable (kube-proxy's REJECT).
+                                           * An empty frontend without it drops (a Local
+                                           * traffic policy left no endpoint on this node). */
 
 struct kbp_svc_value {
 	__u32 backend_id;       /* slot > 0: backend id; 0 in the service entry */
@@ -126,6 +131,8 @@ struct kbp_ct_key {
 #define KBP_CT_F_SEEN_REPLY (1u << 0) /* a reply was reverse-translated */
 #define KBP_CT_F_CLOSING    (1u << 1) /* FIN or RST seen */
 #define KBP_CT_F_SNAT       (1u << 2) /* the client is masqueraded to nat_addr:nat_port */
+#define KBP_CT_F_HAIRPIN    (1u << 3) /* FORWARD: the client is its own backend; its source
+                                       * is rewritten to nat_addr (KBP_HAIRPIN_ADDR), port kept */
 
 struct kbp_ct_value {
 	__u64  created_ns;   /* CLOCK_MONOTONIC_COARSE at creation (bpf_ktime_get_coarse_ns: tick resolution, a fraction of the cost) */
@@ -142,6 +149,12 @@ struct kbp_ct_value {
 };
 
 #define KBP_CT_REFRESH_NS 1000000000ull
+
+/* Hairpin: a pod that reaches a frontend and gets itself as backend sees the
+ * packet come from this link-local address (host order here), so its reply
+ * leaves the pod and passes the datapath, which turns it back into a packet
+ * from the frontend to the pod. Pods route it by their default route. */
+#define KBP_HAIRPIN_ADDR 0xa9fe2a01u /* 169.254.42.1 */
 
 /* Idle lifetimes: an entry not seen for longer is treated as absent (the flow
  * is balanced anew) and may be garbage-collected. A SYN on the tuple of a
@@ -223,6 +236,12 @@ enum kbp_stat {
 	KBP_STAT_DROP_SNAT_PORTS,     /* no free SNAT port after KBP_SNAT_TRIES */
 	KBP_STAT_DROP_NO_CONFIG,      /* SNAT needed but the agent has written no config */
 	KBP_STAT_DROP_CT_CLASH,       /* the flow's reply (or SNAT) tuple belongs to another live flow */
+	KBP_STAT_REJECT,              /* frontend without endpoints (KBP_SVC_F_REJECT): answered with
+	                               * ICMP port unreachable, sent back out of the ingress device */
+	KBP_STAT_ICMP_REVNAT,         /* ICMP error about a translated flow translated back
+	                               * (outer and quoted headers) for the client */
+	KBP_STAT_HAIRPIN,             /* new flow whose client is its own backend: source rewritten
+	                               * to KBP_HAIRPIN_ADDR */
 	KBP_STAT_MAX,
 };
 
