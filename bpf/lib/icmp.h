@@ -175,11 +175,12 @@ static __always_inline int icmp4_parse_error(struct __sk_buff *skb, const struct
 /*
  * Rewrite an ICMP error: the outer addresses and the quoted datagram's
  * addresses and ports. Each checksum follows what changed in the bytes it
- * covers: the outer IPv4 header checksum, the quoted IPv4 header checksum, and
- * the ICMP checksum (which covers the quote, its checksum included). The
- * quoted L4 checksum is left alone: receivers do not verify it (the quote is
- * usually truncated), and a checksum-neutral rewrite keeps a
- * CHECKSUM_COMPLETE skb's sum right without touching it.
+ * covers: the outer IPv4 header checksum, the quoted IPv4 header checksum, the
+ * quoted L4 checksum when the quote holds it (UDP always, unless zero: none;
+ * TCP when 18 L4 bytes are quoted, as Linux does), and the ICMP checksum over
+ * all of the quote. So the quote becomes byte for byte the datagram the client
+ * sent, and since every change is balanced inside the checksum that covers it,
+ * a CHECKSUM_COMPLETE skb's sum stays right.
  * Returns KBP_OK or KBP_STAT_DROP_MALFORMED.
  */
 static __always_inline int icmp4_error_rewrite(struct __sk_buff *skb, const struct icmp4_error *e,
@@ -191,11 +192,19 @@ static __always_inline int icmp4_error_rewrite(struct __sk_buff *skb, const stru
 	struct iphdr *ip = data + sizeof(struct ethhdr);
 	struct icmphdr *ic = data + (e->icmp_off & 0x7f);
 	struct iphdr *in = data + (e->in_l3_off & 0xff);
-	struct udphdr *l4 = data + (e->in_l4_off & 0xff);
+	struct tcphdr *th = data + (e->in_l4_off & 0xff);
+	struct udphdr *l4 = (void *)th;
+	__sum16 *l4_check = NULL;
 	__u16 in_check, ic_check;
 
 	if ((void *)(ip + 1) > end || (void *)(ic + 1) > end || (void *)(in + 1) > end || (void *)(l4 + 1) > end)
 		return KBP_STAT_DROP_MALFORMED;
+	if (e->proto == IPPROTO_UDP) {
+		if (l4->check)
+			l4_check = &l4->check;
+	} else if ((void *)&th->check + sizeof(th->check) <= end) {
+		l4_check = &th->check;
+	}
 
 	ip->check = csum_replace4(ip->check, ip->saddr, out_saddr);
 	ip->check = csum_replace4(ip->check, ip->daddr, out_daddr);
@@ -209,6 +218,19 @@ static __always_inline int icmp4_error_rewrite(struct __sk_buff *skb, const stru
 	ic_check = csum_replace2(ic_check, in->check, in_check);
 	ic_check = csum_replace2(ic_check, l4->source, in_sport);
 	ic_check = csum_replace2(ic_check, l4->dest, in_dport);
+	if (l4_check) {
+		/* The pseudo header holds the addresses, the header the ports. */
+		__u16 old = *l4_check;
+		__u16 sum = csum_replace4(old, in->saddr, in_saddr);
+
+		sum = csum_replace4(sum, in->daddr, in_daddr);
+		sum = csum_replace2(sum, l4->source, in_sport);
+		sum = csum_replace2(sum, l4->dest, in_dport);
+		if (e->proto == IPPROTO_UDP && sum == 0)
+			sum = 0xffff; /* zero means "no checksum" in UDP */
+		ic_check = csum_replace2(ic_check, old, sum);
+		*l4_check = sum;
+	}
 	in->saddr = in_saddr;
 	in->daddr = in_daddr;
 	in->check = in_check;
