@@ -465,17 +465,20 @@ export function computeService(svc: Service, slices: readonly EndpointSlice[], n
       };
     };
     const internal = choose(c.nodeLocal);
-    for (const vip of c.vips) out.frontends.push(frontend(vip, port.port, abi.KBP_SVC_F_CLUSTER_IP, internal));
-
     const hasExternal = (port.nodePort !== undefined && node.addresses?.length) || c.lbIPs.length || c.externalIPs.length;
-    if (!hasExternal) continue;
     // externalTrafficPolicy Cluster uses what internalTrafficPolicy Cluster would.
-    const ext = c.externalLocal ? choose(true) : c.nodeLocal ? choose(false) : internal;
+    const ext = !hasExternal ? undefined : c.externalLocal ? choose(true) : c.nodeLocal ? choose(false) : internal;
+    // kube-proxy REJECTs when no endpoint is reachable under any policy the
+    // port uses ("has no endpoints"), and drops when only a Local policy
+    // filtered them out: the datapath answers the former with ICMP port unreachable.
+    const reject = !internal.active.length && !ext?.active.length ? abi.KBP_SVC_F_REJECT : 0;
+    for (const vip of c.vips) out.frontends.push(frontend(vip, port.port, abi.KBP_SVC_F_CLUSTER_IP | reject, internal));
+    if (!ext) continue;
     if (port.nodePort !== undefined) {
-      for (const ip of node.addresses ?? []) out.frontends.push(frontend(ip, port.nodePort, abi.KBP_SVC_F_NODE_PORT, ext));
+      for (const ip of node.addresses ?? []) out.frontends.push(frontend(ip, port.nodePort, abi.KBP_SVC_F_NODE_PORT | reject, ext));
     }
-    for (const ip of c.lbIPs) out.frontends.push(frontend(ip, port.port, abi.KBP_SVC_F_LOAD_BALANCER, ext));
-    for (const ip of c.externalIPs) out.frontends.push(frontend(ip, port.port, abi.KBP_SVC_F_EXTERNAL_IP, ext));
+    for (const ip of c.lbIPs) out.frontends.push(frontend(ip, port.port, abi.KBP_SVC_F_LOAD_BALANCER | reject, ext));
+    for (const ip of c.externalIPs) out.frontends.push(frontend(ip, port.port, abi.KBP_SVC_F_EXTERNAL_IP | reject, ext));
   }
   if (c.healthCheckNodePort !== undefined) {
     out.healthCheck = { port: c.healthCheckNodePort, ...c.ref, localEndpoints: localReady };

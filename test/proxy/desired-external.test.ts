@@ -13,6 +13,7 @@ import { computeDesired, computeService, nodeAddresses, nodeContext, type NodeCo
 import { DesiredAssembler } from '../../src/proxy/desired.js';
 import { ProxyState } from '../../src/proxy/state.js';
 import { NODE, formatDesired, slice, svc } from './fixtures.js';
+import * as abi from '../../src/maps/abi.js';
 
 const node1: Node = {
   apiVersion: 'v1',
@@ -97,6 +98,31 @@ t.test('LoadBalancer, externalTrafficPolicy Local: external frontends get this n
   ]);
   const r = computeService(s, slices, { name: NODE, addresses: ['172.18.0.11'] });
   t.same(r.healthCheck, { port: 32000, namespace: 'web', name: 'web', localEndpoints: 2 }, 'one ready local endpoint x two ports, as kube-proxy counts');
+});
+
+t.test('no endpoints at all: every frontend of the port rejects (kube-proxy REJECT); Local policies that filtered endpoints out drop', async (t) => {
+  const lb = (name: string, ip: string, spec: Record<string, unknown> = {}) => {
+    const s = svc(name, ip, [{ port: 80, targetPort: 8080, nodePort: 30080 }], { type: 'LoadBalancer', ...spec });
+    s.status = { loadBalancer: { ingress: [{ ip: '172.18.1.70' }] } };
+    return s;
+  };
+  const none = computeDesired([lb('none', '10.96.0.30')], [slice('none-1', 'none', [{ port: 8080 }], [])], CTX);
+  t.same(formatDesired(none).filter((l) => l.startsWith('frontend')), [
+    'frontend 10.96.0.30:80/TCP web/none:- flags=cluster-ip,reject affinity=0 active=[]',
+    'frontend 172.18.0.11:30080/TCP web/none:- flags=node-port,reject affinity=0 active=[]',
+    'frontend 192.0.2.11:30080/TCP web/none:- flags=node-port,reject affinity=0 active=[]',
+    'frontend 172.18.1.70:80/TCP web/none:- flags=load-balancer,reject affinity=0 active=[]',
+  ]);
+  // Only a not-ready, not-serving endpoint: nothing to send new flows to either.
+  const notReady = computeDesired([lb('nr', '10.96.0.31')], [slice('nr-1', 'nr', [{ port: 8080 }], [{ addresses: ['10.244.2.7'], conditions: { ready: false, serving: false }, nodeName: 'node-2' }])], CTX);
+  t.ok([...notReady.frontends.values()].every((f) => f.flags & abi.KBP_SVC_F_REJECT), 'a not-ready endpoint does not count');
+  // Both policies Local and the only endpoint on another node: kube-proxy's
+  // reachable set is empty, so it rejects here too.
+  const bothLocal = computeDesired([lb('bl', '10.96.0.32', { internalTrafficPolicy: 'Local', externalTrafficPolicy: 'Local' })], [slice('bl-1', 'bl', [{ port: 8080 }], ['10.244.2.7'])], CTX);
+  t.ok([...bothLocal.frontends.values()].every((f) => f.flags & abi.KBP_SVC_F_REJECT), 'internal and external Local, no local endpoint: reject');
+  // externalTrafficPolicy Local only: the ClusterIP has endpoints, so the external frontends drop.
+  const extLocal = computeDesired([lb('el', '10.96.0.33', { externalTrafficPolicy: 'Local' })], [slice('el-1', 'el', [{ port: 8080 }], ['10.244.2.7'])], CTX);
+  t.ok([...extLocal.frontends.values()].every((f) => !(f.flags & abi.KBP_SVC_F_REJECT)), 'externalTrafficPolicy Local with remote endpoints: drop, not reject');
 });
 
 t.test('externalTrafficPolicy Local on a node without local endpoints: external frontends with no slot (dropped), health check 0', async (t) => {

@@ -187,7 +187,7 @@ t.test('restart: ids restored from the maps, nothing rewritten; new objects get 
     'update kbp_svc_v1 10.96.0.10:80/TCP scope=0 slot=3 -> svc=3 backend=7',
     'update kbp_revnat_v1 svc=4 -> 10.96.0.11:80',
     'update kbp_svc_v1 10.96.0.10:80/TCP scope=0 slot=0 -> svc=3 count=3 flags=cluster-ip affinity=0',
-    'update kbp_svc_v1 10.96.0.11:80/TCP scope=0 slot=0 -> svc=4 count=0 flags=cluster-ip affinity=0',
+    'update kbp_svc_v1 10.96.0.11:80/TCP scope=0 slot=0 -> svc=4 count=0 flags=cluster-ip,reject affinity=0',
     'update kbp_svc_v1 10.96.0.11:0/0 scope=0 slot=0 -> svc=0 count=0 flags=vip-marker affinity=0',
   ]);
 });
