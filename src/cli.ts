@@ -13,6 +13,8 @@ Commands:
                                 cluster; kbp agent --help for flags)
   detach [--bpffs DIR]          remove kbp's tc hooks in this network namespace,
                                 then its pinned maps under DIR (default ${DEFAULT_BPFFS})
+  cleanup-iptables [--dry-run]  remove kube-proxy's iptables chains and the rules
+                                jumping into them (kubelet's and others' stay)
   bench packet [--json]         per-packet cost of the datapath (BPF prog test run)
                                 against a no-op tc program, at 1, 1k and 100k services
   bench controlplane [--json]   control-plane cost (trackers, desired state, syncer
@@ -83,6 +85,22 @@ async function cmdDetach(args: string[]): Promise<number> {
   return r.problems.length ? 1 : 0;
 }
 
+async function cmdCleanupIptables(args: string[]): Promise<number> {
+  const { cleanupIptables, cleanupIptablesUsage } = await import('./cli/cleanup-iptables.js');
+  let values;
+  try {
+    ({ values } = parseArgs({ args, strict: true, options: { 'dry-run': { type: 'boolean' }, help: { type: 'boolean', short: 'h' } } }));
+  } catch (err) {
+    throw new UsageError(`${(err as Error).message}\n\n${cleanupIptablesUsage}`);
+  }
+  if (values.help) {
+    process.stdout.write(cleanupIptablesUsage);
+    return 0;
+  }
+  const r = await cleanupIptables({ dryRun: values['dry-run'] ?? false, out: (l) => process.stdout.write(l + '\n') });
+  return r.problems.length ? 1 : 0;
+}
+
 async function cmdBench(args: string[]): Promise<number> {
   let parsed;
   try {
@@ -138,6 +156,8 @@ export async function main(argv: string[]): Promise<number> {
         return await cmdAgent(rest);
       case 'detach':
         return await cmdDetach(rest);
+      case 'cleanup-iptables':
+        return await cmdCleanupIptables(rest);
       case 'bench':
         return await cmdBench(rest);
       case '-h':

@@ -54,7 +54,7 @@ export interface ApiDeps {
 }
 
 export interface ApiOptions {
-  /** Token auth for every route but /healthz; required when the listener is not loopback (see server.ts). */
+  /** Token auth for every route but the probes' /healthz and /readyz; required when the listener is not loopback (see server.ts). */
   auth?: AuthChecker;
   /** Serve HTTPS with this certificate and key (PEM). */
   https?: { cert: Buffer; key: Buffer };
@@ -122,7 +122,8 @@ export async function buildApi(deps: ApiDeps, opts: ApiOptions = {}): Promise<Fa
   if (auth) {
     app.addHook('onRequest', async (req, reply) => {
       const path = req.url.split('?', 1)[0];
-      if (path === '/healthz') return;
+      // The kubelet's liveness/readiness probes carry no token (deploy/).
+      if (path === '/healthz' || path === '/readyz') return;
       const token = bearerToken(req.headers.authorization);
       if (!token) return sendError(reply.header('www-authenticate', 'Bearer realm="kbp"'), errors.unauthorized);
       let d;

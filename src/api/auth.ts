@@ -20,6 +20,7 @@ import http from 'node:http';
 import https from 'node:https';
 import path from 'node:path';
 import YAML from 'yaml';
+import { inClusterConfig, readTokenFile } from '../k8s/incluster.js';
 
 export const AUTHZ_GROUP = 'kbp.io';
 export const AUTHZ_RESOURCE = 'agents';
@@ -106,21 +107,15 @@ export interface KubeConnection {
   cert?: Buffer;
   key?: Buffer;
   token?: string;
+  /** A file holding the token, read on every request (a rotated ServiceAccount token); `token` wins. */
+  tokenFile?: string;
   insecureSkipTlsVerify?: boolean;
 }
 
-const SA_DIR = '/var/run/secrets/kubernetes.io/serviceaccount';
-
-/** In-cluster connection (the DaemonSet's ServiceAccount). */
-export function inClusterConnection(): KubeConnection {
-  const host = process.env.KUBERNETES_SERVICE_HOST;
-  const port = process.env.KUBERNETES_SERVICE_PORT;
-  if (!host || !port) throw new Error('not in a cluster (KUBERNETES_SERVICE_HOST unset): give --api-auth-kubeconfig');
-  return {
-    server: `https://${host.includes(':') ? `[${host}]` : host}:${port}`,
-    ca: readFileSync(path.join(SA_DIR, 'ca.crt')),
-    token: readFileSync(path.join(SA_DIR, 'token'), 'utf8').trim(),
-  };
+/** In-cluster connection (the DaemonSet's ServiceAccount; src/k8s/incluster.ts). */
+export function inClusterConnection(env: NodeJS.ProcessEnv = process.env): KubeConnection {
+  const c = inClusterConfig(env);
+  return { server: c.server, ca: readFileSync(c.caFile), tokenFile: c.tokenFile };
 }
 
 /** The current context of a kubeconfig file: server, CA, and client certificate or token. */
@@ -157,7 +152,8 @@ function post(conn: KubeConnection, apiPath: string, body: unknown, timeoutMs: n
   const url = new URL(apiPath, conn.server);
   const data = Buffer.from(JSON.stringify(body));
   const headers: Record<string, string> = { 'content-type': 'application/json', accept: 'application/json', 'content-length': String(data.length) };
-  if (conn.token) headers.authorization = `Bearer ${conn.token}`;
+  const token = conn.token ?? (conn.tokenFile ? readTokenFile(conn.tokenFile) : undefined);
+  if (token) headers.authorization = `Bearer ${token}`;
   const opts: https.RequestOptions = { method: 'POST', headers, timeout: timeoutMs };
   if (url.protocol === 'https:') Object.assign(opts, { ca: conn.ca, cert: conn.cert, key: conn.key, rejectUnauthorized: !conn.insecureSkipTlsVerify });
   return new Promise((resolve, reject) => {

@@ -58,7 +58,7 @@ export class OpenApiCollector {
         version,
         description:
           'Read-only view of the kube-bpf-proxy datapath on one node: health, metrics, and the BPF maps decoded into Service terms. ' +
-          'On a loopback listener no authentication is used; on any other address every route but /healthz requires ' +
+          'On a loopback listener no authentication is used; on any other address every route but /healthz and /readyz requires ' +
           `"Authorization: Bearer TOKEN", checked with TokenReview, and the token's user needs verb "${AUTHZ_VERB}" on resource ` +
           `"${AUTHZ_RESOURCE}" of API group "${AUTHZ_GROUP}" (resource name: the node name), checked with SubjectAccessReview.`,
       },
@@ -89,7 +89,7 @@ export class OpenApiCollector {
       parameters: [...parameters('path', schema.params), ...parameters('query', schema.querystring)],
       responses,
     };
-    if (route.url === '/healthz') op.security = [];
+    if (route.url === '/healthz' || route.url === '/readyz') op.security = [];
     const item = (this.doc.paths[p] ??= {});
     for (const m of methods) item[m.toLowerCase()] = op;
   }

@@ -30,6 +30,7 @@ import {
   type KubernetesObject,
 } from '@kubernetes/client-node';
 import type { Logger } from '../log.js';
+import { inClusterKubeConfig } from './incluster.js';
 import { projectEndpointSlice, projectNode, projectService } from './project.js';
 import type { ObjectSource, SourceHandler } from './source.js';
 import { nsName } from './types.js';
@@ -49,11 +50,13 @@ export interface InformerSourceOptions {
   backoff?: Backoff;
 }
 
-/** Loads the kubeconfig (file or in-cluster), as kube-proxy's --kubeconfig does. */
+/** Loads the kubeconfig (file or in-cluster, see incluster.ts), as kube-proxy's --kubeconfig does. */
 export function loadKubeConfig(path: string | undefined): KubeConfig {
-  const kc = new KubeConfig();
-  if (path) kc.loadFromFile(path);
-  else kc.loadFromCluster();
+  let kc: KubeConfig;
+  if (path) {
+    kc = new KubeConfig();
+    kc.loadFromFile(path);
+  } else kc = inClusterKubeConfig();
   if (!kc.getCurrentCluster()) throw new Error(path ? `kubeconfig ${path}: no current cluster` : 'in-cluster config: no cluster');
   return kc;
 }

@@ -1,0 +1,428 @@
+// An independent model of what kbp's datapath must do to one packet, for the
+// malformed-packet fuzz (src/reliability/fuzz.ts). Written from the behaviour
+// README.md and DESIGN.md describe, never from bpf/: it parses the bytes
+// itself, keeps its own conntrack, SNAT and affinity tables, and for every
+// packet says what the packet must become:
+//   untouched  TC_ACT_OK, output byte-identical to the input
+//   drop       TC_ACT_SHOT, counted under a named reason
+//   translate  TC_ACT_OK, output = input with the destination and/or source
+//              address and port replaced (and only those bytes plus the two
+//              checksums changed); each checksum keeps its verification
+//              residue, so a valid checksum stays valid and a broken one stays
+//              broken by the same amount; a UDP checksum of 0 ("none") stays 0
+// A new flow's backend is random in the datapath, so the model names the
+// allowed backends (the active ones, or the client's sticky one under
+// ClientIP affinity) and the allowed SNAT ports, and learns which one the
+// datapath took from the output, after checking it was allowed.
+//
+// Rules (the spec as this model reads it):
+//  - Not IPv4 (ethertype), or the 20-byte IPv4 header does not fit, or IHL < 5:
+//    not ours, untouched and not counted.
+//  - Not TCP/UDP: untouched (counted as pass). ICMP errors: see
+//    icmpErrorExpectation, the one place that decides them.
+//  - A fragment (MF set or offset > 0) or a TCP/UDP header that does not fit:
+//    dropped when the destination is a ClusterIP (a known frontend address),
+//    untouched otherwise. Node addresses are no ClusterIPs: the node serves
+//    its own ports there.
+//  - To a frontend (address, port, protocol): a flow recorded and still open
+//    follows its backend; otherwise a new flow picks an active backend (none:
+//    drop), and on the node-facing program a backend on another node gets the
+//    client masqueraded to the node (the NodePort address the client used, or
+//    the configured node IP) with a free port in 61000-65535. A new flow whose
+//    reply tuple belongs to another open flow through another frontend is
+//    dropped (the two replies could not be told apart); a closing flow's reply
+//    tuple may be taken over. A flow is closing once a FIN or RST was seen on
+//    one of its later packets; a bare SYN on a closing flow starts a new flow.
+//  - Not to a frontend: on the node-facing program a reply to a masqueraded
+//    client goes back to the client, from the frontend; on both, a reply of a
+//    recorded flow leaves from the frontend the client addressed. Anything else
+//    to a ClusterIP is dropped (unknown port); the rest is untouched.
+//  - Checksums are not judged: a packet with a bad checksum or a bad total
+//    length is translated like a good one (its checksum stays as wrong as it
+//    was), and the stack drops it after tc, as it would without kbp.
+//  - IPv4 version nibble: see VERSION_RULE below.
+// Time does not pass in the model: the fuzz clears both the maps and the model
+// long before any idle lifetime (30 s at the shortest) could run out.
+
+export type Verdict = 'untouched' | 'drop' | 'translate';
+
+export type DropReason = 'no_backend' | 'unknown_port' | 'fragment' | 'malformed' | 'ct_clash' | 'no_config' | 'snat_ports';
+/** How the datapath counts a packet (its stats map); null: not counted. */
+export type CountedAs = 'pass' | 'new_flow' | 'established' | 'revnat' | 'snat' | `drop_${DropReason}` | null;
+
+export interface ModelBackend {
+  id: number;
+  ip: string;
+  port: number;
+  terminating?: boolean;
+  /** On this node (default true). */
+  local?: boolean;
+}
+
+export interface ModelFrontend {
+  svcId: number;
+  vip: string;
+  port: number;
+  proto: 'tcp' | 'udp';
+  backends: ModelBackend[];
+  /** KBP_SVC_F_* flags; default ClusterIP. */
+  kind?: 'clusterIP' | 'nodePort' | 'loadBalancer' | 'externalIP';
+  affinityTimeout?: number;
+}
+
+const TCP = 6;
+const UDP = 17;
+const ICMP = 1;
+const ETH = 14;
+const FIN = 0x01;
+const SYN = 0x02;
+const RST = 0x04;
+const ACK = 0x10;
+export const SNAT_PORT_MIN = 61000;
+export const SNAT_PORT_MAX = 65535;
+
+/**
+ * Packets whose IPv4 version nibble is not 4 (with the IPv4 ethertype).
+ * 'judge-as-ipv4': the datapath reads them as IPv4 (the stack drops them after
+ * tc: ip_rcv checks the version), which this model accepts; see the report in
+ * docs/reliability.md.
+ */
+export const VERSION_RULE: 'untouched' | 'judge-as-ipv4' = 'judge-as-ipv4';
+
+/** The fields of a packet the model looks at, read straight from the bytes. */
+export interface Parsed {
+  len: number;
+  ihl: number; // bytes
+  proto: number;
+  saddr: string;
+  daddr: string;
+  fragment: boolean;
+  /** Offset of the L4 header; whether the TCP (20 B) / UDP (8 B) header fits. */
+  l4off: number;
+  l4ok: boolean;
+  sport: number;
+  dport: number;
+  tcpFlags: number;
+}
+
+const ip4 = (b: Buffer, o: number) => `${b[o]}.${b[o + 1]}.${b[o + 2]}.${b[o + 3]}`;
+
+/** null: not IPv4 as far as the datapath is concerned (untouched, not counted). */
+export function parse(b: Buffer): Parsed | null {
+  if (b.length < ETH + 20 || b.readUInt16BE(12) !== 0x0800) return null;
+  const ihl = (b[ETH]! & 0x0f) * 4;
+  if (ihl < 20) return null;
+  if (VERSION_RULE === 'untouched' && b[ETH]! >> 4 !== 4) return null;
+  const proto = b[ETH + 9]!;
+  const l4off = ETH + ihl;
+  const fragment = (b.readUInt16BE(ETH + 6) & 0x3fff) !== 0;
+  const need = proto === TCP ? 20 : 8;
+  const l4ok = !fragment && (proto === TCP || proto === UDP) && b.length >= l4off + need;
+  return {
+    len: b.length,
+    ihl,
+    proto,
+    saddr: ip4(b, ETH + 12),
+    daddr: ip4(b, ETH + 16),
+    fragment,
+    l4off,
+    l4ok,
+    sport: l4ok ? b.readUInt16BE(l4off) : 0,
+    dport: l4ok ? b.readUInt16BE(l4off + 2) : 0,
+    tcpFlags: l4ok && proto === TCP ? b[l4off + 13]! : 0,
+  };
+}
+
+// ---- checksums (RFC 1071 sums, written here, not imported) ----
+
+function fold(sum: number): number {
+  while (sum > 0xffff) sum = (sum & 0xffff) + Math.floor(sum / 0x10000);
+  return sum;
+}
+
+function sumWords(b: Buffer, from: number, to: number, initial = 0): number {
+  let s = initial;
+  for (let i = from; i + 1 < to; i += 2) s += b.readUInt16BE(i);
+  if ((to - from) % 2) s += b[to - 1]! << 8;
+  return fold(s);
+}
+
+/** The one's-complement sum over a header including its checksum (0xffff when valid). */
+export function ipResidue(b: Buffer, ihl: number): number {
+  return sumWords(b, ETH, ETH + ihl);
+}
+
+/** Same for the TCP/UDP segment: pseudo header (addresses as in `b`) plus every byte after l4off. */
+export function l4Residue(b: Buffer, l4off: number, proto: number): number {
+  const len = b.length - l4off;
+  let s = sumWords(b, ETH + 12, ETH + 20); // both addresses
+  s = fold(s + proto + len);
+  return sumWords(b, l4off, b.length, s);
+}
+
+/** One's-complement equality: 0x0000 and 0xffff are both zero. */
+const sameResidue = (a: number, b: number) => a === b || (a % 0xffff === 0 && b % 0xffff === 0);
+
+// ---- tables ----
+
+interface Flow {
+  fe: ModelFrontend;
+  backend: ModelBackend;
+  closing: boolean;
+  snat?: { addr: string; port: number };
+}
+interface ReplyEntry {
+  fe: ModelFrontend; // the frontend the client addressed
+  closing: boolean;
+}
+interface SnatEntry {
+  fe: ModelFrontend;
+  client: string;
+  clientPort: number;
+}
+
+const tuple = (saddr: string, daddr: string, sport: number, dport: number, proto: number) => `${saddr}:${sport}>${daddr}:${dport}/${proto}`;
+
+export interface Expectation {
+  /** A new flow's verdict and count are settled by check(). */
+  verdict: Verdict;
+  counted: CountedAs;
+  /** Short description, for failure messages. */
+  what: string;
+  /**
+   * Checks the datapath's result; returns null when it is what the model
+   * allows (and then commits what the model learned: the flow and its
+   * backend), else what is wrong.
+   */
+  check(retval: number, out: Buffer): string | null;
+}
+
+const TC_ACT_OK = 0;
+const TC_ACT_SHOT = 2;
+
+export class DatapathModel {
+  private readonly frontends = new Map<string, ModelFrontend>();
+  private readonly clusterIps = new Set<string>();
+  private flows = new Map<string, Flow>(); // forward tuple -> flow
+  private replies = new Map<string, ReplyEntry>(); // reply tuple -> entry
+  private snat = new Map<string, SnatEntry>(); // (backend, nat addr, backend port, nat port, proto)
+  /** client|svcId -> the backend the client sticks to (several: one of them, not known which, after a dropped first flow). */
+  private affinity = new Map<string, ModelBackend[]>();
+
+  constructor(
+    frontends: readonly ModelFrontend[],
+    /** The configured node IP (masquerade source of LoadBalancer/externalIP flows); undefined: none. */
+    private readonly nodeIp: string | undefined,
+  ) {
+    for (const fe of frontends) {
+      this.frontends.set(`${fe.vip}:${fe.port}/${fe.proto === 'tcp' ? TCP : UDP}`, fe);
+      if ((fe.kind ?? 'clusterIP') === 'clusterIP') this.clusterIps.add(fe.vip);
+    }
+  }
+
+  /** Forget every flow (the fuzz clears the kernel's conntrack, SNAT and affinity maps at the same time). */
+  reset(): void {
+    this.flows = new Map();
+    this.replies = new Map();
+    this.snat = new Map();
+    this.affinity = new Map();
+  }
+
+  /** Recorded flows, for the generator to aim replies and repeats at. */
+  flowTuples(): Array<{ proto: number; client: string; clientPort: number; fe: ModelFrontend; backend: ModelBackend; snat?: { addr: string; port: number } }> {
+    return [...this.flows.entries()].map(([k, f]) => {
+      const m = /^(.+):(\d+)>.+\/(\d+)$/.exec(k)!;
+      return { proto: Number(m[3]), client: m[1]!, clientPort: Number(m[2]), fe: f.fe, backend: f.backend, snat: f.snat };
+    });
+  }
+
+  expect(pkt: Buffer, fromNode: boolean): Expectation {
+    const p = parse(pkt);
+    if (!p) return untouched(pkt, null, 'not IPv4');
+    if (p.proto === ICMP && isIcmpError(pkt, p)) return icmpErrorExpectation(pkt, p, fromNode);
+    if (p.proto !== TCP && p.proto !== UDP) return untouched(pkt, 'pass', `IPv4 protocol ${p.proto}`);
+    if (p.fragment) return this.clusterIps.has(p.daddr) ? drop('fragment', 'fragment to a ClusterIP') : untouched(pkt, 'pass', 'fragment, not to a ClusterIP');
+    if (!p.l4ok) return this.clusterIps.has(p.daddr) ? drop('malformed', 'truncated L4 to a ClusterIP') : untouched(pkt, 'pass', 'truncated L4');
+    const fe = this.frontends.get(`${p.daddr}:${p.dport}/${p.proto}`);
+    if (fe) return this.forward(pkt, p, fe, fromNode);
+    if (fromNode) {
+      const sn = this.snat.get(tuple(p.saddr, p.daddr, p.sport, p.dport, p.proto));
+      if (sn) return translate(pkt, p, 'revnat', 'reply to a masqueraded client', { daddr: sn.client, dport: sn.clientPort, saddr: sn.fe.vip, sport: sn.fe.port });
+    }
+    const rep = this.replies.get(tuple(p.saddr, p.daddr, p.sport, p.dport, p.proto));
+    if (rep) {
+      return translate(pkt, p, 'revnat', 'reply of a recorded flow', { saddr: rep.fe.vip, sport: rep.fe.port }, () => {
+        if (p.tcpFlags & (FIN | RST)) rep.closing = true;
+      });
+    }
+    if (this.clusterIps.has(p.daddr)) return drop('unknown_port', 'ClusterIP, port not served');
+    return untouched(pkt, 'pass', 'not service traffic');
+  }
+
+  private forward(pkt: Buffer, p: Parsed, fe: ModelFrontend, fromNode: boolean): Expectation {
+    const key = tuple(p.saddr, p.daddr, p.sport, p.dport, p.proto);
+    const flow = this.flows.get(key);
+    const bareSyn = (p.tcpFlags & (SYN | ACK)) === SYN;
+    if (flow && !(flow.closing && bareSyn)) {
+      const to = { daddr: flow.backend.ip, dport: flow.backend.port, ...(flow.snat ? { saddr: flow.snat.addr, sport: flow.snat.port } : {}) };
+      return translate(pkt, p, 'established', `established flow to ${fe.vip}:${fe.port}`, to, () => {
+        if (p.tcpFlags & (FIN | RST)) flow.closing = true;
+      });
+    }
+    const active = fe.backends.filter((b) => !b.terminating);
+    if (active.length === 0) return drop('no_backend', `frontend ${fe.vip}:${fe.port} without active backend`);
+    const affKey = `${p.saddr}|${fe.svcId}`;
+    const sticky = fe.affinityTimeout ? this.affinity.get(affKey) : undefined;
+    const allowed = sticky ?? active;
+    const masquerade = (b: ModelBackend) => fromNode && b.local === false;
+    const natAddr = fe.kind === 'nodePort' ? p.daddr : this.nodeIp;
+    if (allowed.every(masquerade) && !natAddr) return drop('no_config', 'masquerade needed, no node IP configured');
+    const what = `new flow to ${fe.vip}:${fe.port} (allowed: ${allowed.map((b) => `${b.ip}:${b.port}`).join(' ')})`;
+    const exp: Expectation = {
+      verdict: 'translate',
+      counted: 'new_flow', // settled in check(): new_flow, snat or a drop
+      what,
+      check: (retval, out) => {
+        if (retval === TC_ACT_SHOT) {
+          // Legitimate only when the backend it may have picked clashes, or needs SNAT without a node IP.
+          const clashing = allowed.filter((x) => !masquerade(x) && this.clashes(p, fe, x));
+          const noConfig = allowed.some(masquerade) && !natAddr;
+          if (!clashing.length && !noConfig) return `dropped a ${what}`;
+          exp.verdict = 'drop';
+          exp.counted = clashing.length ? 'drop_ct_clash' : 'drop_no_config';
+          // The choice is remembered for the client before the flow is recorded.
+          if (fe.affinityTimeout && !sticky && clashing.length) this.affinity.set(affKey, clashing);
+          return null;
+        }
+        // Which backend did it take? Only the destination tells.
+        const op = retval === TC_ACT_OK ? parse(out) : null;
+        const b = op && allowed.find((x) => x.ip === op.daddr && x.port === op.dport);
+        if (!b) return `${what}: retval ${retval}, went to ${op ? `${op.daddr}:${op.dport}` : 'an unparsable packet'}`;
+        if (masquerade(b) && !natAddr) return `${what}: masqueraded without a node IP`;
+        let snat: Flow['snat'];
+        if (masquerade(b)) {
+          const port = op.sport;
+          if (op.saddr !== natAddr || port < SNAT_PORT_MIN || port > SNAT_PORT_MAX) return `${what}: source ${op.saddr}:${port}, want ${natAddr}:${SNAT_PORT_MIN}-${SNAT_PORT_MAX}`;
+          if (this.snat.has(tuple(b.ip, natAddr!, b.port, port, p.proto))) return `${what}: SNAT port ${port} already held by another flow`;
+          snat = { addr: natAddr!, port };
+        } else if (this.clashes(p, fe, b)) {
+          return `${what}: took ${b.ip}:${b.port}, whose reply tuple belongs to another open flow`;
+        }
+        const err = checkRewrite(pkt, p, out, { daddr: b.ip, dport: b.port, ...(snat ? { saddr: snat.addr, sport: snat.port } : {}) });
+        if (err) return `${what}: ${err}`;
+        // Commit what the datapath recorded.
+        exp.counted = snat ? 'snat' : 'new_flow';
+        this.flows.set(key, { fe, backend: b, closing: false, snat });
+        if (snat) this.snat.set(tuple(b.ip, snat.addr, b.port, snat.port, p.proto), { fe, client: p.saddr, clientPort: p.sport });
+        else this.replies.set(tuple(b.ip, p.saddr, b.port, p.sport, p.proto), { fe, closing: false });
+        if (fe.affinityTimeout) this.affinity.set(affKey, [b]);
+        return null;
+      },
+    };
+    return exp;
+  }
+
+  /** Would a new flow of p to backend b take over the open reply tuple of a flow through another frontend? */
+  private clashes(p: Parsed, fe: ModelFrontend, b: ModelBackend): boolean {
+    const r = this.replies.get(tuple(b.ip, p.saddr, b.port, p.sport, p.proto));
+    return !!r && !r.closing && (r.fe.vip !== p.daddr || r.fe.port !== p.dport);
+  }
+}
+
+// ---- expectations ----
+
+function untouched(pkt: Buffer, counted: CountedAs, what: string): Expectation {
+  return {
+    verdict: 'untouched',
+    counted,
+    what,
+    check: (retval, out) => {
+      if (retval !== TC_ACT_OK) return `${what}: retval ${retval}, want TC_ACT_OK untouched`;
+      if (!out.equals(pkt)) return `${what}: packet changed at byte ${firstDiff(pkt, out)}`;
+      return null;
+    },
+  };
+}
+
+function drop(reason: DropReason, what: string): Expectation {
+  return {
+    verdict: 'drop',
+    counted: `drop_${reason}`,
+    what,
+    check: (retval) => (retval === TC_ACT_SHOT ? null : `${what}: retval ${retval}, want TC_ACT_SHOT (${reason})`),
+  };
+}
+
+interface Rewrite {
+  saddr?: string;
+  sport?: number;
+  daddr?: string;
+  dport?: number;
+}
+
+function translate(pkt: Buffer, p: Parsed, counted: CountedAs, what: string, to: Rewrite, commit?: () => void): Expectation {
+  return {
+    verdict: 'translate',
+    counted,
+    what,
+    check: (retval, out) => {
+      if (retval !== TC_ACT_OK) return `${what}: retval ${retval}, want TC_ACT_OK translated`;
+      const err = checkRewrite(pkt, p, out, to);
+      if (err) return `${what}: ${err}`;
+      commit?.();
+      return null;
+    },
+  };
+}
+
+const ipBytes = (s: string) => Buffer.from(s.split('.').map(Number));
+
+/** out must be pkt with exactly `to` rewritten and both checksums carrying their residue over. */
+function checkRewrite(pkt: Buffer, p: Parsed, out: Buffer, to: Rewrite): string | null {
+  if (out.length !== pkt.length) return `length ${out.length}, want ${pkt.length}`;
+  const want = Buffer.from(pkt);
+  if (to.saddr !== undefined) ipBytes(to.saddr).copy(want, ETH + 12);
+  if (to.daddr !== undefined) ipBytes(to.daddr).copy(want, ETH + 16);
+  if (to.sport !== undefined) want.writeUInt16BE(to.sport, p.l4off);
+  if (to.dport !== undefined) want.writeUInt16BE(to.dport, p.l4off + 2);
+  const ipCsum = ETH + 10;
+  const l4Csum = p.l4off + (p.proto === TCP ? 16 : 6);
+  // Everything but the two checksum fields must match exactly.
+  for (const off of [ipCsum, l4Csum]) out.copy(want, off, off, off + 2);
+  if (!out.equals(want)) return `bytes differ from the expected translation at ${firstDiff(want, out)}`;
+  if (!sameResidue(ipResidue(pkt, p.ihl), ipResidue(out, p.ihl))) return `IPv4 checksum residue ${ipResidue(pkt, p.ihl).toString(16)} -> ${ipResidue(out, p.ihl).toString(16)}`;
+  if (p.proto === UDP && pkt.readUInt16BE(l4Csum) === 0) {
+    if (out.readUInt16BE(l4Csum) !== 0) return 'UDP checksum 0 (none) was filled in';
+  } else if (!sameResidue(l4Residue(pkt, p.l4off, p.proto), l4Residue(out, p.l4off, p.proto))) {
+    return `L4 checksum residue ${l4Residue(pkt, p.l4off, p.proto).toString(16)} -> ${l4Residue(out, p.l4off, p.proto).toString(16)}`;
+  }
+  return null;
+}
+
+function firstDiff(a: Buffer, b: Buffer): number {
+  const n = Math.min(a.length, b.length);
+  for (let i = 0; i < n; i++) if (a[i] !== b[i]) return i;
+  return n;
+}
+
+// ---- ICMP errors ----
+
+/** ICMP types that carry the header of the packet they report on (RFC 792). */
+const ICMP_ERROR_TYPES = new Set([3, 4, 5, 11, 12]);
+
+function isIcmpError(pkt: Buffer, p: Parsed): boolean {
+  const off = ETH + p.ihl;
+  return !p.fragment && pkt.length > off && ICMP_ERROR_TYPES.has(pkt[off]!);
+}
+
+/**
+ * What an ICMP error (destination unreachable, time exceeded, parameter
+ * problem, ...) must become. Today the datapath does not translate ICMP
+ * errors about translated flows (README, "Known gaps"): every one passes
+ * untouched and is counted as pass. When the datapath learns to translate
+ * them (the outer destination/source and the embedded header back to the
+ * frontend the client used), this function is the one to change.
+ */
+export function icmpErrorExpectation(pkt: Buffer, _p: Parsed, _fromNode: boolean): Expectation {
+  return untouched(pkt, 'pass', 'ICMP error');
+}
