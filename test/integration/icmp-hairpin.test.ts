@@ -1,0 +1,187 @@
+// End to end across two nodes (src/testbed/multinode.ts, one `kbp agent
+// --manifests DIR --node-devices eth0` per node): what the datapath answers
+// with ICMP, and pods reaching Services in ways that loop back.
+//   - a Service without endpoints refuses connections (ICMP port unreachable,
+//     as kube-proxy's REJECT): from a pod through the ClusterIP, from the
+//     external client through a NodePort, TCP and connected UDP;
+//   - a backend's ICMP port unreachable for a UDP flow reaches the client as
+//     ECONNREFUSED: pod -> ClusterIP (backend on the other node), and external
+//     client -> NodePort (masqueraded);
+//   - hairpin: a pod that is the only endpoint of its Service reaches itself
+//     through the ClusterIP and through its node's NodePort;
+//   - pods reach NodePorts on their own node's and the other node's address.
+//
+//   node1 172.18.0.11  pods 10.244.1.0/24: self 10.244.1.10 (server :8080), client c1 10.244.1.100
+//   node2 172.18.0.12  pods 10.244.2.0/24: web-b 10.244.2.10 (server :8080, nothing on :9999)
+//   external client 172.18.0.100
+//
+// Needs root and a build (make build).
+
+import t, { type Test } from 'tap';
+import { Agent } from '../../src/testbed/agent.js';
+import { writeNode, writeService, type ServiceSpec } from '../../src/testbed/manifests.js';
+import { MultiNodeCluster, UPLINK } from '../../src/testbed/multinode.js';
+import { cleanupStale, Testbed } from '../../src/testbed/netns.js';
+import { Probe, startPodServer } from '../../src/testbed/programs.js';
+import type { HttpResult } from '../../src/testbed/probe-protocol.js';
+
+const WEB_B = { podName: 'web-b', ip: '10.244.2.10', nodeName: 'node2' };
+const SELF = { podName: 'self', ip: '10.244.1.10', nodeName: 'node1' };
+const CLIENT_POD_IP = '10.244.1.100';
+const HAIRPIN_ADDR = '169.254.42.1';
+
+const empty: ServiceSpec = {
+  name: 'empty',
+  namespace: 'default',
+  clusterIP: '10.96.0.60',
+  type: 'NodePort',
+  ports: [
+    { name: 'http', port: 80, targetPort: 8080, protocol: 'TCP', nodePort: 30090 },
+    { name: 'dns', port: 53, targetPort: 8080, protocol: 'UDP', nodePort: 30091 },
+  ],
+  endpoints: [],
+};
+// targetPort 9999: web-b has no socket there, so its kernel answers port unreachable.
+const closed: ServiceSpec = {
+  name: 'closed',
+  namespace: 'default',
+  clusterIP: '10.96.0.61',
+  type: 'NodePort',
+  ports: [{ name: 'udp', port: 5400, targetPort: 9999, protocol: 'UDP', nodePort: 30092 }],
+  endpoints: [WEB_B],
+};
+const self: ServiceSpec = {
+  name: 'self',
+  namespace: 'default',
+  clusterIP: '10.96.0.62',
+  type: 'NodePort',
+  ports: [
+    { name: 'http', port: 80, targetPort: 8080, protocol: 'TCP', nodePort: 30093 },
+    { name: 'udp', port: 5300, targetPort: 8080, protocol: 'UDP', nodePort: 30095 },
+  ],
+  endpoints: [SELF],
+};
+const web: ServiceSpec = {
+  name: 'web',
+  namespace: 'default',
+  clusterIP: '10.96.0.63',
+  type: 'NodePort',
+  ports: [{ name: 'http', port: 80, targetPort: 8080, protocol: 'TCP', nodePort: 30094 }],
+  endpoints: [WEB_B],
+};
+
+const failures = (rs: HttpResult[]) => rs.filter((r) => !r.ok).map((r) => r.error ?? `HTTP ${r.status}`);
+const seenAddresses = (rs: HttpResult[]) => [...new Set(rs.map((r) => r.seenFrom?.split(':')[0]))];
+const now = () => performance.timeOrigin + performance.now();
+
+if (process.getuid?.() !== 0) {
+  t.plan(0, 'needs root (network namespaces, bpffs, tc)');
+} else {
+  await cleanupStale();
+  const tb = Testbed.create();
+  let mc!: MultiNodeCluster;
+  const agents: Agent[] = [];
+  let external!: Probe;
+  let podProbe!: Probe;
+  let selfProbe!: Probe;
+  let healthy = false;
+
+  t.teardown(async () => {
+    if (!t.passing()) for (const a of agents) process.stderr.write(`${a.cluster.nodeName}: ${await a.logTail(60)}\n`);
+    await tb.teardown();
+  });
+
+  t.before(async () => {
+    mc = await MultiNodeCluster.create(tb);
+    const [n1, n2] = [mc.node(1), mc.node(2)];
+    const webB = await n2.cluster.addPod(WEB_B.podName, WEB_B.ip);
+    await startPodServer(tb, webB.ns, webB.name, 8080);
+    const selfPod = await n1.cluster.addPod(SELF.podName, SELF.ip);
+    await startPodServer(tb, selfPod.ns, selfPod.name, 8080);
+    const clientPod = await n1.cluster.addPod('c1', CLIENT_POD_IP);
+    const dir = await tb.tempDir('manifests');
+    for (const s of [empty, closed, self, web]) await writeService(dir, s);
+    for (const n of mc.nodes) await writeNode(dir, n.name, n.ip);
+    [external, podProbe, selfProbe] = await Promise.all([Probe.start(tb, mc.clientNs), Probe.start(tb, clientPod.ns), Probe.start(tb, selfPod.ns)]);
+    for (const n of [n1, n2]) {
+      const nodeProbe = await Probe.start(tb, n.cluster.nodeNs);
+      agents.push(await Agent.start(tb, n.cluster, nodeProbe, { manifestsDir: dir, extraArgs: ['--node-devices', UPLINK] }));
+    }
+  });
+
+  const withAgents = (name: string, fn: (t: Test) => Promise<void>) =>
+    t.test(name, async (t) => {
+      if (!healthy) {
+        t.fail('agents are not healthy');
+        return;
+      }
+      await fn(t);
+    });
+
+  /** The datapath counter `name` of node n's agent (GET /v1/stats). */
+  const stat = async (n: number, name: string): Promise<number> => {
+    const body = (await agents[n - 1]!.getJson('/v1/stats')) as { items: Array<{ name: string; packets: number }> };
+    return body.items.find((s) => s.name === name)?.packets ?? 0;
+  };
+
+  t.test('both agents become healthy', async () => {
+    await Promise.all(agents.map((a) => a.waitHealthy(30_000)));
+    healthy = true;
+  });
+
+  withAgents('a Service without endpoints refuses connections at once (ECONNREFUSED), from a pod and from outside', async (t) => {
+    const n1 = mc.node(1);
+    const before = await stat(1, 'reject');
+    const viaClusterIp = await podProbe.http(empty.clusterIP, 80, { count: 3, timeoutMs: 3000 });
+    const viaNodePort = await external.http(n1.ip, 30090, { count: 3, timeoutMs: 3000 });
+    for (const [what, rs] of [['pod -> ClusterIP:80', viaClusterIp], [`external -> ${n1.ip}:30090`, viaNodePort]] as const) {
+      t.same(rs.map((r) => r.error?.split(':')[0]), ['ECONNREFUSED', 'ECONNREFUSED', 'ECONNREFUSED'], `${what}: every connect refused`);
+      const slowest = Math.max(...rs.map((r) => r.end - r.start));
+      t.ok(slowest < 500, `${what}: refused within ${slowest.toFixed(1)} ms (no SYN retries)`);
+    }
+    const u = await podProbe.udp(empty.clusterIP, 53, { connect: true, timeoutMs: 3000 });
+    t.match(u.error, /ECONNREFUSED/, 'connected UDP from a pod: ECONNREFUSED');
+    const ux = await external.udp(n1.ip, 30091, { connect: true, timeoutMs: 3000 });
+    t.match(ux.error, /ECONNREFUSED/, 'connected UDP from outside through the NodePort: ECONNREFUSED');
+    t.ok((await stat(1, 'reject')) - before >= 8, 'node1 counted the rejected packets');
+  });
+
+  withAgents("a backend's port unreachable reaches the client translated: pod -> ClusterIP, external -> NodePort (masqueraded)", async (t) => {
+    const n1 = mc.node(1);
+    const before = await stat(1, 'icmp_revnat');
+    const start = now();
+    const u = await podProbe.udp(closed.clusterIP, 5400, { connect: true, timeoutMs: 3000 });
+    t.match(u.error, /ECONNREFUSED/, `pod -> ${closed.clusterIP}:5400 (web-b on node2, nothing on 9999): ECONNREFUSED after ${(now() - start).toFixed(1)} ms`);
+    const ux = await external.udp(n1.ip, 30092, { connect: true, timeoutMs: 3000 });
+    t.match(ux.error, /ECONNREFUSED/, `external -> ${n1.ip}:30092 (SNAT to node1): ECONNREFUSED`);
+    t.equal((await stat(1, 'icmp_revnat')) - before, 2, 'node1 translated both errors at its uplink');
+  });
+
+  withAgents('hairpin: the only endpoint of a Service reaches itself through the ClusterIP and its NodePort', async (t) => {
+    const n1 = mc.node(1);
+    const viaClusterIp = await selfProbe.http(self.clusterIP, 80, { count: 5, timeoutMs: 2000 });
+    t.same(failures(viaClusterIp), [], '5/5 through the ClusterIP');
+    t.same([...new Set(viaClusterIp.map((r) => r.backend))], [SELF.podName], 'answered by itself');
+    t.same(seenAddresses(viaClusterIp), [HAIRPIN_ADDR], `it saw the connection come from ${HAIRPIN_ADDR}`);
+    const viaNodePort = await selfProbe.http(n1.ip, 30093, { count: 5, timeoutMs: 2000 });
+    t.same(failures(viaNodePort), [], `5/5 through its own node's NodePort ${n1.ip}:30093`);
+    t.same(seenAddresses(viaNodePort), [HAIRPIN_ADDR]);
+    const u = await selfProbe.udp(self.clusterIP, 5300, { timeoutMs: 2000 });
+    t.same(u.from, { address: self.clusterIP, port: 5300 }, 'UDP: the reply comes from the ClusterIP');
+    t.equal((JSON.parse(u.body) as { remoteAddress: string }).remoteAddress, HAIRPIN_ADDR);
+  });
+
+  withAgents("pods reach NodePorts on their own node's and the other node's address", async (t) => {
+    const [n1, n2] = [mc.node(1), mc.node(2)];
+    for (const n of [n1, n2]) {
+      const rs = await podProbe.http(n.ip, 30094, { count: 5, timeoutMs: 2000 });
+      t.same(failures(rs), [], `c1 on node1 -> ${n.ip}:30094 (backend on node2): 5/5`);
+      t.same([...new Set(rs.map((r) => r.backend))], [WEB_B.podName]);
+      t.same(seenAddresses(rs), [CLIENT_POD_IP], 'the backend saw the pod (local backend or pod source: no masquerade)');
+    }
+    // The only endpoint on node1 through node2's NodePort: masqueraded to node2 and back.
+    const rs = await selfProbe.http(n2.ip, 30093, { count: 3, timeoutMs: 2000 });
+    t.same(failures(rs), [], `self on node1 -> ${n2.ip}:30093 (its own Service, via the other node): 3/3`);
+    t.same(seenAddresses(rs), [n2.ip], 'node2 masqueraded it (remote backend)');
+  });
+}
