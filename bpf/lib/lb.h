@@ -37,6 +37,14 @@ static __always_inline bool lb4_vip_known(__be32 vip)
 	return v && (v->flags & KBP_SVC_F_VIP_MARKER);
 }
 
+/* loadBalancerSourceRanges: whether the client lies in one of the frontend's ranges. */
+static __always_inline bool lb4_source_allowed(__be32 client, __u32 svc_id)
+{
+	struct kbp_src_range_key key = { .prefixlen = 64, .svc_id = svc_id, .addr = client };
+
+	return bpf_map_lookup_elem(&kbp_srcrange_v1, &key) != NULL;
+}
+
 /* A random active backend of the frontend: slots 1..count are dense (the
  * syncer writes them before raising count). Returns the backend id and its
  * slot, or 0 if the slot is missing. The caller has checked count > 0. */
@@ -109,7 +117,8 @@ static __always_inline void lb4_affinity_record(const struct pkt4 *p, const stru
  * A client that gets itself as backend (hairpin) is given KBP_HAIRPIN_ADDR as
  * source, so the backend's reply leaves it and comes back through here.
  * Returns KBP_OK with *stat set to NEW_FLOW, SNAT, HAIRPIN or ESTABLISHED;
- * KBP_STAT_REJECT for a frontend without endpoints that rejects; or a drop reason.
+ * KBP_STAT_REJECT for a frontend without endpoints that rejects; or a drop reason
+ * (KBP_STAT_DROP_SOURCE_RANGE: a new flow from outside loadBalancerSourceRanges).
  */
 static __always_inline int lb4_forward(struct __sk_buff *skb, const struct pkt4 *p,
 				       const struct kbp_svc_value *svc, bool from_node, __u32 *stat)
@@ -137,6 +146,9 @@ static __always_inline int lb4_forward(struct __sk_buff *skb, const struct pkt4 
 	if (!be) {
 		bool affinity = svc->flags & KBP_SVC_F_AFFINITY;
 
+		/* Before the endpoint check: kube-proxy's firewall comes first too. */
+		if ((svc->flags & KBP_SVC_F_SOURCE_RANGES) && !lb4_source_allowed(p->saddr, svc->svc_id))
+			return KBP_STAT_DROP_SOURCE_RANGE;
 		if (svc->count == 0)
 			return (svc->flags & KBP_SVC_F_REJECT) ? KBP_STAT_REJECT : KBP_STAT_DROP_NO_BACKEND;
 		bkey.id = affinity ? lb4_affinity_backend(p, svc, now) : 0;

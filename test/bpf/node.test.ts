@@ -36,6 +36,8 @@ import {
   STAT_NAMES,
   snatKey,
   snatValue,
+  srcRangeKey,
+  srcRangeKeyOf,
 } from '../../src/maps/abi.js';
 
 const NODE = '172.18.0.11';
@@ -246,4 +248,41 @@ t.test("ICMP errors about a pod's flow to a remote backend are translated at the
   const res = await dp.runNode(err);
   const want = buildIcmpError({ saddr: CLUSTER_IP, daddr: POD, type: ICMP_DEST_UNREACH, code: ICMP_PORT_UNREACH, offending: sent, quoteL4: 24 });
   t.ok(res.data.equals(want), 'exact frame: from the ClusterIP, quoting pod -> ClusterIP:53');
+});
+
+t.test('loadBalancerSourceRanges: only clients inside a range start flows to the LB IP; established flows and other frontends unaffected', async (t) => {
+  const lb = '172.18.1.60';
+  await dp.setConfig(NODE);
+  await dp.program([
+    { svcId: 14, vip: lb, port: 80, proto: 'tcp', backends: [LOCAL_BE], flags: KBP_SVC_F_LOAD_BALANCER, sourceRanges: ['172.18.0.101/30', '10.0.0.0/8'] },
+    // Another frontend of the same address space without ranges, and one whose ranges name the denied client.
+    { svcId: 15, vip: lb, port: 81, proto: 'tcp', backends: [LOCAL_BE], flags: KBP_SVC_F_LOAD_BALANCER },
+    { svcId: 16, vip: lb, port: 82, proto: 'tcp', backends: [LOCAL_BE], flags: KBP_SVC_F_LOAD_BALANCER, sourceRanges: ['172.18.0.104/32'] },
+  ]);
+  const allowed = await send({ saddr: CLIENT, daddr: lb, proto: 'tcp', sport: sport(), dport: 80 }); // .100 in .100/30 (written as .101/30: host bits cleared)
+  t.same(allowed.moved, ['new_flow'], '172.18.0.100 is inside 172.18.0.100/30');
+  t.match(allowed.out, { daddr: LOCAL_BE.ip, dport: 8080 });
+  const inTen = await send({ saddr: '10.9.8.7', daddr: lb, proto: 'tcp', sport: sport(), dport: 80 });
+  t.same(inTen.moved, ['new_flow'], '10.9.8.7 is inside 10.0.0.0/8');
+  for (const denied of ['172.18.0.104', '172.18.0.99', '11.0.0.1']) {
+    const r = await send({ saddr: denied, daddr: lb, proto: 'tcp', sport: sport(), dport: 80 });
+    t.equal(r.res.retval, TC_ACT_SHOT, `${denied} is outside every range: dropped`);
+    t.same(r.moved, ['drop_source_range']);
+  }
+  const other = await send({ saddr: '172.18.0.104', daddr: lb, proto: 'tcp', sport: sport(), dport: 81 });
+  t.same(other.moved, ['new_flow'], 'a frontend without ranges takes everyone');
+  const own = await send({ saddr: '172.18.0.104', daddr: lb, proto: 'tcp', sport: sport(), dport: 82 });
+  t.same(own.moved, ['new_flow'], "ranges are per frontend: .104 is inside port 82's");
+  const notOwn = await send({ saddr: CLIENT, daddr: lb, proto: 'tcp', sport: sport(), dport: 82 });
+  t.same(notOwn.moved, ['drop_source_range'], "and .100 outside them, although port 80's admit it");
+
+  // The ranges change under an established flow: it goes on (the check is for new flows, as kube-proxy's firewall in the nat table).
+  const cport = sport();
+  await send({ saddr: CLIENT, daddr: lb, proto: 'tcp', sport: cport, dport: 80 });
+  const key = srcRangeKey.encode(srcRangeKeyOf(14, '172.18.0.100/30'));
+  t.ok(await dp.srcRanges.delete(key), 'range removed');
+  const est = await send({ saddr: CLIENT, daddr: lb, proto: 'tcp', sport: cport, dport: 80, tcpFlags: TCP_ACK });
+  t.same(est.moved, ['established']);
+  const fresh = await send({ saddr: CLIENT, daddr: lb, proto: 'tcp', sport: sport(), dport: 80 });
+  t.same(fresh.moved, ['drop_source_range'], 'a new flow from the removed range is dropped');
 });

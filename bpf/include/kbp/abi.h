@@ -29,6 +29,7 @@
 #define KBP_MAP_AFFINITY  "kbp_affinity_v1"
 #define KBP_MAP_SNAT      "kbp_snat4_v1"
 #define KBP_MAP_CONFIG    "kbp_config_v1"
+#define KBP_MAP_SRC_RANGES "kbp_srcrange_v1"
 
 /* Default capacities; the agent may resize before load (bpf_map__set_max_entries). */
 #define KBP_SERVICES_MAX  (1u << 20) /* frontends x (1 + slots) + VIP markers */
@@ -37,6 +38,7 @@
 #define KBP_CT_MAX        (1u << 19)
 #define KBP_AFFINITY_MAX  (1u << 18)
 #define KBP_SNAT_MAX      (1u << 18)
+#define KBP_SRC_RANGES_MAX (1u << 16)
 
 /* tc filter identity: kbp owns this handle/priority on every hook it attaches. */
 #define KBP_TC_HANDLE     0x6b62 /* "kb" */
@@ -72,6 +74,8 @@ struct kbp_svc_key {
                                            * ICMP port unreachable (kube-proxy's REJECT).
                                            * An empty frontend without it drops (a Local
                                            * traffic policy left no endpoint on this node). */
+#define KBP_SVC_F_SOURCE_RANGES (1u << 7) /* loadBalancerSourceRanges: only clients inside one of
+                                           * the frontend's kbp_srcrange_v1 prefixes start flows */
 
 struct kbp_svc_value {
 	__u32 backend_id;       /* slot > 0: backend id; 0 in the service entry */
@@ -211,6 +215,21 @@ struct kbp_snat_value {
 	__u32  pad2;        /* zero */
 };
 
+/* ---- source ranges: loadBalancerSourceRanges per frontend (LPM trie) ---- */
+
+/* The prefix covers svc_id in full, then the range: prefixlen = 32 + the
+ * range's length. A client may start a flow to a frontend flagged
+ * KBP_SVC_F_SOURCE_RANGES only if {64, svc_id, client} matches an entry. */
+struct kbp_src_range_key {
+	__u32  prefixlen; /* LPM prefix length in bits: 32 + the range's */
+	__u32  svc_id;    /* frontend id, host order */
+	__be32 addr;      /* range address, network order, host bits zero */
+};
+
+struct kbp_src_range {
+	__u32 flags; /* reserved, zero: an entry's presence allows the range */
+};
+
 /* ---- config: one entry the agent writes before attaching to node devices ---- */
 
 struct kbp_config {
@@ -242,6 +261,8 @@ enum kbp_stat {
 	                               * (outer and quoted headers) for the client */
 	KBP_STAT_HAIRPIN,             /* new flow whose client is its own backend: source rewritten
 	                               * to KBP_HAIRPIN_ADDR */
+	KBP_STAT_DROP_SOURCE_RANGE,   /* new flow to a load balancer IP from outside its
+	                               * loadBalancerSourceRanges */
 	KBP_STAT_MAX,
 };
 
@@ -275,6 +296,8 @@ KBP_STATIC_ASSERT(sizeof(struct kbp_affinity_value) == 16, "kbp_affinity_value s
 KBP_STATIC_ASSERT(sizeof(struct kbp_snat_key) == 16, "kbp_snat_key size");
 KBP_STATIC_ASSERT(sizeof(struct kbp_snat_value) == 24, "kbp_snat_value size");
 KBP_STATIC_ASSERT(sizeof(struct kbp_config) == 8, "kbp_config size");
+KBP_STATIC_ASSERT(sizeof(struct kbp_src_range_key) == 12, "kbp_src_range_key size");
+KBP_STATIC_ASSERT(sizeof(struct kbp_src_range) == 4, "kbp_src_range size");
 KBP_STATIC_ASSERT(KBP_STAT_MAX <= KBP_STAT_SLOTS, "stat reasons fit the stats map");
 
 #endif /* KBP_ABI_H */
