@@ -148,9 +148,9 @@ t.test('internalTrafficPolicy Local, externalTrafficPolicy Cluster: the ClusterI
   ]);
 });
 
-t.test('externalIPs on a ClusterIP Service; loadBalancerSourceRanges reported as not enforced; invalid addresses skip the Service', async (t) => {
+t.test('externalIPs on a ClusterIP Service; loadBalancerSourceRanges on the LB frontends only (normalized; bad and IPv6 ones skipped); invalid addresses skip the Service', async (t) => {
   const ok = svc('a', '10.96.0.20', [{ port: 443, targetPort: 8443 }], { externalIPs: ['172.18.2.1', 'fd00::1'] });
-  const lb = svc('b', '10.96.0.21', [{ port: 80, targetPort: 8080, nodePort: 30081 }], { type: 'LoadBalancer', loadBalancerSourceRanges: ['203.0.113.0/24'] });
+  const lb = svc('b', '10.96.0.21', [{ port: 80, targetPort: 8080, nodePort: 30081 }], { type: 'LoadBalancer', loadBalancerSourceRanges: ['203.0.113.7/24', 'bogus', '2001:db8::/32', '198.51.100.1', '203.0.113.0/24'] });
   lb.status = { loadBalancer: { ingress: [{ ip: '172.18.1.60' }] } };
   const bad = svc('c', '10.96.0.22', [{ port: 80 }], { externalIPs: ['not-an-ip'] });
   const d = computeDesired([ok, lb, bad], [slice('a-1', 'a', [{ port: 8443 }], ['10.244.2.3']), slice('b-1', 'b', [{ port: 8080 }], ['10.244.1.4'])], {
@@ -162,13 +162,14 @@ t.test('externalIPs on a ClusterIP Service; loadBalancerSourceRanges reported as
     'frontend 172.18.2.1:443/TCP web/a:- flags=external-ip affinity=0 active=[10.244.2.3:8443/TCP]',
     'frontend 10.96.0.21:80/TCP web/b:- flags=cluster-ip affinity=0 active=[10.244.1.4:8080/TCP]',
     'frontend 172.18.0.11:30081/TCP web/b:- flags=node-port affinity=0 active=[10.244.1.4:8080/TCP]',
-    'frontend 172.18.1.60:80/TCP web/b:- flags=load-balancer affinity=0 active=[10.244.1.4:8080/TCP]',
+    'frontend 172.18.1.60:80/TCP web/b:- flags=load-balancer,source-ranges affinity=0 active=[10.244.1.4:8080/TCP] ranges=[198.51.100.1/32 203.0.113.0/24]',
     'backend 10.244.1.4:8080/TCP active',
     'backend 10.244.2.3:8443/TCP active',
     'vip 10.96.0.20',
     'vip 10.96.0.21',
     'debug Service web/a: IPv6 externalIPs fd00::1 skipped (IPv4 only)',
-    'warn Service web/b: loadBalancerSourceRanges 203.0.113.0/24 not enforced yet: every client reaches the load balancer IPs',
+    'warn Service web/b: loadBalancerSourceRange "bogus" is not a CIDR: skipped',
+    'debug Service web/b: IPv6 loadBalancerSourceRange 2001:db8::/32 skipped (IPv4 only)',
     'warn Service web/c: invalid spec, Service skipped: externalIPs: "not-an-ip" is not an IP address',
   ]);
 });
@@ -209,4 +210,13 @@ t.test('ProxyState: a Node address change recomputes every Service; --node-ip wi
   pinned.onNode(node1);
   t.same([...pinned.compute().desired.frontends.keys()].sort(), ['10.0.0.9:30080/TCP#0', '10.96.0.10:80/TCP#0']);
   t.equal(pinned.onNode({ ...node1, status: { addresses: [{ type: 'InternalIP', address: '172.18.0.21' }] } }), false, 'Node addresses do not matter with --node-ip');
+});
+
+t.test('loadBalancerSourceRanges with no usable IPv4 range: the load balancer IP takes every client (as kube-proxy)', async (t) => {
+  const lb = svc('v6', '10.96.0.25', [{ port: 80, targetPort: 8080 }], { type: 'LoadBalancer', loadBalancerSourceRanges: ['2001:db8::/32', 'nonsense'] });
+  lb.status = { loadBalancer: { ingress: [{ ip: '172.18.1.61' }] } };
+  const d = computeDesired([lb], [slice('v6-1', 'v6', [{ port: 8080 }], ['10.244.1.4'])], CTX);
+  const f = [...d.frontends.values()].find((x) => x.vip === '172.18.1.61')!;
+  t.equal(f.flags & abi.KBP_SVC_F_SOURCE_RANGES, 0, 'no source-ranges flag');
+  t.equal(f.sourceRanges, undefined);
 });

@@ -29,6 +29,7 @@ function fakeMaps(): FakeMapWriter {
     [S]: { keySize: abi.svcKey.size, valueSize: abi.svcValue.size },
     [B]: { keySize: abi.backendKey.size, valueSize: abi.backendValue.size },
     [R]: { keySize: abi.revnatKey.size, valueSize: abi.revnatValue.size },
+    [abi.KBP_MAP_SRC_RANGES]: { keySize: abi.srcRangeKey.size, valueSize: abi.srcRangeValue.size },
     [CT]: { keySize: abi.ctKey.size, valueSize: abi.ctValue.size },
   });
 }
