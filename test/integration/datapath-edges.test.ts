@@ -9,11 +9,14 @@
 //     client -> NodePort (masqueraded);
 //   - hairpin: a pod that is the only endpoint of its Service reaches itself
 //     through the ClusterIP and through its node's NodePort;
-//   - pods reach NodePorts on their own node's and the other node's address.
+//   - pods reach NodePorts on their own node's and the other node's address;
+//   - loadBalancerSourceRanges: a load balancer IP (routed to node1) takes new
+//     connections only from clients inside its ranges (the external client, a pod).
 //
 //   node1 172.18.0.11  pods 10.244.1.0/24: self 10.244.1.10 (server :8080), client c1 10.244.1.100
 //   node2 172.18.0.12  pods 10.244.2.0/24: web-b 10.244.2.10 (server :8080, nothing on :9999)
-//   external client 172.18.0.100
+//   external client 172.18.0.100; load balancer IPs 172.18.1.70 (ranges: the
+//   external client) and 172.18.1.71 (ranges: node1's pods), routed via node1
 //
 // Needs root and a build (make build).
 
@@ -70,6 +73,26 @@ const web: ServiceSpec = {
   endpoints: [WEB_B],
 };
 
+// Two LoadBalancer Services on web-b whose ranges admit one client each.
+const rangeExternal: ServiceSpec = {
+  name: 'lb-external',
+  namespace: 'default',
+  clusterIP: '10.96.0.64',
+  type: 'LoadBalancer',
+  loadBalancerIPs: ['172.18.1.70'],
+  loadBalancerSourceRanges: ['172.18.0.100/32'],
+  ports: [{ name: 'http', port: 80, targetPort: 8080, protocol: 'TCP', nodePort: 30096 }],
+  endpoints: [WEB_B],
+};
+const rangePods: ServiceSpec = {
+  ...rangeExternal,
+  name: 'lb-pods',
+  clusterIP: '10.96.0.65',
+  loadBalancerIPs: ['172.18.1.71'],
+  loadBalancerSourceRanges: ['10.244.1.0/24', '192.0.2.0/24'],
+  ports: [{ name: 'http', port: 80, targetPort: 8080, protocol: 'TCP', nodePort: 30097 }],
+};
+
 const failures = (rs: HttpResult[]) => rs.filter((r) => !r.ok).map((r) => r.error ?? `HTTP ${r.status}`);
 const seenAddresses = (rs: HttpResult[]) => [...new Set(rs.map((r) => r.seenFrom?.split(':')[0]))];
 const now = () => performance.timeOrigin + performance.now();
@@ -100,7 +123,7 @@ if (process.getuid?.() !== 0) {
     await startPodServer(tb, selfPod.ns, selfPod.name, 8080);
     const clientPod = await n1.cluster.addPod('c1', CLIENT_POD_IP);
     const dir = await tb.tempDir('manifests');
-    for (const s of [empty, closed, self, web]) await writeService(dir, s);
+    for (const s of [empty, closed, self, web, rangeExternal, rangePods]) await writeService(dir, s);
     for (const n of mc.nodes) await writeNode(dir, n.name, n.ip);
     [external, podProbe, selfProbe] = await Promise.all([Probe.start(tb, mc.clientNs), Probe.start(tb, clientPod.ns), Probe.start(tb, selfPod.ns)]);
     for (const n of [n1, n2]) {
@@ -183,5 +206,24 @@ if (process.getuid?.() !== 0) {
     const rs = await selfProbe.http(n2.ip, 30093, { count: 3, timeoutMs: 2000 });
     t.same(failures(rs), [], `self on node1 -> ${n2.ip}:30093 (its own Service, via the other node): 3/3`);
     t.same(seenAddresses(rs), [n2.ip], 'node2 masqueraded it (remote backend)');
+  });
+
+  withAgents('loadBalancerSourceRanges: each load balancer IP serves the client inside its ranges and drops the other', async (t) => {
+    const [lbExt, lbPods] = [rangeExternal.loadBalancerIPs![0]!, rangePods.loadBalancerIPs![0]!];
+    for (const ip of [lbExt, lbPods]) await mc.routeFromClient(`${ip}/32`, 1);
+    const before = await stat(1, 'drop_source_range');
+    const allowedExt = await external.http(lbExt, 80, { count: 5, timeoutMs: 2000 });
+    t.same(failures(allowedExt), [], `external client (172.18.0.100, inside 172.18.0.100/32) -> ${lbExt}: 5/5`);
+    t.same(seenAddresses(allowedExt), [mc.node(1).ip], 'masqueraded to node1 (backend on node2)');
+    const allowedPod = await podProbe.http(lbPods, 80, { count: 5, timeoutMs: 2000 });
+    t.same(failures(allowedPod), [], `pod c1 (inside 10.244.1.0/24) -> ${lbPods}: 5/5`);
+    const [deniedExt] = await external.http(lbPods, 80, { count: 1, timeoutMs: 1000 });
+    t.match(deniedExt?.error, /ETIMEDOUT/, `external client -> ${lbPods} (outside its ranges): dropped`);
+    const [deniedPod] = await podProbe.http(lbExt, 80, { count: 1, timeoutMs: 1000 });
+    t.match(deniedPod?.error, /ETIMEDOUT/, `pod c1 -> ${lbExt} (outside its ranges): dropped`);
+    t.ok((await stat(1, 'drop_source_range')) - before >= 2, 'node1 counted the dropped SYNs');
+    // The NodePort of the same Service is not filtered (kube-proxy filters load balancer IPs only).
+    const viaNodePort = await external.http(mc.node(1).ip, 30097, { count: 2, timeoutMs: 2000 });
+    t.same(failures(viaNodePort), [], 'its NodePort still takes the external client');
   });
 }
