@@ -10,11 +10,16 @@
 //   - hairpin: a pod that is the only endpoint of its Service reaches itself
 //     through the ClusterIP and through its node's NodePort;
 //   - pods reach NodePorts on their own node's and the other node's address;
+//   - path MTU discovery through translated flows: the backend 'big' sits
+//     behind a host veth with MTU 1300 (its own side 1500, so it advertises
+//     MSS 1460); node2's "fragmentation needed" for full-size segments must
+//     reach the client translated, or large requests black-hole;
 //   - loadBalancerSourceRanges: a load balancer IP (routed to node1) takes new
 //     connections only from clients inside its ranges (the external client, a pod).
 //
 //   node1 172.18.0.11  pods 10.244.1.0/24: self 10.244.1.10 (server :8080), client c1 10.244.1.100
-//   node2 172.18.0.12  pods 10.244.2.0/24: web-b 10.244.2.10 (server :8080, nothing on :9999)
+//   node2 172.18.0.12  pods 10.244.2.0/24: web-b 10.244.2.10 (server :8080, nothing on :9999),
+//                      big 10.244.2.20 (server :8080, host veth MTU 1300)
 //   external client 172.18.0.100; load balancer IPs 172.18.1.70 (ranges: the
 //   external client) and 172.18.1.71 (ranges: node1's pods), routed via node1
 //
@@ -24,11 +29,12 @@ import t, { type Test } from 'tap';
 import { Agent } from '../../src/testbed/agent.js';
 import { writeNode, writeService, type ServiceSpec } from '../../src/testbed/manifests.js';
 import { MultiNodeCluster, UPLINK } from '../../src/testbed/multinode.js';
-import { cleanupStale, Testbed } from '../../src/testbed/netns.js';
+import { cleanupStale, ip, Testbed } from '../../src/testbed/netns.js';
 import { Probe, startPodServer } from '../../src/testbed/programs.js';
 import type { HttpResult } from '../../src/testbed/probe-protocol.js';
 
 const WEB_B = { podName: 'web-b', ip: '10.244.2.10', nodeName: 'node2' };
+const BIG = { podName: 'big', ip: '10.244.2.20', nodeName: 'node2' };
 const SELF = { podName: 'self', ip: '10.244.1.10', nodeName: 'node1' };
 const CLIENT_POD_IP = '10.244.1.100';
 const HAIRPIN_ADDR = '169.254.42.1';
@@ -73,6 +79,14 @@ const web: ServiceSpec = {
   endpoints: [WEB_B],
 };
 
+const mtu: ServiceSpec = {
+  name: 'mtu',
+  namespace: 'default',
+  clusterIP: '10.96.0.66',
+  type: 'NodePort',
+  ports: [{ name: 'http', port: 80, targetPort: 8080, protocol: 'TCP', nodePort: 30098 }],
+  endpoints: [BIG],
+};
 // Two LoadBalancer Services on web-b whose ranges admit one client each.
 const rangeExternal: ServiceSpec = {
   name: 'lb-external',
@@ -119,11 +133,14 @@ if (process.getuid?.() !== 0) {
     const [n1, n2] = [mc.node(1), mc.node(2)];
     const webB = await n2.cluster.addPod(WEB_B.podName, WEB_B.ip);
     await startPodServer(tb, webB.ns, webB.name, 8080);
+    const big = await n2.cluster.addPod(BIG.podName, BIG.ip);
+    await startPodServer(tb, big.ns, big.name, 8080);
+    await ip('-n', n2.cluster.nodeNs, 'link', 'set', big.hostVeth, 'mtu', '1300');
     const selfPod = await n1.cluster.addPod(SELF.podName, SELF.ip);
     await startPodServer(tb, selfPod.ns, selfPod.name, 8080);
     const clientPod = await n1.cluster.addPod('c1', CLIENT_POD_IP);
     const dir = await tb.tempDir('manifests');
-    for (const s of [empty, closed, self, web, rangeExternal, rangePods]) await writeService(dir, s);
+    for (const s of [empty, closed, self, web, mtu, rangeExternal, rangePods]) await writeService(dir, s);
     for (const n of mc.nodes) await writeNode(dir, n.name, n.ip);
     [external, podProbe, selfProbe] = await Promise.all([Probe.start(tb, mc.clientNs), Probe.start(tb, clientPod.ns), Probe.start(tb, selfPod.ns)]);
     for (const n of [n1, n2]) {
@@ -148,7 +165,7 @@ if (process.getuid?.() !== 0) {
   };
 
   t.test('both agents become healthy', async () => {
-    await Promise.all(agents.map((a) => a.waitHealthy(30_000)));
+    await Promise.all(agents.map((a) => a.waitHealthy(90_000))); // generous: the machine may be shared
     healthy = true;
   });
 
@@ -159,14 +176,15 @@ if (process.getuid?.() !== 0) {
     const viaNodePort = await external.http(n1.ip, 30090, { count: 3, timeoutMs: 3000 });
     for (const [what, rs] of [['pod -> ClusterIP:80', viaClusterIp], [`external -> ${n1.ip}:30090`, viaNodePort]] as const) {
       t.same(rs.map((r) => r.error?.split(':')[0]), ['ECONNREFUSED', 'ECONNREFUSED', 'ECONNREFUSED'], `${what}: every connect refused`);
-      const slowest = Math.max(...rs.map((r) => r.end - r.start));
-      t.ok(slowest < 500, `${what}: refused within ${slowest.toFixed(1)} ms (no SYN retries)`);
+      t.comment(`${what}: refused after ${rs.map((r) => (r.end - r.start).toFixed(1)).join(', ')} ms`);
     }
     const u = await podProbe.udp(empty.clusterIP, 53, { connect: true, timeoutMs: 3000 });
     t.match(u.error, /ECONNREFUSED/, 'connected UDP from a pod: ECONNREFUSED');
     const ux = await external.udp(n1.ip, 30091, { connect: true, timeoutMs: 3000 });
     t.match(ux.error, /ECONNREFUSED/, 'connected UDP from outside through the NodePort: ECONNREFUSED');
-    t.ok((await stat(1, 'reject')) - before >= 8, 'node1 counted the rejected packets');
+    // One rejected packet per attempt: every first SYN was answered, none retransmitted (a
+    // timeout-then-refusal would show up here as more than one packet per connect).
+    t.equal((await stat(1, 'reject')) - before, 8, 'node1 rejected exactly 6 SYNs and 2 datagrams');
   });
 
   withAgents("a backend's port unreachable reaches the client translated: pod -> ClusterIP, external -> NodePort (masqueraded)", async (t) => {
@@ -206,6 +224,17 @@ if (process.getuid?.() !== 0) {
     const rs = await selfProbe.http(n2.ip, 30093, { count: 3, timeoutMs: 2000 });
     t.same(failures(rs), [], `self on node1 -> ${n2.ip}:30093 (its own Service, via the other node): 3/3`);
     t.same(seenAddresses(rs), [n2.ip], 'node2 masqueraded it (remote backend)');
+  });
+
+  withAgents('path MTU discovery works through translated flows: fragmentation needed reaches the client translated', async (t) => {
+    const n1 = mc.node(1);
+    const before = await stat(1, 'icmp_revnat');
+    const path = `/${'x'.repeat(6000)}`; // a request of several full-size segments
+    const ext = await external.http(n1.ip, 30098, { count: 3, timeoutMs: 5000, path });
+    t.same(failures(ext), [], `external client -> ${n1.ip}:30098 (masqueraded to node1, backend behind MTU 1300): 3/3 with a 6 kB request`);
+    const pod = await podProbe.http(mtu.clusterIP, 80, { count: 3, timeoutMs: 5000, path });
+    t.same(failures(pod), [], `pod c1 -> ${mtu.clusterIP}:80 (backend on node2): 3/3 with a 6 kB request`);
+    t.ok((await stat(1, 'icmp_revnat')) - before >= 2, `node1 translated node2's "fragmentation needed" (${(await stat(1, 'icmp_revnat')) - before} errors)`);
   });
 
   withAgents('loadBalancerSourceRanges: each load balancer IP serves the client inside its ranges and drops the other', async (t) => {
