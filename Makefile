@@ -47,8 +47,15 @@ dist/.stamp: $(TS_SRCS) tsconfig.json node_modules/.package-lock.json
 check: deps
 	npx tsc -p tsconfig.check.json
 
-test: build check k8s-bins
+test: build check k8s-bins kustomize
 	npx tap
+
+# The reliability suite (test/reliability, docs/reliability.md) at full size:
+# 1M fuzz packets, 30 s API server outage, 60 s endpoint churn, ... `make test`
+# runs the same files shortened.
+.PHONY: soak
+soak: build check k8s-bins
+	KBP_SOAK=1 npx tap --timeout=3600 test/reliability/*.test.ts
 
 # The real control plane (tools/k8s, src/testbed/apiserver.ts). k8s-bins builds
 # kube-apiserver, kube-proxy and etcd into ~/.cache/kbp once (a cold build takes
@@ -56,6 +63,12 @@ test: build check k8s-bins
 .PHONY: k8s-bins cluster-up cluster-down
 k8s-bins:
 	@bash scripts/k8s-bins.sh >/dev/null || { rc=$$?; [ $$rc -eq 3 ] && echo "k8s-bins: no Go, not built; API server tests will skip"; [ $$rc -eq 3 ]; }
+
+# kustomize (v5, from the Go module proxy into ~/.cache/kbp, ~2 min once):
+# test/deploy renders deploy/ with it.
+.PHONY: kustomize
+kustomize:
+	@bash scripts/kustomize.sh >/dev/null || { rc=$$?; [ $$rc -eq 3 ] && echo "kustomize: no Go, not built; deploy tests will skip"; [ $$rc -eq 3 ]; }
 
 # etcd + kube-apiserver on loopback in the background; writes .cache/kubeconfig.
 cluster-up: deps ts
@@ -67,6 +80,14 @@ cluster-down: ts
 
 demo: build
 	node dist/testbed/demo.js
+
+# kbp side by side with kube-proxy iptables and direct-to-pod (src/bench/compare):
+# the full run writes docs/benchmarks/; bench-quick is the CI-sized one (N=100).
+.PHONY: bench bench-quick
+bench: build k8s-bins
+	node bin/kbp.js bench compare
+bench-quick: build k8s-bins
+	node bin/kbp.js bench compare --quick
 
 clean:
 	rm -rf build dist .cache/deps.stamp

@@ -15,6 +15,9 @@ Commands:
                                 then its pinned maps under DIR (default ${DEFAULT_BPFFS})
   cleanup-iptables [--dry-run]  remove kube-proxy's iptables chains and the rules
                                 jumping into them (kubelet's and others' stay)
+  bench [compare] [--quick]     side by side with the real kube-proxy (iptables
+                                mode) and direct-to-pod, plus the differential
+                                behaviour check; kbp bench compare --help
   bench packet [--json]         per-packet cost of the datapath (BPF prog test run)
                                 against a no-op tc program, at 1, 1k and 100k services
   bench controlplane [--json]   control-plane cost (trackers, desired state, syncer
@@ -37,7 +40,8 @@ Detaches every kbp program from tc ingress in the current network namespace,
 then unpins every kbp_* object under DIR (default ${DEFAULT_BPFFS}). Idempotent.
 `;
 
-const benchUsage = `Usage: kbp bench (packet | controlplane | cluster) [--json]
+const benchUsage = `Usage: kbp bench [compare] [options]   (kbp bench compare --help)
+       kbp bench (packet | controlplane | cluster) [--json]
        kbp bench cluster [--json] [--scales 1000,10000] [--changes N] [--profile DIR]
 
 packet: per-packet prog-test-run time of a no-op tc program and of the service
@@ -102,6 +106,10 @@ async function cmdCleanupIptables(args: string[]): Promise<number> {
 }
 
 async function cmdBench(args: string[]): Promise<number> {
+  if (args.length === 0 || args[0] === 'compare') {
+    const { runCompareCli } = await import('./bench/compare/index.js');
+    return runCompareCli(args.slice(args[0] === 'compare' ? 1 : 0));
+  }
   let parsed;
   try {
     parsed = parseArgs({

@@ -22,6 +22,7 @@ import { collectConntrack, flushStaleUdpFlows } from '../proxy/conntrack.js';
 import { BoundedFrequencyRunner } from '../proxy/runner.js';
 import { startApi } from '../api/server.js';
 import { ensureBpffs } from './bpffs.js';
+import { checkPinnedSizes, effectiveMapSizes } from './mapsizes.js';
 import { DeviceAttacher } from './devices.js';
 import { HealthCheckServers } from './healthcheck.js';
 import { Uplinks } from './uplinks.js';
@@ -46,7 +47,12 @@ export async function runAgent(cfg: AgentConfig, log = new Logger(undefined, cfg
   if (!existsSync(objPath)) throw new Error(`BPF object ${objPath} not found (run "make build")`);
 
   const n = native();
-  const obj: BpfObject = await n.openObject(objPath, { pinRoot: cfg.bpffs });
+  // Every sized map gets its capacity explicitly (the flag's, else abi.h's
+  // default), so both objects agree with each other and with the pins.
+  const maxEntries = effectiveMapSizes(cfg.mapSizes);
+  if (Object.keys(cfg.mapSizes).length) log.info('map sizes', cfg.mapSizes);
+  await checkPinnedSizes(n, cfg.bpffs, maxEntries);
+  const obj: BpfObject = await n.openObject(objPath, { pinRoot: cfg.bpffs, maxEntries });
   const cleanups: Array<() => unknown> = [() => obj.close()];
   try {
     const prog = obj.program(PROGRAM_NAME);
@@ -59,7 +65,7 @@ export async function runAgent(cfg: AgentConfig, log = new Logger(undefined, cfg
     await syncer.restore();
 
     // The node program reuses the maps the pod program pinned.
-    const uplinks = cfg.nodeDevicePatterns.length ? await Uplinks.load(n, cfg.bpffs, cfg.nodeDevicePatterns, log.child({ component: 'uplinks' })) : undefined;
+    const uplinks = cfg.nodeDevicePatterns.length ? await Uplinks.load(n, cfg.bpffs, cfg.nodeDevicePatterns, log.child({ component: 'uplinks' }), maxEntries) : undefined;
     if (uplinks) cleanups.push(() => uplinks.close());
 
     const state = new ProxyState(cfg.nodeName, log.child({ component: 'desired' }));
@@ -190,6 +196,7 @@ export async function runAgent(cfg: AgentConfig, log = new Logger(undefined, cfg
     // already ignores them; this frees them before LRU pressure would).
     if (cfg.ctGcIntervalMs > 0) {
       const gcMaps = { ct: obj.map(abi.KBP_MAP_CT), snat: obj.map(abi.KBP_MAP_SNAT), revnat: obj.map(abi.KBP_MAP_REVNAT) };
+      const pressure = [new LruPressure(abi.KBP_MAP_CT, gcMaps.ct.info.maxEntries, ctLog), new LruPressure(abi.KBP_MAP_SNAT, gcMaps.snat.info.maxEntries, ctLog)];
       let running = false;
       const timer = setInterval(() => {
         if (running) return;
@@ -197,6 +204,8 @@ export async function runAgent(cfg: AgentConfig, log = new Logger(undefined, cfg
         collectConntrack(gcMaps)
           .then((r) => {
             if (r.ctDeleted || r.snatDeleted) ctLog.info('collected ended flows', { ...r });
+            pressure[0]!.observe(r.ctScanned, r.ctScanned - r.ctDeleted);
+            pressure[1]!.observe(r.snatScanned, r.snatScanned - r.snatDeleted);
           })
           .catch((err) => ctLog.warn('conntrack garbage collection failed', { err }))
           .finally(() => (running = false));
@@ -215,6 +224,38 @@ export async function runAgent(cfg: AgentConfig, log = new Logger(undefined, cfg
       } catch (err) {
         log.warn('cleanup step failed', { err });
       }
+    }
+  }
+}
+
+/**
+ * Conntrack and SNAT are LRU maps: when full, the kernel evicts the least
+ * recently used entries instead of refusing new flows, so new flows never
+ * fail, but an idle established flow may lose its entry and be balanced
+ * again on its next packet. That is not an error the datapath can count, so
+ * the garbage collector's pass reports it: a warning when a map was found at
+ * least 70% full (once per episode), a note when it is back under 50%; the
+ * fill level is the kbp_map_entries / kbp_map_max_entries metrics. 70%, not
+ * more: the kernel's LRU starts evicting before max_entries, because every
+ * CPU keeps some free entries of its own (in a 256-entry map on 2 CPUs,
+ * eviction began at 192 entries).
+ */
+class LruPressure {
+  private high = false;
+
+  constructor(
+    private readonly map: string,
+    private readonly maxEntries: number,
+    private readonly log: Logger,
+  ) {}
+
+  observe(scanned: number, kept: number): void {
+    if (!this.high && scanned >= 0.7 * this.maxEntries) {
+      this.high = true;
+      this.log.warn('map nearly full: the kernel evicts the least recently used flows, idle established flows may be balanced again; raise --map-sizes', { map: this.map, entries: scanned, kept, maxEntries: this.maxEntries });
+    } else if (this.high && kept < 0.5 * this.maxEntries) {
+      this.high = false;
+      this.log.info('map pressure over', { map: this.map, entries: kept, maxEntries: this.maxEntries });
     }
   }
 }

@@ -9,6 +9,7 @@ import { isLogLevel, type LogLevel } from '../log.js';
 import { parseGlobs } from './devices.js';
 import { isIPv4 } from '../maps/abi.js';
 import { API_FLAG_OPTIONS, apiUsage, parseApiOptions, type ApiServerConfig } from '../api/options.js';
+import { MAP_SIZE_KEYS, parseMapSizes } from './mapsizes.js';
 
 export const DEFAULT_POD_DEVICES = 'veth*,lxc*,cali*';
 export const DEFAULT_BPFFS = '/sys/fs/bpf/kbp';
@@ -34,6 +35,8 @@ export interface AgentConfig {
   syncPeriodMs: number;
   ctGcIntervalMs: number; // 0: no conntrack garbage collection
   retryMs: number;
+  /** --map-sizes: map name -> max entries, only the maps given (the rest keep abi.h's defaults). */
+  mapSizes: Record<string, number>;
 }
 
 export const agentUsage = `Usage: kbp agent (--kubeconfig PATH | --manifests DIR) [options]
@@ -69,6 +72,12 @@ ${apiUsage}  --min-sync-period DUR   least time between two syncs (default: 100m
   --conntrack-gc-interval DUR
                           delete conntrack/SNAT entries of ended flows this often;
                           0 leaves them to LRU eviction (default: 30s)
+  --map-sizes KEY=N[,KEY=N]
+                          capacity of datapath maps, KEY one of
+                          ${Object.keys(MAP_SIZE_KEYS).join(', ')}
+                          (default: ${Object.entries(MAP_SIZE_KEYS).map(([k, [, n]]) => `${k}=${n}`).join(',')});
+                          pinned maps keep their size: a different one is an
+                          error until \`kbp detach\` removes the pins
   --log-level LEVEL       debug, info, warn or error (default: info)
 `;
 
@@ -98,6 +107,7 @@ export function parseAgentArgs(args: string[], env: NodeJS.ProcessEnv = process.
       'sync-period': { type: 'string' },
       'conntrack-gc-interval': { type: 'string' },
       'log-level': { type: 'string' },
+      'map-sizes': { type: 'string' },
       ...API_FLAG_OPTIONS,
     },
   });
@@ -135,5 +145,6 @@ export function parseAgentArgs(args: string[], env: NodeJS.ProcessEnv = process.
     syncPeriodMs,
     ctGcIntervalMs: parseDuration(values['conntrack-gc-interval'] ?? '30s', '--conntrack-gc-interval'),
     retryMs: Math.max(minSyncMs, 1000),
+    mapSizes: parseMapSizes(values['map-sizes'] ?? ''),
   };
 }

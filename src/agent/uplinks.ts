@@ -41,9 +41,10 @@ export class Uplinks {
   ) {}
 
   /** Loads kbp_node with the maps pinned under bpffs (loaded there by the pod program first). */
-  static async load(native: Native, bpffs: string, patterns: RegExp[], log: Logger): Promise<Uplinks> {
+  static async load(native: Native, bpffs: string, patterns: RegExp[], log: Logger, maxEntries?: Record<string, number>): Promise<Uplinks> {
     const objPath = bpfObjectPath('kbp_node');
-    const obj = await native.openObject(objPath, { pinRoot: bpffs });
+    // Same capacities as the pod object, or libbpf refuses to reuse its pins.
+    const obj = await native.openObject(objPath, { pinRoot: bpffs, maxEntries });
     try {
       const prog = obj.program(NODE_PROGRAM_NAME);
       log.info('BPF object loaded', { object: objPath, prog: prog.name, progId: prog.info.id });

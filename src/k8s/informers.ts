@@ -12,28 +12,23 @@
 // receives an event again. HasSynced: an informer has synced once its first
 // list has been delivered; the source calls `synced` when all three have.
 //
-// Memory: ListWatch keeps every object it has seen (to tell deletes after a
-// re-list). It only reads metadata.namespace/name/resourceVersion of them, so
-// objects are slimmed before they reach it — the projection the proxy reads
-// (src/k8s/project.ts) plus resourceVersion and a slice's trigger time — both
-// the list's items and every watch event. At 10k Services x 10 endpoints that
-// keeps the deserialized API objects (managedFields, status, client-node
-// model instances) out of the heap.
+// Memory (10k Services x 10 endpoints must fit an agent of ~150 MB): the
+// first list is read in pages of LIST_PAGE_SIZE objects as plain JSON (no
+// client-node model instances), each object projected (src/k8s/project.ts)
+// as its page arrives. ListWatch keeps every object it has seen (to tell
+// deletes after a re-list) but only reads metadata.namespace/name and
+// resourceVersion of them, so it is handed a stub with just those; the
+// projection travels beside the stub (a WeakMap) to the handler, once. The
+// change trackers then hold the only copy of what the proxy reads.
 
-import {
-  CoreV1Api,
-  DiscoveryV1Api,
-  KubeConfig,
-  ListWatch,
-  Watch,
-  type KubernetesListObject,
-  type KubernetesObject,
-} from '@kubernetes/client-node';
+import http from 'node:http';
+import https from 'node:https';
+import { KubeConfig, ListWatch, Watch, type KubernetesListObject, type KubernetesObject } from '@kubernetes/client-node';
 import type { Logger } from '../log.js';
 import { inClusterKubeConfig } from './incluster.js';
 import { projectEndpointSlice, projectNode, projectService } from './project.js';
 import type { ObjectSource, SourceHandler } from './source.js';
-import { nsName } from './types.js';
+import type { EndpointSlice, Node, Service } from './types.js';
 
 export interface Backoff {
   initialMs: number;
@@ -48,6 +43,8 @@ export interface InformerSourceOptions {
   nodeName: string;
   log: Logger;
   backoff?: Backoff;
+  /** Objects per list request (default LIST_PAGE_SIZE). */
+  listPageSize?: number;
 }
 
 /** Loads the kubeconfig (file or in-cluster, see incluster.ts), as kube-proxy's --kubeconfig does. */
@@ -71,68 +68,111 @@ export function lastChangeTriggerTime(o: unknown): number | undefined {
   return Number.isFinite(t) ? t : undefined;
 }
 
-/**
- * What ListWatch keeps of an object: the projection, with the resourceVersion
- * it compares and (slices) the trigger time annotation. Projecting it again
- * gives the same projection. Unprojectable objects are kept as they are (the
- * handler ignores them).
- */
-function slimmer(project: (o: unknown) => { metadata: object } | undefined, keepTrigger = false) {
-  return (o: KubernetesObject): KubernetesObject => {
-    const p = project(o);
-    if (!p) return o;
-    const resourceVersion = o.metadata?.resourceVersion;
-    const trigger = keepTrigger ? o.metadata?.annotations?.[TRIGGER_TIME] : undefined;
-    const metadata = p.metadata as { annotations?: Record<string, string> };
-    return {
-      ...p,
-      metadata: { ...metadata, resourceVersion, ...(trigger ? { annotations: { ...metadata.annotations, [TRIGGER_TIME]: trigger } } : {}) },
-    } as KubernetesObject;
-  };
+/** Objects per list request (client-go's reflector pages the same way). */
+export const LIST_PAGE_SIZE = 500;
+
+/** What ListWatch keeps of an object: its identity and version. */
+interface Stub extends KubernetesObject {
+  metadata: { name: string; namespace?: string; resourceVersion?: string };
+}
+
+/** What the handler gets for an added or updated object: its projection (undefined: unusable) and a slice's trigger time. */
+interface Arrival<T> {
+  object: T | undefined;
+  trigger: number | undefined;
+}
+
+const stubKey = (s: Stub) => `${s.metadata.namespace || 'default'}/${s.metadata.name}`;
+
+/** An API error with the HTTP status, as ListWatch and the restart logic read it (statusCode 410: list again). */
+class ApiStatusError extends Error {
+  constructor(
+    message: string,
+    readonly statusCode: number,
+  ) {
+    super(message);
+  }
+}
+
+/** GET one API path as JSON, authenticated the way client-node's own requests are (kubeconfig or in-cluster). */
+async function getJson(kc: KubeConfig, apiPath: string): Promise<unknown> {
+  const cluster = kc.getCurrentCluster();
+  if (!cluster) throw new Error('no current cluster');
+  const url = new URL(cluster.server.replace(/\/+$/, '') + apiPath);
+  const opts: https.RequestOptions = { method: 'GET', headers: { accept: 'application/json' }, timeout: 60_000 };
+  await kc.applyToHTTPSOptions(opts);
+  return new Promise((resolve, reject) => {
+    const req = (url.protocol === 'http:' ? http : https).request(url, opts, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('error', reject);
+      res.on('end', () => {
+        const text = Buffer.concat(chunks).toString('utf8');
+        if (res.statusCode !== 200) {
+          let message = text.slice(0, 300);
+          try {
+            message = (JSON.parse(text) as { message?: string }).message ?? message;
+          } catch {
+            // not a Status object: keep the text
+          }
+          reject(new ApiStatusError(`GET ${url.pathname}: HTTP ${res.statusCode}: ${message}`, res.statusCode ?? 0));
+          return;
+        }
+        try {
+          resolve(JSON.parse(text));
+        } catch (err) {
+          reject(new Error(`GET ${url.pathname}: invalid JSON: ${(err as Error).message}`));
+        }
+      });
+    });
+    req.on('timeout', () => req.destroy(new Error(`GET ${url.pathname}: no answer in ${opts.timeout} ms`)));
+    req.on('error', reject);
+    req.end();
+  });
 }
 
 /** One kind's informer with restart-on-error and a synced flag. */
-class Informer {
+class Informer<T> {
   synced = false;
   private closed = false;
   private failures = 0;
   private timer: NodeJS.Timeout | undefined;
-  private readonly lw: ListWatch<KubernetesObject>;
+  private readonly lw: ListWatch<Stub>;
+  /** Projections on their way from the list or watch, through ListWatch, to the handler. */
+  private readonly arrivals = new WeakMap<Stub, Arrival<T>>();
 
   constructor(
     readonly kind: string,
-    watch: Watch,
-    path: string,
-    list: () => Promise<KubernetesListObject<KubernetesObject>>,
-    fieldSelector: string | undefined,
-    slim: (obj: KubernetesObject) => KubernetesObject,
-    onObject: (obj: unknown, deleted: boolean) => void,
+    private readonly kc: KubeConfig,
+    private readonly path: string,
+    private readonly fieldSelector: string | undefined,
+    private readonly project: (o: unknown) => T | undefined,
+    private readonly keepTrigger: boolean,
+    /** An add or update (arrival), or a delete (undefined). */
+    deliver: (stub: Stub, arrival: Arrival<T> | undefined) => void,
     private readonly onSynced: () => void,
     private readonly log: Logger,
     private readonly backoff: Backoff,
+    private readonly pageSize: number,
   ) {
-    const listed = async () => {
-      const l = await list();
-      l.items = l.items.map(slim);
-      this.failures = 0;
-      // ListWatch delivers the list's items synchronously once this promise
-      // settles (microtasks); a macrotask later they have all been handed over.
-      if (!this.synced) setImmediate(() => this.markSynced(l.items.length));
-      else this.log.info('re-listed', { kind: this.kind, items: l.items.length });
-      return l;
-    };
-    const slimWatch = {
+    const watch = new Watch(kc);
+    const stubWatch = {
       watch: (p: string, params: Record<string, string | number | boolean | undefined>, cb: (phase: string, obj: unknown, raw: unknown) => void, done: (err: unknown) => void) =>
-        watch.watch(p, params, (phase, obj, raw) => cb(phase, phase === 'ADDED' || phase === 'MODIFIED' || phase === 'DELETED' ? slim(obj as KubernetesObject) : obj, raw), done),
+        watch.watch(p, params, (phase, obj, raw) => cb(phase, phase === 'ADDED' || phase === 'MODIFIED' || phase === 'DELETED' ? this.stub(obj) : obj, raw), done),
     } as unknown as Watch;
-    this.lw = new ListWatch(path, slimWatch, listed, false, undefined, fieldSelector);
-    const deliver = (deleted: boolean) => (o: KubernetesObject) => {
+    this.lw = new ListWatch<Stub>(path, stubWatch, () => this.list(), false, undefined, fieldSelector);
+    const arrived = (stub: Stub) => {
       this.failures = 0;
-      onObject(o, deleted);
+      const a = this.arrivals.get(stub);
+      this.arrivals.delete(stub);
+      if (a) deliver(stub, a);
     };
-    this.lw.on('add', deliver(false));
-    this.lw.on('update', deliver(false));
-    this.lw.on('delete', deliver(true));
+    this.lw.on('add', arrived);
+    this.lw.on('update', arrived);
+    this.lw.on('delete', (stub: Stub) => {
+      this.failures = 0;
+      deliver(stub, undefined);
+    });
     this.lw.on('error', (err) => this.failed(err));
   }
 
@@ -144,6 +184,38 @@ class Informer {
     this.closed = true;
     clearTimeout(this.timer);
     await this.lw.stop();
+  }
+
+  /** The stub ListWatch keeps; the projection waits beside it for the handler. */
+  private stub(raw: unknown): Stub {
+    const m = (raw as KubernetesObject | undefined)?.metadata;
+    const stub: Stub = { metadata: { name: m?.name ?? '', namespace: m?.namespace, resourceVersion: m?.resourceVersion } };
+    this.arrivals.set(stub, { object: this.project(raw), trigger: this.keepTrigger ? lastChangeTriggerTime(raw) : undefined });
+    return stub;
+  }
+
+  /** Every object, in pages; a continue token that expired (410) fails the list, and the restart lists again. */
+  private async list(): Promise<KubernetesListObject<Stub>> {
+    const items: Stub[] = [];
+    let resourceVersion = '';
+    let token: string | undefined;
+    let pages = 0;
+    do {
+      const q = new URLSearchParams({ limit: String(this.pageSize) });
+      if (token) q.set('continue', token);
+      if (this.fieldSelector) q.set('fieldSelector', this.fieldSelector);
+      const page = (await getJson(this.kc, `${this.path}?${q}`)) as { metadata?: { resourceVersion?: string; continue?: string }; items?: unknown[] };
+      for (const raw of page.items ?? []) items.push(this.stub(raw));
+      resourceVersion = page.metadata?.resourceVersion ?? resourceVersion;
+      token = page.metadata?.continue || undefined;
+      pages++;
+    } while (token);
+    this.failures = 0;
+    // ListWatch delivers the list's items synchronously once this promise
+    // settles (microtasks); a macrotask later they have all been handed over.
+    if (!this.synced) setImmediate(() => this.markSynced(items.length));
+    else this.log.info('re-listed', { kind: this.kind, items: items.length, pages });
+    return { apiVersion: 'v1', kind: 'List', metadata: { resourceVersion }, items };
   }
 
   private markSynced(items: number): void {
@@ -169,7 +241,7 @@ class Informer {
 
 export class InformerSource implements ObjectSource {
   readonly description: string;
-  private informers: Informer[] = [];
+  private informers: Informer<unknown>[] = [];
 
   constructor(private readonly opts: InformerSourceOptions) {
     this.description = opts.kubeconfig ? `kubeconfig ${opts.kubeconfig}` : 'in-cluster config';
@@ -177,12 +249,10 @@ export class InformerSource implements ObjectSource {
 
   async start(h: SourceHandler): Promise<void> {
     const kc = loadKubeConfig(this.opts.kubeconfig);
-    const core = kc.makeApiClient(CoreV1Api);
-    const discovery = kc.makeApiClient(DiscoveryV1Api);
-    const watch = new Watch(kc);
     const log = this.opts.log;
     const backoff = this.opts.backoff ?? DEFAULT_BACKOFF;
-    const nodeSelector = `metadata.name=${this.opts.nodeName}`;
+    const nodeName = this.opts.nodeName;
+    const pageSize = this.opts.listPageSize ?? LIST_PAGE_SIZE;
     let synced = false;
     const onSynced = () => {
       if (!synced && this.informers.every((i) => i.synced)) {
@@ -190,54 +260,20 @@ export class InformerSource implements ObjectSource {
         h.synced();
       }
     };
-    const asList = (p: Promise<unknown>) => p as Promise<KubernetesListObject<KubernetesObject>>;
+    // An object without a name (no projection either) never reaches the handler.
+    const named = <T,>(deliver: (key: string, a: Arrival<T> | undefined, stub: Stub) => void) => (stub: Stub, a: Arrival<T> | undefined) => {
+      if (stub.metadata.name && (a === undefined || a.object !== undefined)) deliver(stubKey(stub), a, stub);
+    };
     this.informers = [
-      new Informer(
-        'Service',
-        watch,
-        '/api/v1/services',
-        () => asList(core.listServiceForAllNamespaces()),
-        undefined,
-        slimmer(projectService),
-        (o, deleted) => {
-          const s = projectService(o);
-          if (s) h.service(nsName(s), deleted ? undefined : s);
-        },
-        onSynced,
-        log,
-        backoff,
-      ),
-      new Informer(
-        'EndpointSlice',
-        watch,
-        '/apis/discovery.k8s.io/v1/endpointslices',
-        () => asList(discovery.listEndpointSliceForAllNamespaces()),
-        undefined,
-        slimmer(projectEndpointSlice, true),
-        (o, deleted) => {
-          const s = projectEndpointSlice(o);
-          if (s) h.endpointSlice(nsName(s), deleted ? undefined : s, deleted ? undefined : lastChangeTriggerTime(o));
-        },
-        onSynced,
-        log,
-        backoff,
-      ),
-      new Informer(
-        'Node',
-        watch,
-        '/api/v1/nodes',
-        () => asList(core.listNode({ fieldSelector: nodeSelector })),
-        nodeSelector,
-        slimmer(projectNode),
-        (o, deleted) => {
-          const n = projectNode(o);
-          if (n && n.metadata.name === this.opts.nodeName) h.node(deleted ? undefined : n);
-        },
-        onSynced,
-        log,
-        backoff,
-      ),
-    ];
+      new Informer<Service>('Service', kc, '/api/v1/services', undefined, projectService, false,
+        named<Service>((key, a) => h.service(key, a?.object)), onSynced, log, backoff, pageSize),
+      new Informer<EndpointSlice>('EndpointSlice', kc, '/apis/discovery.k8s.io/v1/endpointslices', undefined, projectEndpointSlice, true,
+        named<EndpointSlice>((key, a) => h.endpointSlice(key, a?.object, a?.trigger)), onSynced, log, backoff, pageSize),
+      new Informer<Node>('Node', kc, '/api/v1/nodes', `metadata.name=${nodeName}`, projectNode, false,
+        named<Node>((_key, a, stub) => {
+          if (stub.metadata.name === nodeName) h.node(a?.object);
+        }), onSynced, log, backoff, pageSize),
+    ] as Informer<unknown>[];
     log.info('watching the API server', { server: kc.getCurrentCluster()!.server, node: this.opts.nodeName });
     for (const i of this.informers) i.start();
   }

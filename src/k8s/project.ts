@@ -101,14 +101,13 @@ function projectEndpoint(x: unknown): Endpoint {
   const c = obj(e.conditions);
   const h = obj(e.hints);
   const names = (v: unknown) => arr(v)?.map((z) => ({ name: String(obj(z)?.name ?? '') }));
-  const t = obj(e.targetRef);
+  // targetRef (the pod) is not read: the address is what gets programmed.
   return pick<Endpoint>([
     ['addresses', (arr(e.addresses) ?? []).filter((a): a is string => typeof a === 'string')],
     ['conditions', c ? pick([['ready', c.ready], ['serving', c.serving], ['terminating', c.terminating]]) : undefined],
     ['nodeName', e.nodeName],
     ['zone', e.zone],
     ['hints', h ? pick([['forZones', names(h.forZones)], ['forNodes', names(h.forNodes)]]) : undefined],
-    ['targetRef', t ? pick([['kind', t.kind], ['namespace', t.namespace], ['name', t.name]]) : undefined],
   ]);
 }
 

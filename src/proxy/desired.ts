@@ -652,7 +652,8 @@ export class DesiredAssembler {
     }
     const state = r.active > 0 ? abi.KBP_BACKEND_ACTIVE : abi.KBP_BACKEND_TERMINATING;
     if (!cur || cur.state !== state) {
-      this.backendMap.set(b.key, { key: b.key, ip: b.ip, port: b.port, proto: b.proto, state, flags: b.flags });
+      // Desired backends are never mutated: share the frontend's object when its state is the merged one.
+      this.backendMap.set(b.key, b.state === state ? b : { key: b.key, ip: b.ip, port: b.port, proto: b.proto, state, flags: b.flags });
       this.changes.backends.add(b.key);
     }
   }

@@ -293,7 +293,8 @@ export class Syncer {
     const wantBackends = new Map<number, abi.Backend>();
     for (const key of visitBackends) {
       const b = desired.backends.get(key);
-      if (b) wantBackends.set(this.backendIds.allocate(b.key), { ip: b.ip, port: b.port, proto: b.proto, state: b.state, flags: b.flags });
+      // The desired object itself (never mutated) becomes the tracked value: no copy per backend.
+      if (b) wantBackends.set(this.backendIds.allocate(b.key), b);
     }
     const wantFrontends = new Map<string, WantedFrontend>(); // changed ones only
     const wantRevNat = new Map<number, abi.RevNat>();

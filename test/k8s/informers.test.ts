@@ -27,6 +27,10 @@ class FakeKind {
   watchQueries: string[] = [];
   failLists = 0;
   goneNextWatch = false;
+  /** The next list request that carries a continue token answers 410 (the token expired). */
+  expireNextContinue = false;
+  /** Each list request's limit and continue parameters. */
+  listQueries: Array<{ limit: string | null; cont: string | null }> = [];
   constructor(
     readonly listKind: string,
     private readonly rv: { n: number },
@@ -81,13 +85,26 @@ async function fakeApi() {
       return;
     }
     k.lists++;
+    const limit = url.searchParams.get('limit');
+    const cont = url.searchParams.get('continue');
+    k.listQueries.push({ limit, cont });
+    if (cont && k.expireNextContinue) {
+      k.expireNextContinue = false;
+      res.writeHead(410, { 'content-type': 'application/json' }).end(JSON.stringify({ kind: 'Status', code: 410, reason: 'Expired', message: 'continue token expired' }));
+      return;
+    }
     if (k.failLists > 0) {
       k.failLists--;
       res.writeHead(500, { 'content-type': 'application/json' }).end(JSON.stringify({ kind: 'Status', code: 500, message: 'injected' }));
       return;
     }
+    // Pages as the API server cuts them: `limit` objects, a continue token while more remain (here: the offset).
+    const all = [...k.objects.values()].filter(match);
+    const from = cont ? Number(cont) : 0;
+    const to = limit ? from + Number(limit) : all.length;
+    const metadata = { resourceVersion: String(rv.n), ...(to < all.length ? { continue: String(to) } : {}) };
     res.writeHead(200, { 'content-type': 'application/json' });
-    res.end(JSON.stringify({ kind: k.listKind, apiVersion: 'v1', metadata: { resourceVersion: String(rv.n) }, items: [...k.objects.values()].filter(match) }));
+    res.end(JSON.stringify({ kind: k.listKind, apiVersion: 'v1', metadata, items: all.slice(from, to) }));
   });
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
   const port = (server.address() as AddressInfo).port;
@@ -262,4 +279,34 @@ t.test('slices carry their last-change-trigger-time; the cache keeps slim object
   api.slices.dropWatches();
   await until('deletion after re-list', () => r.events.includes('slice web/a-2 deleted'), 5000);
   t.same(seen.slice(before).map((x) => [x.key, x.obj === undefined]), [['web/a-2', true]], 'only the deletion: the unchanged slice is not redelivered');
+});
+
+t.test('lists in pages; an expired continue token starts the list over', async (t) => {
+  const api = await fakeApi();
+  t.teardown(() => api.close());
+  for (let i = 0; i < 7; i++) api.services.put(service(`s${i}`, 80 + i));
+  api.services.expireNextContinue = true;
+  const { log, lines } = memoryLogger('info');
+  const src = new InformerSource({ kubeconfig: api.kubeconfig, nodeName: 'node-1', log, backoff: { initialMs: 50, maxMs: 200 }, listPageSize: 3 });
+  t.teardown(() => src.close());
+  const r = recorder();
+  await src.start(r.h);
+  await until('synced', () => r.synced() === 1, 5000);
+  t.same(
+    api.services.listQueries,
+    [
+      { limit: '3', cont: null },
+      { limit: '3', cont: '3' }, // 410: the token expired
+      { limit: '3', cont: null },
+      { limit: '3', cont: '3' },
+      { limit: '3', cont: '6' },
+    ],
+    'pages of 3; after the 410 the list starts over',
+  );
+  t.equal(lines.filter((l) => /msg="informer failed, restarting" kind=Service .*status=410/.test(l)).length, 1, 'the expired token is logged with its status');
+  t.same(
+    r.events.filter((e) => e.startsWith('service')).sort(),
+    Array.from({ length: 7 }, (_, i) => `service web/s${i} port=${80 + i}`),
+    'every object once: the pages of the failed list were not handed over',
+  );
 });

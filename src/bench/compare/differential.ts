@@ -19,14 +19,15 @@
 //   empty      10.96.0.74  80→8080, no endpoints
 //   sticky     10.96.0.75  sessionAffinity ClientIP                 a1, b1, b2
 // sticky is observed as "how many backends one client reached" (1 with
-// affinity), since which one is random in both proxies.
+// affinity), since which one is random in both proxies. The last pod case
+// reuses one client source port for tcpudp then multi (PORT_REUSE).
 
 import { relayInto, startControlPlane, type ControlPlane } from '../../testbed/apiserver.js';
 import { nodeObject, serviceObjects, type EndpointSpec, type ServiceSpec } from '../../testbed/manifests.js';
 import { MultiNodeCluster, UPLINK } from '../../testbed/multinode.js';
-import type { Testbed } from '../../testbed/netns.js';
+import { nsExec, type Testbed } from '../../testbed/netns.js';
 import type { HttpResult, UdpResult } from '../../testbed/probe-protocol.js';
-import { Probe, startPodServer } from '../../testbed/programs.js';
+import { childEnv, Probe, startPodServer } from '../../testbed/programs.js';
 import { startProxy, type ProxyKind, type ProxyNode } from './proxies.js';
 
 export interface Observation {
@@ -55,9 +56,11 @@ export interface DifferentialReport {
 
 interface Target {
   label: string;
-  proto: 'tcp' | 'udp';
+  /** reuse: one source port for `host` then `host2` (see PORT_REUSE). */
+  proto: 'tcp' | 'udp' | 'reuse';
   host: string;
   port: number;
+  host2?: string;
   count: number;
   /** Count distinct backends instead of naming them (session affinity). */
   distinctOnly?: boolean;
@@ -90,7 +93,48 @@ const podTargets: Target[] = [
   { label: 'np-local ClusterIP 10.96.0.73:80', proto: 'tcp', host: '10.96.0.73', port: 80, count: 6 },
   { label: 'empty 10.96.0.74:80 (no endpoints)', proto: 'tcp', host: '10.96.0.74', port: 80, count: 2 },
   { label: 'sticky 10.96.0.75:80 (ClientIP)', proto: 'tcp', host: '10.96.0.75', port: 80, count: 12, distinctOnly: true },
+  { label: 'one source port to tcpudp:80 then multi:80 (same backends)', proto: 'reuse', host: '10.96.0.70', host2: '10.96.0.71', port: 80, count: 8 },
 ];
+
+// Runs in a client pod: for i < count, a GET to HOST1:PORT from source port
+// BASE+i (the server closes first, so it keeps TIME_WAIT for that client
+// address and port), then, once the client side has closed, a GET to
+// HOST2:PORT from the same source port. Two Services with the same backends
+// may land on the same backend address and port, so the second flow's reply
+// tuple is one a just-ended flow of another frontend used. Prints, one JSON
+// line, each second connection's outcome: "ok" (connected in < 500 ms),
+// "slow" (connected later: SYN retransmitted) or the error code.
+const PORT_REUSE = `
+const net = require('node:net');
+const [h1, h2, port, count, base] = process.argv.slice(1);
+const get = (host, localPort) => new Promise((resolve) => {
+  const t0 = Date.now();
+  let connected = 0;
+  const s = net.connect({ host, port: Number(port), localPort, timeout: 4000 }, () => {
+    connected = Date.now() - t0;
+    // No half-close: the server closes first, as after a complete answer.
+    s.write('GET / HTTP/1.1\\r\\nHost: x\\r\\nConnection: close\\r\\n\\r\\n');
+  });
+  s.on('data', () => {});
+  s.on('end', () => {
+    s.end();
+    resolve(connected < 500 ? 'ok' : 'slow');
+  });
+  s.on('timeout', () => { s.destroy(); resolve('timeout'); });
+  s.on('error', (e) => resolve(e.code || 'error'));
+});
+(async () => {
+  const out = [];
+  for (let i = 0; i < Number(count); i++) {
+    const lp = Number(base) + i;
+    await get(h1, lp);
+    await new Promise((r) => setTimeout(r, 200));
+    out.push(await get(h2, lp));
+  }
+  console.log(JSON.stringify(out));
+})();
+`;
+let reuseBase = 41000;
 const externalTargets: Target[] = NODE_IPS.flatMap((ip, i) => [
   { label: `np-cluster node${i + 1} ${ip}:30080`, proto: 'tcp' as const, host: ip, port: 30080, count: 16 },
   { label: `np-local node${i + 1} ${ip}:30081`, proto: 'tcp' as const, host: ip, port: 30081, count: i === 1 ? 6 : 2 },
@@ -128,6 +172,14 @@ function observeUdp(rs: UdpResult[]): Observation {
 }
 
 async function observe(probe: Probe, t: Target): Promise<Observation> {
+  if (t.proto === 'reuse') {
+    // Fresh source ports every time, so no earlier run's TIME_WAIT is met.
+    const base = reuseBase;
+    reuseBase += t.count;
+    const { stdout } = await nsExec(probe.ns, process.execPath, ['-e', PORT_REUSE, t.host, t.host2!, String(t.port), String(t.count), String(base)], { env: childEnv(), timeoutMs: 120_000 });
+    const outcomes = JSON.parse(stdout) as string[];
+    return { outcomes: uniq(outcomes.map((o) => (o === 'ok' ? 'ok' : o === 'slow' ? 'slow (SYN retransmitted)' : outcomeOf(o)))), backends: [], seen: [] };
+  }
   if (t.proto === 'udp') {
     const rs: UdpResult[] = [];
     for (let i = 0; i < t.count; i++) rs.push(await probe.udp(t.host, t.port, { timeoutMs: 1000 }));

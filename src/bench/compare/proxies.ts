@@ -14,7 +14,7 @@
 import type { ChildProcess } from 'node:child_process';
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
-import { kbpBin, kbpDetach } from '../../testbed/agent.js';
+import { kbpBin, kbpDetach, kbpInNode } from '../../testbed/agent.js';
 import type { Relay } from '../../testbed/apiserver.js';
 import { chainCount, KubeProxy, type KubeChains } from '../../testbed/kubeproxy.js';
 import { stopChild, type Testbed } from '../../testbed/netns.js';
@@ -43,6 +43,8 @@ export interface RunningProxy {
   /** Stops it and removes everything it programmed; what it left on stop (kube-proxy's chains) is returned. */
   stop(): Promise<{ leftChains?: KubeChains; leftByCleanup?: KubeChains }>;
   logTail(lines?: number): Promise<string>;
+  /** kbp: the datapath's packet counters by outcome and drop reason (kbp stats); kube-proxy: none. */
+  counters(): Promise<Record<string, number>>;
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -86,6 +88,7 @@ export async function startKubeProxy(tb: Testbed, node: ProxyNode, opts: StartOp
       return { leftChains, leftByCleanup: chainCount(leftByCleanup) ? leftByCleanup : undefined };
     },
     logTail: (lines) => kp.logTail(lines),
+    counters: async () => ({}),
   };
 }
 
@@ -143,6 +146,11 @@ export async function startKbp(tb: Testbed, node: ProxyNode, opts: StartOptions 
       return {};
     },
     logTail: (n) => tail(logFile, n),
+    async counters() {
+      const { stdout } = await kbpInNode(c, ['stats', '-o', 'json', '--api', 'http://127.0.0.1:10256']);
+      const body = JSON.parse(stdout) as { items: Array<{ name: string; packets: number }> };
+      return Object.fromEntries(body.items.map((i) => [i.name, i.packets]));
+    },
   };
 }
 

@@ -1,0 +1,3 @@
+module kbp.io/loadgen
+
+go 1.24
