@@ -75,7 +75,6 @@ export function buildPacket(spec: PacketSpec): Buffer {
   const payload = spec.payload ?? Buffer.alloc(16, 0xab);
   const options = spec.ipOptions ?? Buffer.alloc(0);
   if (options.length % 4) throw new Error('IPv4 options must be padded to 4 bytes');
-  const ipHdrLen = 20 + options.length;
   const l4HdrLen = spec.proto === 'tcp' ? 20 : 8;
   const l4 = Buffer.alloc(l4HdrLen + payload.length);
   l4.writeUInt16BE(spec.sport, 0);
@@ -100,25 +99,31 @@ export function buildPacket(spec: PacketSpec): Buffer {
     l4.writeUInt16BE(c, csumOff);
   }
 
-  const ip = Buffer.alloc(ipHdrLen);
-  ip[0] = 0x40 | (ipHdrLen / 4);
-  ip.writeUInt16BE(ipHdrLen + l4.length, 2);
-  ip.writeUInt16BE(0x1234, 4); // id
   let frag = 0x4000; // DF
   if (spec.fragment) frag = (spec.fragment.moreFragments ? 0x2000 : 0) | (spec.fragment.offset & 0x1fff);
-  ip.writeUInt16BE(frag, 6);
+  return ipv4Frame({ saddr, daddr, proto, id: 0x1234, frag, options }, l4);
+}
+
+/** Ethernet + IPv4 header (checksum computed, TTL 64) + `payload`. */
+function ipv4Frame(h: { saddr: Buffer; daddr: Buffer; proto: number; tos?: number; id: number; frag: number; options?: Buffer }, payload: Buffer): Buffer {
+  const options = h.options ?? Buffer.alloc(0);
+  const ip = Buffer.alloc(20 + options.length);
+  ip[0] = 0x40 | (ip.length / 4);
+  ip[1] = h.tos ?? 0;
+  ip.writeUInt16BE(ip.length + payload.length, 2);
+  ip.writeUInt16BE(h.id, 4);
+  ip.writeUInt16BE(h.frag, 6);
   ip[8] = 64;
-  ip[9] = proto;
-  saddr.copy(ip, 12);
-  daddr.copy(ip, 16);
+  ip[9] = h.proto;
+  h.saddr.copy(ip, 12);
+  h.daddr.copy(ip, 16);
   options.copy(ip, 20);
   ip.writeUInt16BE(inetChecksum(ip), 10);
-
   const eth = Buffer.alloc(ETH_LEN);
   DST_MAC.copy(eth, 0);
   SRC_MAC.copy(eth, 6);
   eth.writeUInt16BE(ETH_P_IP, 12);
-  return Buffer.concat([eth, ip, l4]);
+  return Buffer.concat([eth, ip, payload]);
 }
 
 /** An ARP request, for "non-IPv4 passes untouched". */
@@ -212,20 +217,8 @@ export function buildIcmpError(spec: IcmpErrorSpec): Buffer {
   icmp.writeUInt32BE(spec.rest ?? 0, 4);
   quote.copy(icmp, 8);
   icmp.writeUInt16BE(inetChecksum(icmp), 2);
-  const ip = Buffer.alloc(20);
-  ip[0] = 0x45;
-  ip[1] = 0xc0;
-  ip.writeUInt16BE(20 + icmp.length, 2);
-  ip[8] = 64;
-  ip[9] = IPPROTO_ICMP;
-  ipToBuf(spec.saddr).copy(ip, 12);
-  ipToBuf(spec.daddr).copy(ip, 16);
-  ip.writeUInt16BE(inetChecksum(ip), 10);
-  const eth = Buffer.alloc(ETH_LEN);
-  DST_MAC.copy(eth, 0);
-  SRC_MAC.copy(eth, 6);
-  eth.writeUInt16BE(ETH_P_IP, 12);
-  return Buffer.concat([eth, ip, icmp]);
+  // TOS as Linux sends ICMP errors (internetwork control).
+  return ipv4Frame({ saddr: ipToBuf(spec.saddr), daddr: ipToBuf(spec.daddr), proto: IPPROTO_ICMP, tos: 0xc0, id: 0, frag: 0 }, icmp);
 }
 
 export interface ParsedIcmpError {

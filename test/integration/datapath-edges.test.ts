@@ -26,12 +26,12 @@
 // Needs root and a build (make build).
 
 import t, { type Test } from 'tap';
-import { Agent } from '../../src/testbed/agent.js';
+import type { Agent } from '../../src/testbed/agent.js';
 import { writeNode, writeService, type ServiceSpec } from '../../src/testbed/manifests.js';
-import { MultiNodeCluster, UPLINK } from '../../src/testbed/multinode.js';
+import { MultiNodeCluster } from '../../src/testbed/multinode.js';
 import { cleanupStale, ip, Testbed } from '../../src/testbed/netns.js';
 import { Probe, startPodServer } from '../../src/testbed/programs.js';
-import type { HttpResult } from '../../src/testbed/probe-protocol.js';
+import { failureReasons as failures, seenAddresses } from '../../src/testbed/scenario.js';
 
 const WEB_B = { podName: 'web-b', ip: '10.244.2.10', nodeName: 'node2' };
 const BIG = { podName: 'big', ip: '10.244.2.20', nodeName: 'node2' };
@@ -107,8 +107,6 @@ const rangePods: ServiceSpec = {
   ports: [{ name: 'http', port: 80, targetPort: 8080, protocol: 'TCP', nodePort: 30097 }],
 };
 
-const failures = (rs: HttpResult[]) => rs.filter((r) => !r.ok).map((r) => r.error ?? `HTTP ${r.status}`);
-const seenAddresses = (rs: HttpResult[]) => [...new Set(rs.map((r) => r.seenFrom?.split(':')[0]))];
 const now = () => performance.timeOrigin + performance.now();
 
 if (process.getuid?.() !== 0) {
@@ -143,10 +141,7 @@ if (process.getuid?.() !== 0) {
     for (const s of [empty, closed, self, web, mtu, rangeExternal, rangePods]) await writeService(dir, s);
     for (const n of mc.nodes) await writeNode(dir, n.name, n.ip);
     [external, podProbe, selfProbe] = await Promise.all([Probe.start(tb, mc.clientNs), Probe.start(tb, clientPod.ns), Probe.start(tb, selfPod.ns)]);
-    for (const n of [n1, n2]) {
-      const nodeProbe = await Probe.start(tb, n.cluster.nodeNs);
-      agents.push(await Agent.start(tb, n.cluster, nodeProbe, { manifestsDir: dir, extraArgs: ['--node-devices', UPLINK] }));
-    }
+    agents.push(...(await mc.startAgents(dir)));
   });
 
   const withAgents = (name: string, fn: (t: Test) => Promise<void>) =>
