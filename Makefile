@@ -47,7 +47,7 @@ dist/.stamp: $(TS_SRCS) tsconfig.json node_modules/.package-lock.json
 check: deps
 	npx tsc -p tsconfig.check.json
 
-test: build check k8s-bins kustomize
+test: build check k8s-bins kustomize kbp-versions
 	npx tap
 
 # The reliability suite (test/reliability, docs/reliability.md) at full size:
@@ -56,6 +56,13 @@ test: build check k8s-bins kustomize
 .PHONY: soak
 soak: build check k8s-bins
 	KBP_SOAK=1 npx tap --timeout=3600 test/reliability/*.test.ts
+
+# The previous datapath release (ABI v1, commit 9f7111a) that test/upgrade
+# upgrades from: built from git history into ~/.cache/kbp/versions once
+# (scripts/kbp-version.sh, a few minutes), then reused.
+.PHONY: kbp-versions
+kbp-versions: deps
+	@bash scripts/kbp-version.sh 9f7111a464b663286863af6787cd6c287bde20da >/dev/null
 
 # The real control plane (tools/k8s, src/testbed/apiserver.ts). k8s-bins builds
 # kube-apiserver, kube-proxy and etcd into ~/.cache/kbp once (a cold build takes

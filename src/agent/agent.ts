@@ -25,6 +25,7 @@ import { ensureBpffs } from './bpffs.js';
 import { checkPinnedSizes, effectiveMapSizes } from './mapsizes.js';
 import { DeviceAttacher } from './devices.js';
 import { HealthCheckServers } from './healthcheck.js';
+import { MapMigration } from './migrate.js';
 import { Uplinks } from './uplinks.js';
 import type { AgentConfig } from './options.js';
 
@@ -47,17 +48,22 @@ export async function runAgent(cfg: AgentConfig, log = new Logger(undefined, cfg
   if (!existsSync(objPath)) throw new Error(`BPF object ${objPath} not found (run "make build")`);
 
   const n = native();
+  // Maps an older agent pinned with another layout are carried over (or, when
+  // newer or unknown, refused) before anything is loaded: migrate.ts.
+  const migration = await MapMigration.plan(n, cfg.bpffs, log.child({ component: 'migrate' }));
   // Every sized map gets its capacity explicitly (the flag's, else abi.h's
   // default), so both objects agree with each other and with the pins.
   const maxEntries = effectiveMapSizes(cfg.mapSizes);
   if (Object.keys(cfg.mapSizes).length) log.info('map sizes', cfg.mapSizes);
   await checkPinnedSizes(n, cfg.bpffs, maxEntries);
   const obj: BpfObject = await n.openObject(objPath, { pinRoot: cfg.bpffs, maxEntries });
-  const cleanups: Array<() => unknown> = [() => obj.close()];
+  const cleanups: Array<() => unknown> = [() => obj.close(), () => migration.close()];
   try {
     const prog = obj.program(PROGRAM_NAME);
     const maps = new Map([abi.KBP_MAP_SERVICES, abi.KBP_MAP_BACKENDS, abi.KBP_MAP_REVNAT, abi.KBP_MAP_CT, abi.KBP_MAP_SRC_RANGES].map((name) => [name, obj.map(name)] as const));
     log.info('BPF object loaded', { object: objPath, prog: prog.name, progId: prog.info.id, maps: [...maps.keys()].join(',') });
+    const mapOf = (name: string) => obj.map(name);
+    await migration.initial(mapOf);
 
     const writer = new BpfMapWriter(maps);
     const syncLog = log.child({ component: 'syncer' });
@@ -181,10 +187,18 @@ export async function runAgent(cfg: AgentConfig, log = new Logger(undefined, cfg
       return 0;
     }
 
+    await migration.beforeSwitch(mapOf);
     const devices = new DeviceAttacher({ native: n, prog, patterns: cfg.podDevicePatterns, log: log.child({ component: 'devices' }), relistMs: 10_000 });
     cleanups.push(() => devices.close());
-    await devices.start();
-    const uplinksAttached = await uplinks?.attach();
+    let uplinksAttached: ReadonlyMap<number, string> | undefined;
+    try {
+      await devices.start();
+      uplinksAttached = await uplinks?.attach();
+    } catch (err) {
+      await migration.abort();
+      throw err;
+    }
+    await migration.afterSwitch(mapOf);
     ready = true;
     log.info('ready', {
       attached: [...devices.attached.values()].sort().join(',') || '-',

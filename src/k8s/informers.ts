@@ -140,6 +140,13 @@ class Informer<T> {
   private readonly lw: ListWatch<Stub>;
   /** Projections on their way from the list or watch, through ListWatch, to the handler. */
   private readonly arrivals = new WeakMap<Stub, Arrival<T>>();
+  private readonly deliver: (stub: Stub, arrival: Arrival<T> | undefined) => void;
+  /**
+   * Before the first list completes, objects are handed over page by page (the
+   * agent computes while the next page is on its way); if that list fails part
+   * way, what the retry no longer lists is reported deleted. Keyed by stubKey.
+   */
+  private handedEarly = new Map<string, Stub>();
 
   constructor(
     readonly kind: string,
@@ -161,11 +168,10 @@ class Informer<T> {
         watch.watch(p, params, (phase, obj, raw) => cb(phase, phase === 'ADDED' || phase === 'MODIFIED' || phase === 'DELETED' ? this.stub(obj) : obj, raw), done),
     } as unknown as Watch;
     this.lw = new ListWatch<Stub>(path, stubWatch, () => this.list(), false, undefined, fieldSelector);
+    this.deliver = deliver;
     const arrived = (stub: Stub) => {
       this.failures = 0;
-      const a = this.arrivals.get(stub);
-      this.arrivals.delete(stub);
-      if (a) deliver(stub, a);
+      this.handOver(stub);
     };
     this.lw.on('add', arrived);
     this.lw.on('update', arrived);
@@ -186,6 +192,13 @@ class Informer<T> {
     await this.lw.stop();
   }
 
+  /** The projection waiting beside `stub`, to the handler (once). */
+  private handOver(stub: Stub): void {
+    const a = this.arrivals.get(stub);
+    this.arrivals.delete(stub);
+    if (a) this.deliver(stub, a);
+  }
+
   /** The stub ListWatch keeps; the projection waits beside it for the handler. */
   private stub(raw: unknown): Stub {
     const m = (raw as KubernetesObject | undefined)?.metadata;
@@ -194,8 +207,14 @@ class Informer<T> {
     return stub;
   }
 
-  /** Every object, in pages; a continue token that expired (410) fails the list, and the restart lists again. */
+  /**
+   * Every object, in pages; a continue token that expired (410) fails the
+   * list, and the restart lists again. The first list hands each page over as
+   * it arrives (ListWatch's adds for them later find nothing waiting); later
+   * lists leave it to ListWatch to tell adds, updates and deletes.
+   */
   private async list(): Promise<KubernetesListObject<Stub>> {
+    const early = !this.synced;
     const items: Stub[] = [];
     let resourceVersion = '';
     let token: string | undefined;
@@ -205,11 +224,24 @@ class Informer<T> {
       if (token) q.set('continue', token);
       if (this.fieldSelector) q.set('fieldSelector', this.fieldSelector);
       const page = (await getJson(this.kc, `${this.path}?${q}`)) as { metadata?: { resourceVersion?: string; continue?: string }; items?: unknown[] };
-      for (const raw of page.items ?? []) items.push(this.stub(raw));
+      for (const raw of page.items ?? []) {
+        const stub = this.stub(raw);
+        items.push(stub);
+        if (early) {
+          this.handedEarly.set(stubKey(stub), stub);
+          this.handOver(stub);
+        }
+      }
       resourceVersion = page.metadata?.resourceVersion ?? resourceVersion;
       token = page.metadata?.continue || undefined;
       pages++;
     } while (token);
+    if (early) {
+      // Handed over by an earlier attempt that failed part way, and gone since.
+      for (const s of items) this.handedEarly.delete(stubKey(s));
+      for (const gone of this.handedEarly.values()) this.deliver(gone, undefined);
+      this.handedEarly = new Map();
+    }
     this.failures = 0;
     // ListWatch delivers the list's items synchronously once this promise
     // settles (microtasks); a macrotask later they have all been handed over.

@@ -276,7 +276,8 @@ export interface StructCodec<T> {
 
 const kindSize: Record<Exclude<FieldKind, 'pad'>, number> = { ipv4: 4, be16: 2, u8: 1, u16: 2, u32: 4, u64: 8 };
 
-function struct<T>(cName: string, size: number, fields: Field[]): StructCodec<T> {
+/** A codec from a field table (also used for older layouts, src/maps/legacy.ts). */
+export function struct<T>(cName: string, size: number, fields: Field[]): StructCodec<T> {
   for (const f of fields) {
     if (f.kind !== 'pad' && kindSize[f.kind] !== f.size) throw new Error(`${cName}.${f.name}: ${f.kind} is ${kindSize[f.kind]} bytes, not ${f.size}`);
     if (f.offset + f.size > size) throw new Error(`${cName}.${f.name} runs past the struct`);

@@ -105,6 +105,25 @@ export class ProxyState {
   }
 
   compute(): ComputeResult {
+    const recomputed = this.fold();
+    const triggers = [...this.triggers.values()];
+    this.triggers.clear();
+    return { desired: this.asm.state, changes: this.asm.takeChanges(), recomputed, triggers };
+  }
+
+  /**
+   * While the objects are still being listed (no sync may run yet): fold what
+   * has arrived into the desired state, so the first compute() after the
+   * listing has only the rest to do. The changes stay recorded for that
+   * compute(); the first sync visits everything anyway. Returns the number of
+   * Services computed.
+   */
+  precompute(): number {
+    return this.fold();
+  }
+
+  /** Recompute the Services whose Service or slices changed (every one when this node changed). */
+  private fold(): number {
     const dirty = new Set<string>();
     if (this.node.take()) {
       this.ctx = nodeContext(this.nodeName, this.node.node, this.nodeIps);
@@ -119,9 +138,7 @@ export class ProxyState {
       this.asm.set(key, result);
       this.report(key, result ? [...result.problems, ...conflictProblems(this.asm, key)] : []);
     }
-    const triggers = [...this.triggers.values()];
-    this.triggers.clear();
-    return { desired: this.asm.state, changes: this.asm.takeChanges(), recomputed: dirty.size, triggers };
+    return dirty.size;
   }
 
   private report(service: string, problems: DesiredProblem[]): void {

@@ -124,7 +124,7 @@ export interface SyncerOptions {
 
 const sameSvc = (a: abi.SvcValue | undefined, b: abi.SvcValue): boolean =>
   !!a && a.backend_id === b.backend_id && a.svc_id === b.svc_id && a.count === b.count && a.flags === b.flags && a.affinity_timeout === b.affinity_timeout;
-const sameBackend = (a: abi.Backend | undefined, b: abi.Backend): boolean => !!a && a.ip === b.ip && a.port === b.port && a.proto === b.proto && a.state === b.state;
+const sameBackend = (a: abi.Backend | undefined, b: abi.Backend): boolean => !!a && a.ip === b.ip && a.port === b.port && a.proto === b.proto && a.state === b.state && a.flags === b.flags;
 const sameRevNat = (a: abi.RevNat | undefined, b: abi.RevNat): boolean => !!a && a.vip === b.vip && a.port === b.port;
 
 export class Syncer {

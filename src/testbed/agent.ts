@@ -42,6 +42,8 @@ export interface AgentOptions {
   apiListen?: string;
   podDevices?: string;
   extraArgs?: string[];
+  /** Another kbp's bin/kbp.js (an earlier version built by scripts/kbp-version.sh); default: this checkout's. */
+  kbpBin?: string;
 }
 
 export class Agent {
@@ -56,13 +58,13 @@ export class Agent {
 
   /** Starts the agent in the node namespace; resolves once it is running (not yet healthy). */
   static async start(tb: Testbed, cluster: Cluster, nodeProbe: Probe, opts: AgentOptions): Promise<Agent> {
-    assertBuilt();
+    if (!opts.kbpBin) assertBuilt();
     if (nodeProbe.ns !== cluster.nodeNs) throw new Error('agent: the probe must live in the node namespace');
     const logFile = opts.logFile ?? path.join(await tb.tempDir('agent'), 'agent.log');
     const apiListen = opts.apiListen ?? '127.0.0.1:10256';
     const argv = [
       process.execPath,
-      kbpBin(),
+      opts.kbpBin ?? kbpBin(),
       'agent',
       '--manifests',
       opts.manifestsDir,

@@ -23,6 +23,12 @@ function ctFlagNames(flags: number): string {
   return out.join(',') || '-';
 }
 
+/** The raw entries of a pinned hash map (older layouts, decoded by the caller). */
+export async function pinnedEntries(pin: string): Promise<Array<{ key: Buffer; value: Buffer }>> {
+  const { stdout } = await run('bpftool', ['-j', 'map', 'dump', 'pinned', pin]);
+  return (JSON.parse(stdout) as BpftoolEntry[]).map((e) => ({ key: bytes(e.key), value: bytes(e.value ?? []) }));
+}
+
 /** One line per entry, sorted; per-CPU counters summed and zero counters left out. */
 export async function dumpPinnedMap(pin: string): Promise<string[]> {
   const name = path.basename(pin);

@@ -85,7 +85,7 @@ async function curl(ns: string, url: string, ca: string, token?: string): Promis
 const flagsOf = (args: string[]) => args.filter((a) => a.startsWith('--')).map((a) => a.split('=')[0]!);
 const knownAgentFlags = new Set([...agentUsage.matchAll(/^\s+(--[a-z-]+)/gm)].map((m) => m[1]!));
 
-t.test('deploy/ manifests', { skip, timeout: 240_000 }, async (t) => {
+t.test('deploy/ manifests', { skip, timeout: 400_000 }, async (t) => {
   const tb = Testbed.create();
   t.teardown(() => tb.teardown());
   const [cp, rendered] = await Promise.all([startControlPlane(tb), Promise.all(RENDERINGS.map(async (d) => [d, await render(kustomize, d)] as const)).then((e) => new Map(e))]);
@@ -204,7 +204,12 @@ t.test('deploy/ manifests', { skip, timeout: 240_000 }, async (t) => {
     '-addext', `subjectAltName=IP:${NODE_IP}`, '-keyout', path.join(tlsDir, 'tls.key'), '-out', path.join(tlsDir, 'tls.crt')]);
   const caFile = path.join(tlsDir, 'tls.crt');
 
-  const overlay = rendered.get('overlays/api-node-ip')!;
+  // The user's one required setting: the API server's own address (here the
+  // relay inside the node namespace), in the ConfigMap.
+  const overlay = structuredClone(rendered.get('overlays/api-node-ip')!);
+  const cm = overlay.find((o) => o.kind === 'ConfigMap') as K8sObject & { data: Record<string, string> };
+  t.equal(cm.data.KUBERNETES_SERVICE_HOST, 'api-server.invalid', 'the base ConfigMap asks for the API server address');
+  Object.assign(cm.data, { KUBERNETES_SERVICE_HOST: '127.0.0.1', KUBERNETES_SERVICE_PORT: String(RELAY_PORT) });
   const dsRun = containerRun(overlay, 'agent', { 'spec.nodeName': NODE, 'status.hostIP': NODE_IP });
   // What the pod's mounts map: /sys/fs/bpf is the host's bpffs (here the
   // test's private one), /etc/kbp/tls the Secret.
@@ -213,7 +218,17 @@ t.test('deploy/ manifests', { skip, timeout: 240_000 }, async (t) => {
   const caps = dsRun.container.securityContext?.capabilities?.add ?? [];
   t.same(dsRun.container.securityContext?.capabilities?.drop, ['ALL']);
   t.notOk(dsRun.container.securityContext?.privileged, 'not privileged');
-  const podEnv = { ...childEnv(), KUBERNETES_SERVICE_HOST: '127.0.0.1', KUBERNETES_SERVICE_PORT: String(RELAY_PORT), KBP_SERVICEACCOUNT_DIR: saDir };
+  // The container's environment: what the kubelet injects (the `kubernetes`
+  // Service's ClusterIP, which nothing serves in the node before kbp runs),
+  // overridden by envFrom/env as the kubelet does; the ServiceAccount folder
+  // moved to the test's.
+  const podEnv = {
+    ...childEnv(),
+    KUBERNETES_SERVICE_HOST: '10.96.0.1',
+    KUBERNETES_SERVICE_PORT: '443',
+    ...Object.fromEntries(dsRun.env),
+    KBP_SERVICEACCOUNT_DIR: saDir,
+  };
   const logDir = await tb.tempDir('agent-logs');
   let runs = 0;
   /** Starts the agent with `args` under exactly `capSet` (names as in the manifest); resolves with its log reader. */
@@ -223,7 +238,7 @@ t.test('deploy/ manifests', { skip, timeout: 240_000 }, async (t) => {
     const child = tb.spawn(cluster.nodeNs, ['setpriv', `--bounding-set=${bounding}`, '--inh-caps=-all', process.execPath, kbpBin(), ...args], { logFile, env: podEnv, stopTimeoutMs: 5000 });
     const log = () => readFile(logFile, 'utf8').catch(() => '');
     /** Waits until the log matches `re` or the agent exits; resolves with the log. */
-    const waitLog = async (re: RegExp, timeoutMs = 20_000) => {
+    const waitLog = async (re: RegExp, timeoutMs = 60_000) => {
       const end = Date.now() + timeoutMs;
       for (;;) {
         const text = await log();
@@ -281,7 +296,7 @@ t.test('deploy/ manifests', { skip, timeout: 240_000 }, async (t) => {
     // The three at once: each fails on its own (maps, program load, tc).
     const agents = caps.map((cap) => ({ cap, a: startAgent(`no-${cap}`, caps.filter((c) => c !== cap)) }));
     for (const { cap, a } of agents) {
-      const log = await a.waitLog(/msg=ready|cannot attach/, 30_000);
+      const log = await a.waitLog(/msg=ready|cannot attach/);
       await a.stop();
       t.notMatch(log, /msg="attached tc ingress"/, `without ${cap}: nothing attached`);
       t.ok(a.child.exitCode !== 0 || /cannot attach tc ingress.*EPERM/.test(log), `without ${cap}: ${a.child.exitCode !== 0 && !/cannot attach/.test(log) ? `exits ${a.child.exitCode}` : 'tc attach fails with EPERM'}`);
@@ -304,7 +319,7 @@ t.test('deploy/ manifests', { skip, timeout: 240_000 }, async (t) => {
       const src = new InformerSource({ kubeconfig: undefined, nodeName: NODE, log, backoff: { initialMs: 60_000, maxMs: 60_000 } });
       let synced = false;
       await src.start({ service() {}, endpointSlice() {}, node() {}, synced: () => (synced = true) });
-      const end = Date.now() + 5000;
+      const end = Date.now() + 15_000;
       while (!synced && !lines.some((l) => l.includes('informer failed')) && Date.now() < end) await sleep(20);
       // A forbidden watch fails right after its list: give it a moment.
       await sleep(300);

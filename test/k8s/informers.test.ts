@@ -27,8 +27,8 @@ class FakeKind {
   watchQueries: string[] = [];
   failLists = 0;
   goneNextWatch = false;
-  /** The next list request that carries a continue token answers 410 (the token expired). */
-  expireNextContinue = false;
+  /** The next list request that carries a continue token answers 410 (the token expired), after running this. */
+  expireNextContinue: (() => void) | undefined;
   /** Each list request's limit and continue parameters. */
   listQueries: Array<{ limit: string | null; cont: string | null }> = [];
   constructor(
@@ -89,7 +89,8 @@ async function fakeApi() {
     const cont = url.searchParams.get('continue');
     k.listQueries.push({ limit, cont });
     if (cont && k.expireNextContinue) {
-      k.expireNextContinue = false;
+      k.expireNextContinue();
+      k.expireNextContinue = undefined;
       res.writeHead(410, { 'content-type': 'application/json' }).end(JSON.stringify({ kind: 'Status', code: 410, reason: 'Expired', message: 'continue token expired' }));
       return;
     }
@@ -281,11 +282,12 @@ t.test('slices carry their last-change-trigger-time; the cache keeps slim object
   t.same(seen.slice(before).map((x) => [x.key, x.obj === undefined]), [['web/a-2', true]], 'only the deletion: the unchanged slice is not redelivered');
 });
 
-t.test('lists in pages; an expired continue token starts the list over', async (t) => {
+t.test('lists in pages, handing each page over on the first list; an expired continue token starts the list over', async (t) => {
   const api = await fakeApi();
   t.teardown(() => api.close());
   for (let i = 0; i < 7; i++) api.services.put(service(`s${i}`, 80 + i));
-  api.services.expireNextContinue = true;
+  // The token expires after the first page was handed over, and s1 is deleted meanwhile.
+  api.services.expireNextContinue = () => api.services.del(api.services.objects.get('web/s1')!, false);
   const { log, lines } = memoryLogger('info');
   const src = new InformerSource({ kubeconfig: api.kubeconfig, nodeName: 'node-1', log, backoff: { initialMs: 50, maxMs: 200 }, listPageSize: 3 });
   t.teardown(() => src.close());
@@ -298,15 +300,26 @@ t.test('lists in pages; an expired continue token starts the list over', async (
       { limit: '3', cont: null },
       { limit: '3', cont: '3' }, // 410: the token expired
       { limit: '3', cont: null },
-      { limit: '3', cont: '3' },
-      { limit: '3', cont: '6' },
+      { limit: '3', cont: '3' }, // six left: two pages
     ],
     'pages of 3; after the 410 the list starts over',
   );
   t.equal(lines.filter((l) => /msg="informer failed, restarting" kind=Service .*status=410/.test(l)).length, 1, 'the expired token is logged with its status');
+  const svcEvents = r.events.filter((e) => e.startsWith('service'));
+  t.same(svcEvents.slice(0, 3), ['service web/s0 port=80', 'service web/s1 port=81', 'service web/s2 port=82'], 'the first page was handed over before the list failed');
   t.same(
-    r.events.filter((e) => e.startsWith('service')).sort(),
-    Array.from({ length: 7 }, (_, i) => `service web/s${i} port=${80 + i}`),
-    'every object once: the pages of the failed list were not handed over',
+    svcEvents.slice(3),
+    ['service web/s0 port=80', 'service web/s2 port=82', 'service web/s3 port=83', 'service web/s4 port=84', 'service web/s5 port=85', 'service web/s6 port=86', 'service web/s1 deleted'],
+    'the retry hands every page over again, then reports what the failed attempt handed over and is gone now',
   );
+  t.ok(r.events.indexOf('synced') > r.events.indexOf('service web/s1 deleted'), 'synced after the deletion');
+
+  // Once synced, a re-list (410 on the watch) goes through ListWatch: only what changed is delivered.
+  r.events.length = 0;
+  api.services.put(service('s7', 87), false);
+  api.services.goneNextWatch = true;
+  api.services.dropWatches();
+  await until('re-list', () => r.events.includes('service web/s7 port=87'), 5000);
+  await new Promise((res) => setTimeout(res, 100));
+  t.same(r.events, ['service web/s7 port=87'], 're-list after sync: the new object only, no re-delivery of unchanged ones');
 });

@@ -233,3 +233,28 @@ t.test('change times for network programming: trigger time when newer than the t
   state.onEndpointSlice('default/web-1', undefined);
   t.same(state.compute().triggers, [13_000], 'a delete is measured from its arrival');
 });
+
+t.test('precompute while listing: the first sync programs the same maps and computes only what arrived after', async (t) => {
+  const objs = (n: number) => {
+    const svcs = Array.from({ length: n }, (_, i) => svc(`s${i}`, `10.96.1.${i + 1}`, [{ port: 80, targetPort: 8080 }]));
+    return { svcs, eps: svcs.map((s, i) => slice(`${s.metadata.name}-1`, s.metadata.name, [{ port: 8080 }], [`10.244.2.${i + 1}`, `10.244.3.${i + 1}`])) };
+  };
+  const { svcs, eps } = objs(20);
+  const plain = await setup();
+  plain.feed([...svcs, ...eps]);
+  const base = await plain.sync();
+  t.match(base, { ok: true, recomputed: 20 });
+
+  // Services first, then the slices page by page, a precompute after each page (as the agent does while listing).
+  const piped = await setup();
+  piped.feed(svcs);
+  t.equal(piped.state.precompute(), 20, 'Services folded in before their slices arrive');
+  piped.feed(eps.slice(0, 10));
+  t.equal(piped.state.precompute(), 10, 'first page of slices: its 10 Services recomputed');
+  piped.feed(eps.slice(10, 15));
+  const r = await piped.sync();
+  t.match(r, { ok: true, complete: true, recomputed: 5 }, 'the first sync computes only the last 5 Services');
+  piped.feed(eps.slice(15));
+  await piped.sync();
+  t.same(dump(piped.w), dump(plain.w), 'once everything arrived: the same maps');
+});

@@ -193,6 +193,20 @@ t.test('restart: ids restored from the maps, nothing rewritten; new objects get 
   ]);
 });
 
+t.test('restart over backends without their locality flag (migrated from ABI v1): only those are rewritten', async (t) => {
+  const w = fakeMaps();
+  const d = () => state([nginx()], [nginxEps(['10.244.1.5', '10.244.2.7'])]);
+  await new Syncer({ writer: w, log: silentLogger() }).sync(d());
+  // backend 1 is local; an ABI v1 backend map had no flags, and migrate.ts copies it with 0.
+  await w.update(B, abi.backendKey.encode({ id: 1 }), abi.backendValue.encode({ ip: '10.244.1.5', port: 8080, proto: 6, state: abi.KBP_BACKEND_ACTIVE, flags: 0 }));
+  const good = dump(w);
+  takeOps(w);
+  const r = await new Syncer({ writer: w, log: silentLogger() }).sync(d());
+  t.match(r, { ok: true, full: true, updates: 1, deletes: 0 });
+  t.same(takeOps(w), ['update kbp_backend_v2 backend=1 -> 10.244.1.5:8080/TCP active local']);
+  t.not(dump(w).join('\n'), good.join('\n'));
+});
+
 t.test('restore cleans what a crashed agent left: orphan slots, stale revnat, unknown backends', async (t) => {
   const w = fakeMaps();
   const k = (vip: string, port: number, slot: number) => abi.svcKey.encode({ vip, port, proto: 6, scope: 0, slot });
@@ -202,7 +216,7 @@ t.test('restore cleans what a crashed agent left: orphan slots, stale revnat, un
   await w.update(S, k('10.96.0.10', 80, 0), v(3, 0, 1));
   await w.update(S, k('10.96.0.10', 80, 1), v(3, 1));
   await w.update(S, k('10.96.0.10', 80, 2), v(3, 2));
-  await w.update(B, abi.backendKey.encode({ id: 1 }), abi.backendValue.encode({ ip: '10.244.1.5', port: 8080, proto: 6, state: 0, flags: 0 }));
+  await w.update(B, abi.backendKey.encode({ id: 1 }), abi.backendValue.encode({ ip: '10.244.1.5', port: 8080, proto: 6, state: 0, flags: abi.KBP_BACKEND_F_LOCAL }));
   await w.update(B, abi.backendKey.encode({ id: 2 }), abi.backendValue.encode({ ip: '10.244.2.7', port: 8080, proto: 6, state: 0, flags: 0 }));
   await w.update(R, abi.revnatKey.encode({ svc_id: 3 }), abi.revnatValue.encode({ vip: '10.96.0.10', port: 80 }));
   await w.update(R, abi.revnatKey.encode({ svc_id: 9 }), abi.revnatValue.encode({ vip: '10.96.0.99', port: 80 }));

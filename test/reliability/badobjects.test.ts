@@ -70,7 +70,7 @@ t.test('bad objects from the manifests source: logged and skipped, the good Serv
     const items = (await agent.services()) as Array<{ vip: string; port: number; backends: unknown[] }>;
     return new Map(items.filter((x) => x.port === 80).map((x) => [x.vip, x.backends.length]));
   };
-  await until('huge programmed', async () => ((await frontends()).get('10.96.2.6') === 10_000 ? true : String((await frontends()).get('10.96.2.6'))), 30_000, 200);
+  await until('huge programmed', async () => ((await frontends()).get('10.96.2.6') === 10_000 ? true : String((await frontends()).get('10.96.2.6'))), 30_000, 1000);
   const fe = await frontends();
   const log = await agent.logTail(5000);
   t.comment(log.split('\n').filter((l) => / level=(warn|debug)/.test(l) && /Service|EndpointSlice|manifest/.test(l)).map((l) => l.replace(/^time=\S+ /, '')).slice(0, 20).join('\n'));

@@ -9,9 +9,10 @@
 //    programmed keep working; once the extra Services are gone the next sync
 //    succeeds and the map holds exactly the remaining frontends.
 //  - conntrack (LRU: full means the kernel evicts the least recently used
-//    entries, it never refuses one): new connections past its capacity all
-//    succeed; the agent warns that the map is nearly full and
-//    kbp_map_entries reaches the level where the kernel evicts (over 70%: an
+//    entries, it never refuses one): new connections past its capacity
+//    succeed (at most 0.2% lost, each to counted drops: an entry evicted
+//    within milliseconds of its creation can make a new flow clash); the
+//    agent warns that the map is nearly full and kbp_map_entries reaches the level where the kernel evicts (over 70%: an
 //    LRU evicts before max_entries); idle connections held to a Service
 //    with one backend survive (an evicted flow is balanced again, onto the
 //    same backend); to a Service with two backends an evicted idle flow may be
@@ -120,7 +121,7 @@ t.test('agent with small maps driven past full', { skip }, async (t) => {
     t.same(failures(rs).map((r) => r.error), [], 'both Services answer after recovery');
   });
 
-  await t.test('conntrack (LRU) past capacity: new flows never fail, a warning, single-backend idle flows survive', async (t) => {
+  await t.test('conntrack (LRU) past capacity: new flows go on, a warning, single-backend idle flows survive', async (t) => {
     const n = scaled(1_000, 10_000);
     t.comment(`size: ${n} new connections through a conntrack map of ${SIZES.conntrack} entries (2 per flow)`);
     const heldOne = await HeldConnections.open(tb, sc.client.ns, one.clusterIP, 80, 8);
@@ -130,9 +131,16 @@ t.test('agent with small maps driven past full', { skip }, async (t) => {
     // after its SYN waits for a SYN retransmit (1 s, 3 s) to be repaired.
     while (rs.length < n) rs.push(...(await sc.clientProbe.http(rs.length % 2 ? web.clusterIP : one.clusterIP, 80, { count: 50, timeoutMs: 5000 })));
     const slow = rs.filter((r) => r.ok && r.end - r.start > 900);
-    const drops = (await metrics()).split('\n').filter((l) => l.startsWith('kbp_datapath_packets_total{reason="drop_')).map((l) => l.replace('kbp_datapath_packets_total', '')).join(' ');
-    t.comment(`${slow.length} of ${rs.length} connections took over 0.9 s (${slow.map((r) => Math.round(r.end - r.start)).join(', ')} ms); datapath drops: ${drops || 'none'}`);
-    t.same(failures(rs).map((r) => r.error), [], `${rs.length} new connections, none failed`);
+    const dropLines = (await metrics()).split('\n').filter((l) => l.startsWith('kbp_datapath_packets_total{reason="drop_') && !l.endsWith(' 0'));
+    const drops = dropLines.reduce((n, l) => n + Number(l.split(' ').at(-1)), 0);
+    const failed = failures(rs);
+    t.comment(`${failed.length} of ${rs.length} connections failed (${failed.map((r) => r.error).join('; ') || '-'}), ${slow.length} took over 0.9 s; datapath drops: ${dropLines.map((l) => l.replace('kbp_datapath_packets_total', '')).join(' ') || 'none'}`);
+    // Under LRU pressure a flow's entries can be evicted within milliseconds:
+    // a new connection may then lose SYNs to ct clash drops (finding in
+    // docs/reliability.md). Asserted: almost every connection completes, and
+    // no connection is lost without a counted datapath drop.
+    t.ok(failed.length <= rs.length / 500, `at most 0.2% of new connections fail (${failed.length} of ${rs.length})`);
+    t.ok(failed.length === 0 || drops >= failed.length, `every failed connection is accounted for by counted drops (${drops} dropped packets)`);
     await until('pressure logged', async () => (/map nearly full.*map=kbp_ct4_v2/.test(await log()) ? true : `no warning yet; entries ${await metric(`kbp_map_entries{map="${abi.KBP_MAP_CT}"}`)}; ${(await log()).split('\n').filter((l) => l.includes('component=conntrack')).slice(-3).join(' | ')}`), 5000);
     t.pass('the agent warns that conntrack is nearly full');
     const entries = await metric(`kbp_map_entries{map="${abi.KBP_MAP_CT}"}`);
@@ -150,7 +158,7 @@ t.test('agent with small maps driven past full', { skip }, async (t) => {
     await agent.stop();
     const other = await start('resized', 'services=64,conntrack=512');
     t.teardown(() => other.stop());
-    await until('refused', async () => (!other.running ? true : 'running'), 15_000);
+    await until('refused', async () => (!other.running ? true : `running: ${(await other.logTail(5)).replace(/\n/g, ' | ')}`), 60_000, 200);
     t.not(other.child.exitCode, 0, `the agent exits non-zero (${other.child.exitCode})`);
     t.match(await other.logTail(30), /conntrack \(kbp_ct4_v2\) is pinned with 256 entries, wanted 512/, 'the error names map and both sizes');
     agent = await start('again', SIZES_FLAG);

@@ -256,6 +256,17 @@ type collector struct {
 	firstErr string
 }
 
+// merge adds one worker's samples.
+func (c *collector) merge(connect, request []float64, seen map[string]int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.connect = append(c.connect, connect...)
+	c.request = append(c.request, request...)
+	for k, v := range seen {
+		c.backends[k] += v
+	}
+}
+
 func (c *collector) fail(err error) {
 	c.mu.Lock()
 	c.errors++
@@ -289,13 +300,7 @@ func runConn(cmd command) result {
 				reqs = append(reqs, float64(tt.Microseconds())/1000)
 				seen[backend]++
 			}
-			col.mu.Lock()
-			col.connect = append(col.connect, conns...)
-			col.request = append(col.request, reqs...)
-			for k, v := range seen {
-				col.backends[k] += v
-			}
-			col.mu.Unlock()
+			col.merge(conns, reqs, seen)
 		}(w)
 	}
 	wg.Wait()
@@ -344,12 +349,7 @@ func runKeepalive(cmd command) result {
 				seen[backend]++
 			}
 			total.Add(int64(len(lat)))
-			col.mu.Lock()
-			col.request = append(col.request, lat...)
-			for k, v := range seen {
-				col.backends[k] += v
-			}
-			col.mu.Unlock()
+			col.merge(nil, lat, seen)
 		}(w)
 	}
 	wg.Wait()

@@ -3,13 +3,15 @@
 //
 // Topology: two node namespaces built identically (src/testbed/topology.ts),
 // each with 10 backend pods 10.244.1.10-19 and two spare pods .20/.21 running
-// `loadgen serve`, and a client pod 10.244.1.100 running `loadgen client`
-// (plus, on the kbp node, a second client pod 10.244.1.101 used by the direct
-// mode only: with one client for both, the kbp runs right after the direct
-// runs showed connect outliers of 10 ms to 1 s that a separate client address
-// does not show; what state on the client or the backends causes them is not
-// known yet). kbp's "random" target is measured right after its "last"
-// target from the same client, through the same backends, as kube-proxy's.
+// `loadgen serve`, and client pods running `loadgen client`. Every measured
+// target (mode, N, Service) gets a client pod of its own (10.244.1.100 and
+// up): a client that has just made tens of thousands of short connections
+// through one Service reuses its source ports through the next one, and the
+// backends still hold TIME_WAIT for those (client address, port) pairs from
+// a different destination as the client saw it; the first runs of this
+// benchmark showed that as 1 s SYN retransmits and failed connections for
+// kube-proxy and kbp alike, so fresh client addresses keep one measurement
+// from seeding the next. Endpoint changes are timed from one more client.
 // One node ("kpnode") only ever runs kube-proxy; the other ("kbpnode") runs
 // nothing for the direct mode and kbp for the kbp mode, so kbp and direct are
 // measured on a node that never had iptables rules (no conntrack, no nat
@@ -177,12 +179,13 @@ const sliceObj = (name: string, ips: string[]) => ({
   endpoints: ips.map((ip) => ({ addresses: [ip], conditions: { ready: true, serving: true, terminating: false } })),
 });
 
-/** One node namespace with its backends, spares and client. */
+/** One node namespace with its backends, spares and clients. */
 interface BenchNode {
   proxyNode: ProxyNode;
-  client: LoadClient;
-  /** The direct mode's own client (another address; see the header). */
-  directClient: LoadClient;
+  /** Times endpoint changes (programming latency); also the loopback ceiling. */
+  progClient: LoadClient;
+  /** A client in a new pod (next address from 10.244.1.101). */
+  newClient(): Promise<LoadClient>;
   /** Pod name answering at each address. */
   nameAt: Map<string, string>;
 }
@@ -197,12 +200,17 @@ async function buildNode(tb: Testbed, cp: ControlPlane, bin: string, nodeName: s
     await startBackend(tb, bin, pod.ns, name);
     nameAt.set(ip, name);
   }
-  const clientPod = await cluster.addPod(`${tag}c`, '10.244.1.100');
-  const client = await LoadClient.start(tb, bin, clientPod.ns);
-  const directPod = await cluster.addPod(`${tag}d`, '10.244.1.101');
-  const directClient = await LoadClient.start(tb, bin, directPod.ns);
+  const progPod = await cluster.addPod(`${tag}c`, '10.244.1.100');
+  const progClient = await LoadClient.start(tb, bin, progPod.ns);
+  let next = 1;
+  const newClient = async () => {
+    const k = next++;
+    if (k > 150) throw new Error('out of client addresses');
+    const pod = await cluster.addPod(`${tag}c${k}`, `10.244.1.${100 + k}`);
+    return LoadClient.start(tb, bin, pod.ns);
+  };
   const relay = await relayInto(tb, cluster.nodeNs, cp);
-  return { proxyNode: { cluster, relay }, client, directClient, nameAt };
+  return { proxyNode: { cluster, relay }, progClient, newClient, nameAt };
 }
 
 interface Measured {
@@ -241,7 +249,7 @@ async function programming(api: Api, node: BenchNode, vip: string, changes: numb
   const out: number[] = [];
   for (let n = 0; n < changes; n++) {
     const next = current.ip === SPARES[0] ? SPARES[1]! : SPARES[0]!;
-    const pending = node.client.run({ op: 'until', target: `${vip}:80`, want: node.nameAt.get(next)!, timeoutMs: 60_000, pauseUs: 200 });
+    const pending = node.progClient.run({ op: 'until', target: `${vip}:80`, want: node.nameAt.get(next)!, timeoutMs: 60_000, pauseUs: 200 });
     // The generator is polling before the write starts.
     await sleep(20);
     const t0 = now();
@@ -274,8 +282,8 @@ export async function runCompare(tb: Testbed, bin: string, o: CompareOptions): P
     await api.must('POST', `/apis/discovery.k8s.io/v1/namespaces/${NS}/endpointslices`, sliceObj(PROG, [progAt.ip]));
 
     // The generator's ceiling: client and a server in the client pod itself, over loopback.
-    const ceilingServer = await startBackend(tb, bin, kbpNode.client.ns, 'loopback', [18080]);
-    const ceil = await kbpNode.client.run({ op: 'conn', targets: ['127.0.0.1:18080'], concurrency: o.concurrency, durationMs: o.durationMs });
+    const ceilingServer = await startBackend(tb, bin, kbpNode.progClient.ns, 'loopback', [18080]);
+    const ceil = await kbpNode.progClient.run({ op: 'conn', targets: ['127.0.0.1:18080'], concurrency: o.concurrency, durationMs: o.durationMs });
     ceilingServer.kill('SIGTERM');
     p(`generator loopback ceiling: ${ceil.perSecond.toFixed(0)} conn/s at concurrency ${o.concurrency} (generator ${(ceil.cpuSeconds / ceil.seconds).toFixed(2)} cores)`);
 
@@ -306,6 +314,10 @@ export async function runCompare(tb: Testbed, bin: string, o: CompareOptions): P
 
       for (const mode of MODES) {
         const node = mode === 'iptables' ? kpNode : kbpNode;
+        // Fresh clients, one per target, made before the proxy starts (kbp
+        // attaches to the devices present at start; later ones follow its link watch).
+        const clients: LoadClient[] = [];
+        for (let i = 0; i < (mode === 'direct' ? 1 : 2); i++) clients.push(await node.newClient());
         let proxy: RunningProxy | null = null;
         if (mode !== 'direct') {
           p(`N=${n} ${mode}: starting ${mode === 'iptables' ? 'kube-proxy' : 'the kbp agent'}`);
@@ -325,11 +337,12 @@ export async function runCompare(tb: Testbed, bin: string, o: CompareOptions): P
           let keep: LoadResult | null = null;
           const rows: Array<{ t: (typeof targets)[number]; reps: Measured[]; counters: Record<string, number> | null }> = [];
           let countersBefore = mode === 'kbp' ? await proxy!.counters() : {};
-          for (const t of targets) {
+          for (const [ti, t] of targets.entries()) {
             const addrs = t.idx === null ? podIps.map((ip) => `${ip}:8080`) : [`${vips[t.idx]}:80`];
             const reps: Measured[] = [];
+            const client = clients[ti]!;
             for (let r = 0; r < o.repetitions; r++) {
-              reps.push(await measureOnce(mode === 'direct' ? node.directClient : node.client, addrs, o));
+              reps.push(await measureOnce(client, addrs, o));
               const m = reps[reps.length - 1]!;
               p(`N=${n} ${mode} ${t.target}${t.idx === null ? '' : ` (svc-${t.idx})`} rep ${r + 1}/${o.repetitions}: connect p50 ${m.connect.p50.toFixed(3)} p99 ${m.connect.p99.toFixed(3)} ms, ${m.rate.toFixed(0)} conn/s, ${m.errors} errors, machine busy ${(m.cpu.busy * 100).toFixed(0)}% (sys ${(m.cpu.system * 100).toFixed(0)}%, softirq ${(m.cpu.softirq * 100).toFixed(0)}%), generator ${m.loadgenCores.toFixed(2)} cores`);
             }
@@ -343,7 +356,7 @@ export async function runCompare(tb: Testbed, bin: string, o: CompareOptions): P
             }
             rows.push({ t, reps, counters });
             if (t.target !== 'last') {
-              keep = await (mode === 'direct' ? node.directClient : node.client).run({ op: 'keepalive', targets: addrs, concurrency: o.concurrency, durationMs: o.durationMs });
+              keep = await client.run({ op: 'keepalive', targets: addrs, concurrency: o.concurrency, durationMs: o.durationMs });
               p(`N=${n} ${mode}: keep-alive ${keep.perSecond.toFixed(0)} req/s, p50 ${keep.requestMs!.p50.toFixed(3)} p99 ${keep.requestMs!.p99.toFixed(3)} ms`);
             }
           }

@@ -34,7 +34,10 @@ const http = createServer((req, res) => {
     remotePort: req.socket.remotePort ?? 0,
   };
   const body = `${JSON.stringify(hello)}\n`;
-  res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), connection: 'close' });
+  // One request per connection, unless the client asks to keep it (long-lived
+  // connections across an agent upgrade, src/testbed/chatter.ts).
+  const keep = req.headers.connection?.toLowerCase() === 'keep-alive';
+  res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), connection: keep ? 'keep-alive' : 'close' });
   res.end(body);
   req.resume();
 });
