@@ -129,6 +129,16 @@ constexpr Field kConfig[] = {
 };
 KBP_CHECK_TILES(kbp_config, kConfig);
 
+constexpr Field kSrcRangeKey[] = {
+    KBP_FIELD(kbp_src_range_key, prefixlen),
+    KBP_FIELD(kbp_src_range_key, svc_id),
+    KBP_FIELD(kbp_src_range_key, addr),
+};
+KBP_CHECK_TILES(kbp_src_range_key, kSrcRangeKey);
+
+constexpr Field kSrcRange[] = {KBP_FIELD(kbp_src_range, flags)};
+KBP_CHECK_TILES(kbp_src_range, kSrcRange);
+
 constexpr Struct kStructs[] = {
     KBP_STRUCT(kbp_svc_key, kSvcKey),         KBP_STRUCT(kbp_svc_value, kSvcValue),
     KBP_STRUCT(kbp_backend_key, kBackendKey), KBP_STRUCT(kbp_backend, kBackend),
@@ -137,6 +147,7 @@ constexpr Struct kStructs[] = {
     KBP_STRUCT(kbp_stat_value, kStatValue),   KBP_STRUCT(kbp_affinity_key, kAffinityKey),
     KBP_STRUCT(kbp_affinity_value, kAffinityValue), KBP_STRUCT(kbp_snat_key, kSnatKey),
     KBP_STRUCT(kbp_snat_value, kSnatValue),         KBP_STRUCT(kbp_config, kConfig),
+    KBP_STRUCT(kbp_src_range_key, kSrcRangeKey),    KBP_STRUCT(kbp_src_range, kSrcRange),
 };
 
 #undef KBP_FIELD
@@ -179,6 +190,7 @@ Napi::Value Constants(const Napi::CallbackInfo& info) {
   KBP_STR(KBP_MAP_AFFINITY);
   KBP_STR(KBP_MAP_SNAT);
   KBP_STR(KBP_MAP_CONFIG);
+  KBP_STR(KBP_MAP_SRC_RANGES);
 
   KBP_NUM(KBP_SERVICES_MAX);
   KBP_NUM(KBP_BACKENDS_MAX);
@@ -186,6 +198,7 @@ Napi::Value Constants(const Napi::CallbackInfo& info) {
   KBP_NUM(KBP_CT_MAX);
   KBP_NUM(KBP_AFFINITY_MAX);
   KBP_NUM(KBP_SNAT_MAX);
+  KBP_NUM(KBP_SRC_RANGES_MAX);
 
   KBP_NUM(KBP_TC_HANDLE);
   KBP_NUM(KBP_TC_PRIORITY);
@@ -199,6 +212,8 @@ Napi::Value Constants(const Napi::CallbackInfo& info) {
   KBP_NUM(KBP_SVC_F_LOAD_BALANCER);
   KBP_NUM(KBP_SVC_F_AFFINITY);
   KBP_NUM(KBP_SVC_F_VIP_MARKER);
+  KBP_NUM(KBP_SVC_F_REJECT);
+  KBP_NUM(KBP_SVC_F_SOURCE_RANGES);
 
   KBP_NUM(KBP_BACKEND_ACTIVE);
   KBP_NUM(KBP_BACKEND_TERMINATING);
@@ -209,6 +224,8 @@ Napi::Value Constants(const Napi::CallbackInfo& info) {
   KBP_NUM(KBP_CT_F_SEEN_REPLY);
   KBP_NUM(KBP_CT_F_CLOSING);
   KBP_NUM(KBP_CT_F_SNAT);
+  KBP_NUM(KBP_CT_F_HAIRPIN);
+  KBP_NUM(KBP_HAIRPIN_ADDR);
   KBP_NUM(KBP_CT_REFRESH_NS);
   KBP_NUM(KBP_CT_LIFETIME_TCP_NS);
   KBP_NUM(KBP_CT_LIFETIME_CLOSING_NS);
@@ -229,6 +246,10 @@ Napi::Value Constants(const Napi::CallbackInfo& info) {
   KBP_NUM(KBP_STAT_DROP_SNAT_PORTS);
   KBP_NUM(KBP_STAT_DROP_NO_CONFIG);
   KBP_NUM(KBP_STAT_DROP_CT_CLASH);
+  KBP_NUM(KBP_STAT_REJECT);
+  KBP_NUM(KBP_STAT_ICMP_REVNAT);
+  KBP_NUM(KBP_STAT_HAIRPIN);
+  KBP_NUM(KBP_STAT_DROP_SOURCE_RANGE);
   KBP_NUM(KBP_STAT_MAX);
   KBP_NUM(KBP_STAT_SLOTS);
 

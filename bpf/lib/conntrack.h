@@ -61,13 +61,20 @@ static __always_inline bool ct4_touch(struct kbp_ct_value *ct, const struct pkt4
 	return refreshed;
 }
 
+/* The address the backend sees the client of a (not masqueraded) flow at:
+ * its own, or KBP_HAIRPIN_ADDR when the client is the backend itself. */
+static __always_inline __be32 ct4_client_seen(const struct pkt4 *p, const struct kbp_ct_value *fwd_v)
+{
+	return (fwd_v->flags & KBP_CT_F_HAIRPIN) ? fwd_v->nat_addr : p->saddr;
+}
+
 /* The REPLY entry of a (not masqueraded) flow: keyed by what the backend
  * sends, naming the frontend the client addressed. */
 static __always_inline void ct4_reply_of(struct kbp_ct_key *rev, struct kbp_ct_value *rev_v,
-					 const struct pkt4 *p, __be32 be_ip, __be16 be_port,
+					 const struct pkt4 *p, __be32 client, __be32 be_ip, __be16 be_port,
 					 __u32 backend_id, __u32 svc_id, __u64 now)
 {
-	ct4_key(rev, be_ip, p->saddr, be_port, p->sport, p->proto, KBP_CT_REPLY);
+	ct4_key(rev, be_ip, client, be_port, p->sport, p->proto, KBP_CT_REPLY);
 	__builtin_memset(rev_v, 0, sizeof(*rev_v));
 	rev_v->created_ns = now;
 	rev_v->last_seen_ns = now;
@@ -99,8 +106,8 @@ static __always_inline int ct4_create(const struct pkt4 *p, const struct kbp_ct_
 	bool created_reply = false;
 
 	if (!(fwd_v->flags & KBP_CT_F_SNAT)) {
-		ct4_reply_of(&rev, &rev_v, p, be_ip, be_port, fwd_v->backend_id, fwd_v->svc_id,
-			     fwd_v->created_ns);
+		ct4_reply_of(&rev, &rev_v, p, ct4_client_seen(p, fwd_v), be_ip, be_port, fwd_v->backend_id,
+			     fwd_v->svc_id, fwd_v->created_ns);
 		/* Reply entry first: once the forward entry exists, later packets
 		 * of the flow take the established path and would not create it. */
 		if (!bpf_map_update_elem(&kbp_ct4_v2, &rev, &rev_v, BPF_NOEXIST)) {
@@ -158,7 +165,7 @@ static __always_inline int ct4_repair(const struct pkt4 *p, const struct kbp_ct_
 		struct kbp_ct_value rev_v;
 		struct kbp_ct_key rev;
 
-		ct4_reply_of(&rev, &rev_v, p, be_ip, be_port, ct->backend_id, ct->svc_id, now);
+		ct4_reply_of(&rev, &rev_v, p, ct4_client_seen(p, ct), be_ip, be_port, ct->backend_id, ct->svc_id, now);
 		if (!bpf_map_lookup_elem(&kbp_ct4_v2, &rev))
 			bpf_map_update_elem(&kbp_ct4_v2, &rev, &rev_v, BPF_NOEXIST);
 		return KBP_OK;

@@ -11,6 +11,7 @@
 #include "conntrack.h"
 #include "snat.h"
 #include "stats.h"
+#include "icmp.h"
 
 /* The service entry (slot 0) of a frontend, or NULL. */
 static __always_inline struct kbp_svc_value *lb4_lookup_service(__be32 vip, __be16 port, __u8 proto)
@@ -34,6 +35,14 @@ static __always_inline bool lb4_vip_known(__be32 vip)
 	struct kbp_svc_value *v = bpf_map_lookup_elem(&kbp_svc_v1, &key);
 
 	return v && (v->flags & KBP_SVC_F_VIP_MARKER);
+}
+
+/* loadBalancerSourceRanges: whether the client lies in one of the frontend's ranges. */
+static __always_inline bool lb4_source_allowed(__be32 client, __u32 svc_id)
+{
+	struct kbp_src_range_key key = { .prefixlen = 64, .svc_id = svc_id, .addr = client };
+
+	return bpf_map_lookup_elem(&kbp_srcrange_v1, &key) != NULL;
 }
 
 /* A random active backend of the frontend: slots 1..count are dense (the
@@ -105,7 +114,11 @@ static __always_inline void lb4_affinity_record(const struct pkt4 *p, const stru
  * also masquerades the client to this node (SNAT), so the reply comes back
  * here; frontends with externalTrafficPolicy: Local only ever hold local
  * backends, so their clients keep their address.
- * Returns KBP_OK with *stat set to NEW_FLOW, SNAT or ESTABLISHED, or a drop reason.
+ * A client that gets itself as backend (hairpin) is given KBP_HAIRPIN_ADDR as
+ * source, so the backend's reply leaves it and comes back through here.
+ * Returns KBP_OK with *stat set to NEW_FLOW, SNAT, HAIRPIN or ESTABLISHED;
+ * KBP_STAT_REJECT for a frontend without endpoints that rejects; or a drop reason
+ * (KBP_STAT_DROP_SOURCE_RANGE: a new flow from outside loadBalancerSourceRanges).
  */
 static __always_inline int lb4_forward(struct __sk_buff *skb, const struct pkt4 *p,
 				       const struct kbp_svc_value *svc, bool from_node, __u32 *stat)
@@ -133,8 +146,11 @@ static __always_inline int lb4_forward(struct __sk_buff *skb, const struct pkt4 
 	if (!be) {
 		bool affinity = svc->flags & KBP_SVC_F_AFFINITY;
 
+		/* Before the endpoint check: kube-proxy's firewall comes first too. */
+		if ((svc->flags & KBP_SVC_F_SOURCE_RANGES) && !lb4_source_allowed(p->saddr, svc->svc_id))
+			return KBP_STAT_DROP_SOURCE_RANGE;
 		if (svc->count == 0)
-			return KBP_STAT_DROP_NO_BACKEND;
+			return (svc->flags & KBP_SVC_F_REJECT) ? KBP_STAT_REJECT : KBP_STAT_DROP_NO_BACKEND;
 		bkey.id = affinity ? lb4_affinity_backend(p, svc, now) : 0;
 		if (!bkey.id) {
 			__u16 slot;
@@ -168,6 +184,11 @@ static __always_inline int lb4_forward(struct __sk_buff *skb, const struct pkt4 
 			return ret;
 		v.flags |= KBP_CT_F_SNAT;
 		*stat = KBP_STAT_SNAT;
+	} else if (be_ip == p->saddr) {
+		v.nat_addr = bpf_htonl(KBP_HAIRPIN_ADDR);
+		v.nat_port = p->sport;
+		v.flags |= KBP_CT_F_HAIRPIN;
+		*stat = KBP_STAT_HAIRPIN;
 	}
 	ret = ct4_create(p, &key, &v, be_ip, be_port, replace);
 	if (ret == KBP_CT_RACE) {
@@ -190,7 +211,7 @@ static __always_inline int lb4_forward(struct __sk_buff *skb, const struct pkt4 
 		return ret;
 	}
 	ret = nat4_rewrite(skb, p, true, p->daddr, be_ip, p->dport, be_port);
-	if (ret == KBP_OK && (v.flags & KBP_CT_F_SNAT))
+	if (ret == KBP_OK && (v.flags & (KBP_CT_F_SNAT | KBP_CT_F_HAIRPIN)))
 		ret = nat4_rewrite(skb, p, false, p->saddr, v.nat_addr, p->sport, v.nat_port);
 	return ret;
 
@@ -198,7 +219,7 @@ established:
 	{
 		__be32 nat_addr = ct->nat_addr;
 		__be16 nat_port = ct->nat_port;
-		bool snat = ct->flags & KBP_CT_F_SNAT;
+		bool snat = ct->flags & (KBP_CT_F_SNAT | KBP_CT_F_HAIRPIN);
 
 		if (ct4_touch(ct, p, now)) {
 			ret = ct4_repair(p, ct, be->ip, be->port, now);
@@ -252,7 +273,8 @@ static __always_inline int lb4_reverse_snat(struct __sk_buff *skb, const struct 
 
 /*
  * Backend -> client: if the packet is the reply of a translated flow, rewrite
- * its source back to the frontend the client addressed.
+ * its source back to the frontend the client addressed (and, for a hairpin
+ * flow, its destination KBP_HAIRPIN_ADDR back to the client: the backend itself).
  * Returns KBP_OK with *stat = REVNAT, or KBP_OK with *stat untouched when the
  * packet is not a reply we know (it passes as it is), or a drop reason.
  */
@@ -262,6 +284,7 @@ static __always_inline int lb4_reverse(struct __sk_buff *skb, const struct pkt4 
 	struct kbp_ct_value *ct;
 	struct kbp_revnat_key rkey;
 	struct kbp_revnat *rn;
+	int ret;
 
 	ct4_key(&key, p->saddr, p->daddr, p->sport, p->dport, p->proto, KBP_CT_REPLY);
 	ct = bpf_map_lookup_elem(&kbp_ct4_v2, &key);
@@ -276,14 +299,72 @@ static __always_inline int lb4_reverse(struct __sk_buff *skb, const struct pkt4 
 	if (!(ct->flags & KBP_CT_F_SEEN_REPLY))
 		ct->flags |= KBP_CT_F_SEEN_REPLY;
 	*stat = KBP_STAT_REVNAT;
-	return nat4_rewrite(skb, p, false, p->saddr, rn->vip, p->sport, rn->port);
+	ret = nat4_rewrite(skb, p, false, p->saddr, rn->vip, p->sport, rn->port);
+	if (ret == KBP_OK && p->daddr == bpf_htonl(KBP_HAIRPIN_ADDR))
+		ret = nat4_rewrite(skb, p, true, p->daddr, p->saddr, p->dport, p->dport);
+	return ret;
+}
+
+/*
+ * An ICMP error about a translated flow, travelling towards its client (from
+ * the backend, or from a router on the way to it): the quote is the datagram
+ * as it left this node, client (or its masquerade) -> backend. Restore it to
+ * what the client sent, client -> frontend, and make the error come from the
+ * frontend and go to the client, so the client's stack finds its socket (port
+ * unreachable for UDP, fragmentation needed for path-MTU discovery).
+ * Masqueraded flows (node-facing devices) are found through the SNAT map,
+ * the others through their REPLY conntrack entry.
+ * Returns KBP_OK with *stat = ICMP_REVNAT, or KBP_OK with *stat untouched when
+ * the packet is no such error, or a drop reason.
+ */
+static __always_inline int lb4_icmp_error_reverse(struct __sk_buff *skb, const struct pkt4 *p, bool from_node,
+						  __u32 *stat)
+{
+	struct icmp4_error e;
+	struct kbp_ct_key key;
+	struct kbp_ct_value *ct;
+	__be32 client;
+
+	if (!icmp4_parse_error(skb, p, &e))
+		return KBP_OK;
+	if (from_node) {
+		struct kbp_snat_key skey = {
+			.saddr = e.daddr,
+			.daddr = e.saddr,
+			.sport = e.dport,
+			.dport = e.sport,
+			.proto = e.proto,
+		};
+		struct kbp_snat_value *sn = bpf_map_lookup_elem(&kbp_snat4_v1, &skey);
+
+		if (sn) {
+			struct kbp_revnat_key rkey = { .svc_id = sn->svc_id };
+			struct kbp_revnat *rn = bpf_map_lookup_elem(&kbp_revnat_v1, &rkey);
+
+			if (!rn)
+				return KBP_OK;
+			*stat = KBP_STAT_ICMP_REVNAT;
+			return icmp4_error_rewrite(skb, &e, rn->vip, sn->client_addr, sn->client_addr, sn->client_port,
+						   rn->vip, rn->port);
+		}
+	}
+	ct4_key(&key, e.daddr, e.saddr, e.dport, e.sport, e.proto, KBP_CT_REPLY);
+	ct = bpf_map_lookup_elem(&kbp_ct4_v2, &key);
+	if (!ct)
+		return KBP_OK;
+	/* A hairpinned client is the backend itself (the quote's destination). */
+	client = e.saddr == bpf_htonl(KBP_HAIRPIN_ADDR) ? e.daddr : e.saddr;
+	*stat = KBP_STAT_ICMP_REVNAT;
+	return icmp4_error_rewrite(skb, &e, ct->nat_addr, p->daddr == e.saddr ? client : p->daddr, client, e.sport,
+				   ct->nat_addr, ct->nat_port);
 }
 
 /*
  * The whole ingress decision for one packet, shared by both attach points
  * (from_node: the node-facing program, which also restores masqueraded replies
  * and may masquerade new flows). Counts the outcome.
- * Returns TC_ACT_OK (translated or untouched) or TC_ACT_SHOT.
+ * Returns TC_ACT_OK (translated or untouched), TC_ACT_REDIRECT (a rejected
+ * packet turned into ICMP port unreachable, sent back out) or TC_ACT_SHOT.
  */
 static __always_inline int lb4_ingress(struct __sk_buff *skb, bool from_node)
 {
@@ -295,7 +376,9 @@ static __always_inline int lb4_ingress(struct __sk_buff *skb, bool from_node)
 	if (!parse_ipv4(skb, &p))
 		return TC_ACT_OK;
 
-	if (p.proto != IPPROTO_TCP && p.proto != IPPROTO_UDP) {
+	if (p.proto == IPPROTO_ICMP) {
+		ret = p.fragment ? KBP_OK : lb4_icmp_error_reverse(skb, &p, from_node, &stat);
+	} else if (p.proto != IPPROTO_TCP && p.proto != IPPROTO_UDP) {
 		ret = KBP_OK;
 	} else if (p.fragment || !p.l4_ok) {
 		/* Only the first fragment carries ports; without reassembly we
@@ -313,6 +396,15 @@ static __always_inline int lb4_ingress(struct __sk_buff *skb, bool from_node)
 			ret = KBP_STAT_DROP_UNKNOWN_PORT;
 	}
 
+	if (ret == KBP_STAT_REJECT) {
+		__u32 len = skb->len;
+
+		ret = icmp4_reject(skb, &p);
+		if (ret == TC_ACT_REDIRECT) {
+			stats_count(KBP_STAT_REJECT, len);
+			return TC_ACT_REDIRECT;
+		}
+	}
 	if (ret != KBP_OK) {
 		stats_count(ret, skb->len);
 		return TC_ACT_SHOT;

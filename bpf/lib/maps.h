@@ -73,6 +73,16 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } kbp_snat4_v1 SEC(".maps");
 
+/* loadBalancerSourceRanges (see struct kbp_src_range_key). */
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__type(key, struct kbp_src_range_key);
+	__type(value, struct kbp_src_range);
+	__uint(max_entries, KBP_SRC_RANGES_MAX);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} kbp_srcrange_v1 SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__type(key, __u32);

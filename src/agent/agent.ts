@@ -60,7 +60,7 @@ export async function runAgent(cfg: AgentConfig, log = new Logger(undefined, cfg
   const cleanups: Array<() => unknown> = [() => obj.close(), () => migration.close()];
   try {
     const prog = obj.program(PROGRAM_NAME);
-    const maps = new Map([abi.KBP_MAP_SERVICES, abi.KBP_MAP_BACKENDS, abi.KBP_MAP_REVNAT, abi.KBP_MAP_CT].map((name) => [name, obj.map(name)] as const));
+    const maps = new Map([abi.KBP_MAP_SERVICES, abi.KBP_MAP_BACKENDS, abi.KBP_MAP_REVNAT, abi.KBP_MAP_CT, abi.KBP_MAP_SRC_RANGES].map((name) => [name, obj.map(name)] as const));
     log.info('BPF object loaded', { object: objPath, prog: prog.name, progId: prog.info.id, maps: [...maps.keys()].join(',') });
     const mapOf = (name: string) => obj.map(name);
     await migration.initial(mapOf);

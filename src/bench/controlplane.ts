@@ -45,6 +45,7 @@ function fakeMaps(): FakeMapWriter {
     [abi.KBP_MAP_SERVICES]: { keySize: abi.svcKey.size, valueSize: abi.svcValue.size },
     [abi.KBP_MAP_BACKENDS]: { keySize: abi.backendKey.size, valueSize: abi.backendValue.size },
     [abi.KBP_MAP_REVNAT]: { keySize: abi.revnatKey.size, valueSize: abi.revnatValue.size },
+    [abi.KBP_MAP_SRC_RANGES]: { keySize: abi.srcRangeKey.size, valueSize: abi.srcRangeValue.size },
     [abi.KBP_MAP_CT]: { keySize: abi.ctKey.size, valueSize: abi.ctValue.size },
   });
 }

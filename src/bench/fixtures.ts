@@ -18,6 +18,11 @@ import {
   KBP_BACKEND_TERMINATING,
   KBP_MAP_CONFIG,
   KBP_MAP_SNAT,
+  KBP_MAP_SRC_RANGES,
+  KBP_SVC_F_SOURCE_RANGES,
+  srcRangeKey,
+  srcRangeKeyOf,
+  srcRangeValue,
   configValue,
   snatKey,
   snatValue,
@@ -51,6 +56,8 @@ import { IPPROTO_TCP, IPPROTO_UDP, type L4Proto } from './packets.js';
 
 export const TC_ACT_OK = 0;
 export const TC_ACT_SHOT = 2;
+/** bpf_redirect's verdict: the (rewritten) packet leaves through another hook. */
+export const TC_ACT_REDIRECT = 7;
 
 export interface FixtureBackend {
   id: number;
@@ -71,6 +78,8 @@ export interface FixtureFrontend {
   flags?: number;
   /** sessionAffinity ClientIP timeout in seconds (sets KBP_SVC_F_AFFINITY). */
   affinityTimeout?: number;
+  /** loadBalancerSourceRanges (sets KBP_SVC_F_SOURCE_RANGES). */
+  sourceRanges?: string[];
 }
 
 export function protoNum(p: L4Proto): number {
@@ -82,6 +91,7 @@ export interface EncodedState {
   backends: { keys: Buffer; values: Buffer; count: number };
   services: { keys: Buffer; values: Buffer; count: number };
   revnat: { keys: Buffer; values: Buffer; count: number };
+  srcRanges: { keys: Buffer; values: Buffer; count: number };
 }
 
 /** Encode frontends into batch buffers: backends, slots + service entries + VIP markers, revnat. */
@@ -105,7 +115,7 @@ export function encodeFrontends(frontends: readonly FixtureFrontend[]): EncodedS
         backend_id: 0,
         svc_id: fe.svcId,
         count: active.length,
-        flags: (fe.flags ?? KBP_SVC_F_CLUSTER_IP) | (fe.affinityTimeout ? KBP_SVC_F_AFFINITY : 0),
+        flags: (fe.flags ?? KBP_SVC_F_CLUSTER_IP) | (fe.affinityTimeout ? KBP_SVC_F_AFFINITY : 0) | (fe.sourceRanges ? KBP_SVC_F_SOURCE_RANGES : 0),
         affinity_timeout: fe.affinityTimeout ?? 0,
       },
     ]);
@@ -120,12 +130,15 @@ export function encodeFrontends(frontends: readonly FixtureFrontend[]): EncodedS
     ]);
   }
 
+  const ranges = frontends.flatMap((fe) => (fe.sourceRanges ?? []).map((cidr) => srcRangeKeyOf(fe.svcId, cidr)));
   const backends = [...backendsSeen.values()];
   const out: EncodedState = {
     backends: { keys: Buffer.alloc(backends.length * backendKey.size), values: Buffer.alloc(backends.length * backendValue.size), count: backends.length },
     services: { keys: Buffer.alloc(svc.length * svcKey.size), values: Buffer.alloc(svc.length * svcValue.size), count: svc.length },
     revnat: { keys: Buffer.alloc(frontends.length * revnatKey.size), values: Buffer.alloc(frontends.length * revnatValue.size), count: frontends.length },
+    srcRanges: { keys: Buffer.alloc(ranges.length * srcRangeKey.size), values: Buffer.alloc(ranges.length * srcRangeValue.size), count: ranges.length },
   };
+  ranges.forEach((k, i) => srcRangeKey.encodeInto(k, out.srcRanges.keys, i * srcRangeKey.size));
   backends.forEach((b, i) => {
     backendKey.encodeInto({ id: b.id }, out.backends.keys, i * backendKey.size);
     backendValue.encodeInto(
@@ -168,6 +181,7 @@ export class DatapathFixture {
     readonly affinity: BpfMap,
     readonly snat: BpfMap,
     readonly config: BpfMap,
+    readonly srcRanges: BpfMap,
   ) {}
 
   static async open(opts: { maxEntries?: Record<string, number> } = {}): Promise<DatapathFixture> {
@@ -191,6 +205,7 @@ export class DatapathFixture {
         obj.map(KBP_MAP_AFFINITY),
         obj.map(KBP_MAP_SNAT),
         obj.map(KBP_MAP_CONFIG),
+        obj.map(KBP_MAP_SRC_RANGES),
       );
     } catch (err) {
       await testbed.teardown();
@@ -203,6 +218,10 @@ export class DatapathFixture {
     const s = encodeFrontends(frontends);
     await this.backends.updateBatch(s.backends.keys, s.backends.values, s.backends.count);
     await this.revnat.updateBatch(s.revnat.keys, s.revnat.values, s.revnat.count);
+    // Ranges before the service entry that turns the check on. (LPM tries take no batches.)
+    for (let i = 0; i < s.srcRanges.count; i++) {
+      await this.srcRanges.update(s.srcRanges.keys.subarray(i * srcRangeKey.size, (i + 1) * srcRangeKey.size), s.srcRanges.values.subarray(i * srcRangeValue.size, (i + 1) * srcRangeValue.size));
+    }
     await this.services.updateBatch(s.services.keys, s.services.values, s.services.count);
   }
 

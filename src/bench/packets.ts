@@ -75,7 +75,6 @@ export function buildPacket(spec: PacketSpec): Buffer {
   const payload = spec.payload ?? Buffer.alloc(16, 0xab);
   const options = spec.ipOptions ?? Buffer.alloc(0);
   if (options.length % 4) throw new Error('IPv4 options must be padded to 4 bytes');
-  const ipHdrLen = 20 + options.length;
   const l4HdrLen = spec.proto === 'tcp' ? 20 : 8;
   const l4 = Buffer.alloc(l4HdrLen + payload.length);
   l4.writeUInt16BE(spec.sport, 0);
@@ -100,25 +99,31 @@ export function buildPacket(spec: PacketSpec): Buffer {
     l4.writeUInt16BE(c, csumOff);
   }
 
-  const ip = Buffer.alloc(ipHdrLen);
-  ip[0] = 0x40 | (ipHdrLen / 4);
-  ip.writeUInt16BE(ipHdrLen + l4.length, 2);
-  ip.writeUInt16BE(0x1234, 4); // id
   let frag = 0x4000; // DF
   if (spec.fragment) frag = (spec.fragment.moreFragments ? 0x2000 : 0) | (spec.fragment.offset & 0x1fff);
-  ip.writeUInt16BE(frag, 6);
+  return ipv4Frame({ saddr, daddr, proto, id: 0x1234, frag, options }, l4);
+}
+
+/** Ethernet + IPv4 header (checksum computed, TTL 64) + `payload`. */
+function ipv4Frame(h: { saddr: Buffer; daddr: Buffer; proto: number; tos?: number; id: number; frag: number; options?: Buffer }, payload: Buffer): Buffer {
+  const options = h.options ?? Buffer.alloc(0);
+  const ip = Buffer.alloc(20 + options.length);
+  ip[0] = 0x40 | (ip.length / 4);
+  ip[1] = h.tos ?? 0;
+  ip.writeUInt16BE(ip.length + payload.length, 2);
+  ip.writeUInt16BE(h.id, 4);
+  ip.writeUInt16BE(h.frag, 6);
   ip[8] = 64;
-  ip[9] = proto;
-  saddr.copy(ip, 12);
-  daddr.copy(ip, 16);
+  ip[9] = h.proto;
+  h.saddr.copy(ip, 12);
+  h.daddr.copy(ip, 16);
   options.copy(ip, 20);
   ip.writeUInt16BE(inetChecksum(ip), 10);
-
   const eth = Buffer.alloc(ETH_LEN);
   DST_MAC.copy(eth, 0);
   SRC_MAC.copy(eth, 6);
   eth.writeUInt16BE(ETH_P_IP, 12);
-  return Buffer.concat([eth, ip, l4]);
+  return Buffer.concat([eth, ip, payload]);
 }
 
 /** An ARP request, for "non-IPv4 passes untouched". */
@@ -178,5 +183,92 @@ export function parsePacket(pkt: Buffer): ParsedPacket {
     l4ChecksumOk,
     l4Checksum,
     payload: l4.subarray(isTcp ? ((l4[12] as number) >> 4) * 4 : 8),
+  };
+}
+
+export const IPPROTO_ICMP = 1;
+export const ICMP_DEST_UNREACH = 3;
+export const ICMP_TIME_EXCEEDED = 11;
+export const ICMP_PORT_UNREACH = 3;
+export const ICMP_FRAG_NEEDED = 4;
+
+export interface IcmpErrorSpec {
+  /** Outer addresses: who reports the error, and to whom. */
+  saddr: string;
+  daddr: string;
+  type: number;
+  code: number;
+  /** Bytes 4..7 of the ICMP header (the next-hop MTU for "fragmentation needed"). */
+  rest?: number;
+  /** The offending packet (Ethernet frame from buildPacket): its IPv4 header and `quoteL4` L4 bytes are quoted. */
+  offending: Buffer;
+  /** L4 bytes quoted; default 8 (the minimum); Linux quotes up to 576 bytes in all. */
+  quoteL4?: number;
+}
+
+/** An Ethernet frame carrying an ICMP error with correct IPv4 and ICMP checksums. */
+export function buildIcmpError(spec: IcmpErrorSpec): Buffer {
+  const inner = spec.offending.subarray(ETH_LEN);
+  const ihl = ((inner[0] as number) & 0x0f) * 4;
+  const quote = Buffer.from(inner.subarray(0, Math.min(inner.length, ihl + (spec.quoteL4 ?? 8))));
+  const icmp = Buffer.alloc(8 + quote.length);
+  icmp[0] = spec.type;
+  icmp[1] = spec.code;
+  icmp.writeUInt32BE(spec.rest ?? 0, 4);
+  quote.copy(icmp, 8);
+  icmp.writeUInt16BE(inetChecksum(icmp), 2);
+  // TOS as Linux sends ICMP errors (internetwork control).
+  return ipv4Frame({ saddr: ipToBuf(spec.saddr), daddr: ipToBuf(spec.daddr), proto: IPPROTO_ICMP, tos: 0xc0, id: 0, frag: 0 }, icmp);
+}
+
+export interface ParsedIcmpError {
+  dstMac: Buffer;
+  srcMac: Buffer;
+  saddr: string;
+  daddr: string;
+  ttl: number;
+  totalLength: number;
+  type: number;
+  code: number;
+  rest: number;
+  ipChecksumOk: boolean;
+  icmpChecksumOk: boolean;
+  /** The quoted datagram: its IPv4 header fields and ports. */
+  quoted: { saddr: string; daddr: string; proto: number; sport: number; dport: number; ipChecksumOk: boolean; header: Buffer; l4: Buffer };
+}
+
+/** Parses an Ethernet frame carrying an ICMP error, verifying the outer, ICMP and quoted IPv4 checksums. */
+export function parseIcmpError(pkt: Buffer): ParsedIcmpError {
+  if (pkt.length < ETH_LEN + 20 + 8 + 20 + 8 || pkt.readUInt16BE(12) !== ETH_P_IP) throw new Error('not an IPv4 ICMP error');
+  const ipOff = ETH_LEN;
+  const ihl = ((pkt[ipOff] as number) & 0x0f) * 4;
+  const totalLength = pkt.readUInt16BE(ipOff + 2);
+  if (pkt[ipOff + 9] !== IPPROTO_ICMP) throw new Error(`not ICMP: protocol ${pkt[ipOff + 9]}`);
+  const icmp = pkt.subarray(ipOff + ihl, ipOff + totalLength);
+  const inner = icmp.subarray(8);
+  const innerIhl = ((inner[0] as number) & 0x0f) * 4;
+  const header = inner.subarray(0, innerIhl);
+  return {
+    dstMac: pkt.subarray(0, 6),
+    srcMac: pkt.subarray(6, 12),
+    saddr: bufToIp(pkt, ipOff + 12),
+    daddr: bufToIp(pkt, ipOff + 16),
+    ttl: pkt[ipOff + 8] as number,
+    totalLength,
+    type: icmp[0] as number,
+    code: icmp[1] as number,
+    rest: icmp.readUInt32BE(4),
+    ipChecksumOk: sum16(pkt.subarray(ipOff, ipOff + ihl)) === 0xffff,
+    icmpChecksumOk: sum16(icmp) === 0xffff,
+    quoted: {
+      saddr: bufToIp(header, 12),
+      daddr: bufToIp(header, 16),
+      proto: header[9] as number,
+      sport: inner.readUInt16BE(innerIhl),
+      dport: inner.readUInt16BE(innerIhl + 2),
+      ipChecksumOk: sum16(header) === 0xffff,
+      header,
+      l4: inner.subarray(innerIhl),
+    },
   };
 }

@@ -22,6 +22,7 @@ export const KBP_MAP_STATS = 'kbp_stats_v2';
 export const KBP_MAP_AFFINITY = 'kbp_affinity_v1';
 export const KBP_MAP_SNAT = 'kbp_snat4_v1';
 export const KBP_MAP_CONFIG = 'kbp_config_v1';
+export const KBP_MAP_SRC_RANGES = 'kbp_srcrange_v1';
 
 export const KBP_SERVICES_MAX = 1 << 20;
 export const KBP_BACKENDS_MAX = 1 << 18;
@@ -29,6 +30,7 @@ export const KBP_REVNAT_MAX = 1 << 18;
 export const KBP_CT_MAX = 1 << 19;
 export const KBP_AFFINITY_MAX = 1 << 18;
 export const KBP_SNAT_MAX = 1 << 18;
+export const KBP_SRC_RANGES_MAX = 1 << 16;
 
 export const KBP_TC_HANDLE = 0x6b62;
 export const KBP_TC_PRIORITY = 1;
@@ -42,6 +44,8 @@ export const KBP_SVC_F_EXTERNAL_IP = 1 << 2;
 export const KBP_SVC_F_LOAD_BALANCER = 1 << 3;
 export const KBP_SVC_F_AFFINITY = 1 << 4;
 export const KBP_SVC_F_VIP_MARKER = 1 << 5;
+export const KBP_SVC_F_REJECT = 1 << 6;
+export const KBP_SVC_F_SOURCE_RANGES = 1 << 7;
 
 export const KBP_BACKEND_ACTIVE = 0;
 export const KBP_BACKEND_TERMINATING = 1;
@@ -52,6 +56,10 @@ export const KBP_CT_REPLY = 1;
 export const KBP_CT_F_SEEN_REPLY = 1 << 0;
 export const KBP_CT_F_CLOSING = 1 << 1;
 export const KBP_CT_F_SNAT = 1 << 2;
+export const KBP_CT_F_HAIRPIN = 1 << 3;
+/** 169.254.42.1 as a host-order number (abi.h); hairpinned clients appear from it. */
+export const KBP_HAIRPIN_ADDR = 0xa9fe2a01;
+export const HAIRPIN_ADDR = '169.254.42.1';
 export const KBP_CT_REFRESH_NS = 1_000_000_000;
 export const KBP_CT_LIFETIME_TCP_NS = 6 * 3600 * 1_000_000_000;
 export const KBP_CT_LIFETIME_CLOSING_NS = 30 * 1_000_000_000;
@@ -73,7 +81,11 @@ export const KBP_STAT_SNAT = 11;
 export const KBP_STAT_DROP_SNAT_PORTS = 12;
 export const KBP_STAT_DROP_NO_CONFIG = 13;
 export const KBP_STAT_DROP_CT_CLASH = 14;
-export const KBP_STAT_MAX = 15;
+export const KBP_STAT_REJECT = 15;
+export const KBP_STAT_ICMP_REVNAT = 16;
+export const KBP_STAT_HAIRPIN = 17;
+export const KBP_STAT_DROP_SOURCE_RANGE = 18;
+export const KBP_STAT_MAX = 19;
 export const KBP_STAT_SLOTS = 64;
 
 export const KBP_SNAT_PORT_MIN = 61000;
@@ -97,6 +109,10 @@ export const STAT_NAMES: readonly string[] = [
   'drop_snat_ports',
   'drop_no_config',
   'drop_ct_clash',
+  'reject',
+  'icmp_revnat',
+  'hairpin',
+  'drop_source_range',
 ];
 
 /** Every constant above under its C name, for comparison with native().constants(). */
@@ -110,12 +126,14 @@ export const ABI_CONSTANTS: Readonly<Record<string, number | string>> = {
   KBP_MAP_AFFINITY,
   KBP_MAP_SNAT,
   KBP_MAP_CONFIG,
+  KBP_MAP_SRC_RANGES,
   KBP_SERVICES_MAX,
   KBP_BACKENDS_MAX,
   KBP_REVNAT_MAX,
   KBP_CT_MAX,
   KBP_AFFINITY_MAX,
   KBP_SNAT_MAX,
+  KBP_SRC_RANGES_MAX,
   KBP_TC_HANDLE,
   KBP_TC_PRIORITY,
   KBP_SCOPE_EXTERNAL,
@@ -126,6 +144,8 @@ export const ABI_CONSTANTS: Readonly<Record<string, number | string>> = {
   KBP_SVC_F_LOAD_BALANCER,
   KBP_SVC_F_AFFINITY,
   KBP_SVC_F_VIP_MARKER,
+  KBP_SVC_F_REJECT,
+  KBP_SVC_F_SOURCE_RANGES,
   KBP_BACKEND_ACTIVE,
   KBP_BACKEND_TERMINATING,
   KBP_BACKEND_F_LOCAL,
@@ -134,6 +154,8 @@ export const ABI_CONSTANTS: Readonly<Record<string, number | string>> = {
   KBP_CT_F_SEEN_REPLY,
   KBP_CT_F_CLOSING,
   KBP_CT_F_SNAT,
+  KBP_CT_F_HAIRPIN,
+  KBP_HAIRPIN_ADDR,
   KBP_CT_REFRESH_NS,
   KBP_CT_LIFETIME_TCP_NS,
   KBP_CT_LIFETIME_CLOSING_NS,
@@ -153,6 +175,10 @@ export const ABI_CONSTANTS: Readonly<Record<string, number | string>> = {
   KBP_STAT_DROP_SNAT_PORTS,
   KBP_STAT_DROP_NO_CONFIG,
   KBP_STAT_DROP_CT_CLASH,
+  KBP_STAT_REJECT,
+  KBP_STAT_ICMP_REVNAT,
+  KBP_STAT_HAIRPIN,
+  KBP_STAT_DROP_SOURCE_RANGE,
   KBP_STAT_MAX,
   KBP_STAT_SLOTS,
   KBP_SNAT_PORT_MIN,
@@ -523,9 +549,43 @@ export const configValue = struct<Config>('kbp_config', 8, [
   f('flags', 4, 4, 'u32'),
 ]);
 
+/** loadBalancerSourceRanges entry: `prefixlen` is 32 + the range's length (srcRangeKeyOf builds it). */
+export interface SrcRangeKey {
+  prefixlen: number;
+  svc_id: number;
+  addr: string;
+}
+
+export const srcRangeKey = struct<SrcRangeKey>('kbp_src_range_key', 12, [
+  f('prefixlen', 0, 4, 'u32'),
+  f('svc_id', 4, 4, 'u32'),
+  f('addr', 8, 4, 'ipv4'),
+]);
+
+export interface SrcRange {
+  flags: number;
+}
+
+export const srcRangeValue = struct<SrcRange>('kbp_src_range', 4, [f('flags', 0, 4, 'u32')]);
+
+/** The key of one range ("10.0.0.0/8") of frontend svcId, host bits cleared. */
+export function srcRangeKeyOf(svcId: number, cidr: string): SrcRangeKey {
+  const [ip, len] = parseCidr(cidr);
+  const mask = len === 0 ? 0 : (0xffffffff << (32 - len)) >>> 0;
+  return { prefixlen: 32 + len, svc_id: svcId, addr: numberToIPv4((ipv4ToNumber(ip) & mask) >>> 0) };
+}
+
+/** "a.b.c.d/n" (or a bare address: /32) -> [address, n]; throws when malformed. */
+export function parseCidr(cidr: string): [string, number] {
+  const [ip, len, extra] = cidr.trim().split('/');
+  const n = len === undefined ? 32 : /^\d{1,2}$/.test(len) ? Number(len) : NaN;
+  if (extra !== undefined || !isIPv4(ip ?? '') || !(n >= 0 && n <= 32)) throw new TypeError(`not an IPv4 CIDR: ${JSON.stringify(cidr)}`);
+  return [ip!, n];
+}
+
 /** Every struct codec, by C name. */
 export const STRUCTS: Readonly<Record<string, StructCodec<unknown>>> = Object.fromEntries(
-  [svcKey, svcValue, backendKey, backendValue, revnatKey, revnatValue, ctKey, ctValue, statValue, affinityKey, affinityValue, snatKey, snatValue, configValue].map((c) => [c.cName, c as StructCodec<unknown>]),
+  [svcKey, svcValue, backendKey, backendValue, revnatKey, revnatValue, ctKey, ctValue, statValue, affinityKey, affinityValue, snatKey, snatValue, configValue, srcRangeKey, srcRangeValue].map((c) => [c.cName, c as StructCodec<unknown>]),
 );
 
 /** Key and value codec of each map, by map name. */
@@ -536,6 +596,7 @@ export const MAP_CODECS = {
   [KBP_MAP_CT]: { key: ctKey, value: ctValue },
   [KBP_MAP_AFFINITY]: { key: affinityKey, value: affinityValue },
   [KBP_MAP_SNAT]: { key: snatKey, value: snatValue },
+  [KBP_MAP_SRC_RANGES]: { key: srcRangeKey, value: srcRangeValue },
 } as const;
 
 /** The stats map key is a plain __u32 index. */

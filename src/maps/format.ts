@@ -15,6 +15,8 @@ export function svcFlagNames(flags: number): string {
     [abi.KBP_SVC_F_LOAD_BALANCER, 'load-balancer'],
     [abi.KBP_SVC_F_AFFINITY, 'affinity'],
     [abi.KBP_SVC_F_VIP_MARKER, 'vip-marker'],
+    [abi.KBP_SVC_F_REJECT, 'reject'],
+    [abi.KBP_SVC_F_SOURCE_RANGES, 'source-ranges'],
   ];
   const out = names.filter(([bit]) => flags & bit).map(([, n]) => n);
   const rest = names.reduce((f, [bit]) => f & ~bit, flags);
@@ -38,6 +40,10 @@ export function formatKey(map: string, key: Buffer): string {
       return `backend=${abi.backendKey.decode(key).id}`;
     case abi.KBP_MAP_REVNAT:
       return `svc=${abi.revnatKey.decode(key).svc_id}`;
+    case abi.KBP_MAP_SRC_RANGES: {
+      const k = abi.srcRangeKey.decode(key);
+      return `svc=${k.svc_id} ${k.addr}/${k.prefixlen - 32}`;
+    }
     default:
       return key.toString('hex');
   }
@@ -61,6 +67,8 @@ export function formatValue(map: string, key: Buffer, value: Buffer): string {
       const r = abi.revnatValue.decode(value);
       return `${r.vip}:${r.port}`;
     }
+    case abi.KBP_MAP_SRC_RANGES:
+      return abi.srcRangeValue.decode(value).flags ? `flags=${abi.srcRangeValue.decode(value).flags}` : 'allow';
     default:
       return value.toString('hex');
   }
@@ -80,6 +88,10 @@ function sortKey(map: string, key: Buffer): Array<number> {
       return [abi.backendKey.decode(key).id];
     case abi.KBP_MAP_REVNAT:
       return [abi.revnatKey.decode(key).svc_id];
+    case abi.KBP_MAP_SRC_RANGES: {
+      const k = abi.srcRangeKey.decode(key);
+      return [k.svc_id, abi.ipv4ToNumber(k.addr), k.prefixlen];
+    }
     default:
       return [...key];
   }

@@ -76,6 +76,8 @@ export interface DesiredFrontend {
   kept: string[];
   /** The backends of `active` and `kept`, with their state. */
   backends: DesiredBackend[];
+  /** Load balancer frontends with loadBalancerSourceRanges (flag KBP_SVC_F_SOURCE_RANGES): the IPv4 ranges, "a.b.c.d/n", host bits cleared, sorted. */
+  sourceRanges?: string[];
 }
 
 export interface DesiredProblem {
@@ -174,6 +176,8 @@ interface CheckedService {
   /** status.loadBalancer.ingress IPv4 addresses (type LoadBalancer). */
   lbIPs: string[];
   externalIPs: string[];
+  /** loadBalancerSourceRanges, IPv4 ones normalized; empty: every client. */
+  sourceRanges: string[];
   /** externalTrafficPolicy Local, on a Service reachable from outside. */
   externalLocal: boolean;
   healthCheckNodePort: number | undefined;
@@ -262,6 +266,7 @@ function checkService(svc: Service, problems: DesiredProblem[]): CheckedService 
 
     const externalIPs = addressList(spec.externalIPs, 'externalIPs', object, problems);
     const lbIPs: string[] = [];
+    const sourceRanges: string[] = [];
     if (type === 'LoadBalancer') {
       for (const ing of svc.status?.loadBalancer?.ingress ?? []) {
         if (!ing.ip) continue; // hostname-only ingress: nothing to program
@@ -271,9 +276,7 @@ function checkService(svc: Service, problems: DesiredProblem[]): CheckedService 
         }
         lbIPs.push(...addressList([ing.ip], 'status.loadBalancer.ingress', object, problems));
       }
-      if (spec.loadBalancerSourceRanges?.length) {
-        problems.push({ level: 'warn', object, reason: `loadBalancerSourceRanges ${spec.loadBalancerSourceRanges.join(',')} not enforced yet: every client reaches the load balancer IPs` });
-      }
+      sourceRanges.push(...sourceRangeList(spec.loadBalancerSourceRanges, object, problems));
     }
     const external = type === 'NodePort' || type === 'LoadBalancer' || externalIPs.length > 0;
     const externalLocal = external && etp === 'Local';
@@ -287,6 +290,7 @@ function checkService(svc: Service, problems: DesiredProblem[]): CheckedService 
       affinityTimeout,
       nodeLocal: itp === 'Local',
       lbIPs: [...new Set(lbIPs)],
+      sourceRanges,
       externalIPs,
       externalLocal,
       healthCheckNodePort: externalLocal && type !== 'ClusterIP' ? hc : undefined,
@@ -308,6 +312,29 @@ function addressList(list: readonly string[] | undefined, field: string, object:
     else throw new Invalid(`${field}: ${JSON.stringify(ip)} is not an IP address`);
   }
   return out;
+}
+
+/**
+ * loadBalancerSourceRanges as the datapath takes them: IPv4 CIDRs with host
+ * bits cleared, sorted, de-duplicated. Like kube-proxy, an entry that does
+ * not parse is skipped with a warning and IPv6 ones are left to the other
+ * family; if no IPv4 range is left, the load balancer IPs take every client.
+ */
+function sourceRangeList(list: readonly string[] | undefined, object: string, problems: DesiredProblem[]): string[] {
+  const out = new Set<string>();
+  for (const cidr of list ?? []) {
+    if (typeof cidr === 'string' && ipv6Like.test(cidr.split('/')[0]!)) {
+      problems.push({ level: 'debug', object, reason: `IPv6 loadBalancerSourceRange ${cidr} skipped (IPv4 only)` });
+      continue;
+    }
+    try {
+      const k = abi.srcRangeKeyOf(0, String(cidr));
+      out.add(`${k.addr}/${k.prefixlen - 32}`);
+    } catch {
+      problems.push({ level: 'warn', object, reason: `loadBalancerSourceRange ${JSON.stringify(cidr)} is not a CIDR: skipped` });
+    }
+  }
+  return [...out].sort((a, b) => abi.ipv4ToNumber(a.split('/')[0]!) - abi.ipv4ToNumber(b.split('/')[0]!) || a.localeCompare(b));
 }
 
 /** One endpoint of one Service port, merged across slices. */
@@ -465,17 +492,27 @@ export function computeService(svc: Service, slices: readonly EndpointSlice[], n
       };
     };
     const internal = choose(c.nodeLocal);
-    for (const vip of c.vips) out.frontends.push(frontend(vip, port.port, abi.KBP_SVC_F_CLUSTER_IP, internal));
-
     const hasExternal = (port.nodePort !== undefined && node.addresses?.length) || c.lbIPs.length || c.externalIPs.length;
-    if (!hasExternal) continue;
     // externalTrafficPolicy Cluster uses what internalTrafficPolicy Cluster would.
-    const ext = c.externalLocal ? choose(true) : c.nodeLocal ? choose(false) : internal;
+    const ext = !hasExternal ? undefined : c.externalLocal ? choose(true) : c.nodeLocal ? choose(false) : internal;
+    // kube-proxy REJECTs when no endpoint is reachable under any policy the
+    // port uses ("has no endpoints"), and drops when only a Local policy
+    // filtered them out: the datapath answers the former with ICMP port unreachable.
+    const reject = !internal.active.length && !ext?.active.length ? abi.KBP_SVC_F_REJECT : 0;
+    for (const vip of c.vips) out.frontends.push(frontend(vip, port.port, abi.KBP_SVC_F_CLUSTER_IP | reject, internal));
+    if (!ext) continue;
     if (port.nodePort !== undefined) {
-      for (const ip of node.addresses ?? []) out.frontends.push(frontend(ip, port.nodePort, abi.KBP_SVC_F_NODE_PORT, ext));
+      for (const ip of node.addresses ?? []) out.frontends.push(frontend(ip, port.nodePort, abi.KBP_SVC_F_NODE_PORT | reject, ext));
     }
-    for (const ip of c.lbIPs) out.frontends.push(frontend(ip, port.port, abi.KBP_SVC_F_LOAD_BALANCER, ext));
-    for (const ip of c.externalIPs) out.frontends.push(frontend(ip, port.port, abi.KBP_SVC_F_EXTERNAL_IP, ext));
+    for (const ip of c.lbIPs) {
+      const lb = frontend(ip, port.port, abi.KBP_SVC_F_LOAD_BALANCER | reject, ext);
+      if (c.sourceRanges.length) {
+        lb.flags |= abi.KBP_SVC_F_SOURCE_RANGES;
+        lb.sourceRanges = c.sourceRanges;
+      }
+      out.frontends.push(lb);
+    }
+    for (const ip of c.externalIPs) out.frontends.push(frontend(ip, port.port, abi.KBP_SVC_F_EXTERNAL_IP | reject, ext));
   }
   if (c.healthCheckNodePort !== undefined) {
     out.healthCheck = { port: c.healthCheckNodePort, ...c.ref, localEndpoints: localReady };

@@ -35,6 +35,7 @@ import { backendKeyOf, frontendKey, type DesiredChanges, type DesiredState, type
 const S = abi.KBP_MAP_SERVICES;
 const B = abi.KBP_MAP_BACKENDS;
 const R = abi.KBP_MAP_REVNAT;
+const SR = abi.KBP_MAP_SRC_RANGES;
 
 /** A frontend as the maps identify it (scope included). */
 function feId(vip: string, port: number, proto: number, scope: number): string {
@@ -53,6 +54,8 @@ interface Tracked {
   frontends: Map<string, TrackedFrontend>;
   backends: Map<number, abi.Backend>;
   revnat: Map<number, abi.RevNat>;
+  /** loadBalancerSourceRanges by frontend id, "a.b.c.d/n". */
+  srcRanges: Map<number, Set<string>>;
 }
 
 interface WantedFrontend {
@@ -178,8 +181,8 @@ export class Syncer {
    * nothing that is already right. Called by the first sync if not before.
    */
   async restore(): Promise<void> {
-    const [svcs, backends, revnat] = await Promise.all([this.writer.entries(S), this.writer.entries(B), this.writer.entries(R)]);
-    const t: Tracked = { frontends: new Map(), backends: new Map(), revnat: new Map() };
+    const [svcs, backends, revnat, ranges] = await Promise.all([this.writer.entries(S), this.writer.entries(B), this.writer.entries(R), this.writer.entries(SR)]);
+    const t: Tracked = { frontends: new Map(), backends: new Map(), revnat: new Map(), srcRanges: new Map() };
     for (const e of svcs) {
       const k = abi.svcKey.decode(e.key);
       const v = abi.svcValue.decode(e.value);
@@ -194,6 +197,12 @@ export class Syncer {
     }
     for (const e of backends) t.backends.set(abi.backendKey.decode(e.key).id, abi.backendValue.decode(e.value));
     for (const e of revnat) t.revnat.set(abi.revnatKey.decode(e.key).svc_id, abi.revnatValue.decode(e.value));
+    for (const e of ranges) {
+      const k = abi.srcRangeKey.decode(e.key);
+      let set = t.srcRanges.get(k.svc_id);
+      if (!set) t.srcRanges.set(k.svc_id, (set = new Set()));
+      set.add(`${k.addr}/${k.prefixlen - 32}`);
+    }
 
     let conflicts = 0;
     for (const [id, fe] of t.frontends) {
@@ -289,6 +298,7 @@ export class Syncer {
     }
     const wantFrontends = new Map<string, WantedFrontend>(); // changed ones only
     const wantRevNat = new Map<number, abi.RevNat>();
+    const wantRanges = new Map<number, readonly string[]>(); // visited frontends' loadBalancerSourceRanges
     const gone: string[] = []; // visited frontends no longer desired
     const programmed = changes ? this.programmed : new Map<number, ProgrammedFrontend>();
     const applied = changes ? this.applied : new Map<string, string>();
@@ -301,8 +311,9 @@ export class Syncer {
       const svcId = this.frontendIds.allocate(id);
       const activeIds = f.active.map((k) => this.backendIds.allocate(k));
       wantRevNat.set(svcId, { vip: f.vip, port: f.port });
+      wantRanges.set(svcId, f.sourceRanges ?? []);
       programmed.set(svcId, { id: svcId, frontend: f.key, service: f.service });
-      const sig = `${svcId}|${f.flags}|${f.affinityTimeout}|${activeIds.join(',')}`;
+      const sig = `${svcId}|${f.flags}|${f.affinityTimeout}|${activeIds.join(',')}|${f.sourceRanges?.join(',') ?? ''}`;
       if (!changes && this.applied.get(id) === sig) {
         applied.set(id, sig);
         continue;
@@ -351,6 +362,18 @@ export class Syncer {
     await this.put(R, revWrites.map(([svc_id, r]) => ({ key: abi.revnatKey.encode({ svc_id }), value: abi.revnatValue.encode(r) })));
     for (const [id, r] of revWrites) cur.revnat.set(id, r);
 
+    // ---- 3b. source ranges, before the service entry that turns their check on
+    const rangeKey = (svc_id: number, cidr: string) => abi.srcRangeKey.encode(abi.srcRangeKeyOf(svc_id, cidr));
+    const rangeWrites: Array<[number, string]> = [];
+    for (const [svcId, want] of wantRanges) for (const cidr of want) if (!cur.srcRanges.get(svcId)?.has(cidr)) rangeWrites.push([svcId, cidr]);
+    const allow = abi.srcRangeValue.encode({ flags: 0 });
+    await this.put(SR, rangeWrites.map(([svcId, cidr]) => ({ key: rangeKey(svcId, cidr), value: allow })));
+    for (const [svcId, cidr] of rangeWrites) {
+      let set = cur.srcRanges.get(svcId);
+      if (!set) cur.srcRanges.set(svcId, (set = new Set()));
+      set.add(cidr);
+    }
+
     // ---- 4. service entries, then VIP markers
     const entryWrites: Array<[string, WantedFrontend]> = [];
     for (const group of [wantFrontends, markers]) {
@@ -384,6 +407,19 @@ export class Syncer {
       : [...cur.revnat.keys()].filter((id) => !wantRevNat.has(id));
     await this.drop(R, staleRev.map((svc_id) => abi.revnatKey.encode({ svc_id })));
     for (const id of staleRev) cur.revnat.delete(id);
+    // Ranges the visited frontends no longer have, and those of frontends that are gone.
+    const staleRanges: Array<[number, string]> = [];
+    for (const [svcId, have] of cur.srcRanges) {
+      const want = wantRanges.get(svcId);
+      const visited = want !== undefined || !changes || staleRev.includes(svcId);
+      if (visited) for (const cidr of have) if (!want?.includes(cidr)) staleRanges.push([svcId, cidr]);
+    }
+    await this.drop(SR, staleRanges.map(([svcId, cidr]) => rangeKey(svcId, cidr)));
+    for (const [svcId, cidr] of staleRanges) {
+      const set = cur.srcRanges.get(svcId)!;
+      set.delete(cidr);
+      if (!set.size) cur.srcRanges.delete(svcId);
+    }
 
     // ---- 7. unreferenced backends
     const staleBackends = changes

@@ -73,6 +73,9 @@ export const FUZZ_FRONTENDS: ModelFrontend[] = [
   { svcId: 5, vip: NODE_IP, port: 30080, proto: 'tcp', backends: [LOCAL_A, REMOTE_B], kind: 'nodePort' },
   { svcId: 6, vip: '172.16.0.1', port: 443, proto: 'tcp', backends: [REMOTE_B], kind: 'loadBalancer' },
   { svcId: 7, vip: NODE_IP, port: 30053, proto: 'udp', backends: [DNS_REMOTE], kind: 'nodePort' },
+  // Services without endpoints: rejected with ICMP port unreachable.
+  { svcId: 8, vip: '10.96.0.13', port: 80, proto: 'tcp', backends: [], reject: true },
+  { svcId: 9, vip: NODE_IP, port: 30090, proto: 'udp', backends: [], kind: 'nodePort', reject: true },
 ];
 
 const KIND_FLAGS = {
@@ -90,7 +93,7 @@ export function toFixture(fes: readonly ModelFrontend[]): FixtureFrontend[] {
     port: fe.port,
     proto: fe.proto,
     backends: fe.backends,
-    flags: KIND_FLAGS[fe.kind ?? 'clusterIP'],
+    flags: KIND_FLAGS[fe.kind ?? 'clusterIP'] | (fe.reject ? abi.KBP_SVC_F_REJECT : 0),
     affinityTimeout: fe.affinityTimeout,
   }));
 }
@@ -272,11 +275,26 @@ export class PacketGenerator {
     }
   }
 
-  /** ICMP destination unreachable / time exceeded quoting a packet of a known flow (either direction), or of a random one. */
+  /**
+   * A packet of a recorded flow as it left this node towards its backend
+   * (client, or its masquerade, -> backend): what a backend or a router on the
+   * way quotes in an ICMP error. Else a valid packet.
+   */
+  private forwarded(): Buffer {
+    const r = this.rng;
+    const flows = this.model.flowTuples();
+    if (!flows.length) return this.valid();
+    const f = r.pick(flows);
+    const proto = f.proto === abi.IPPROTO_TCP ? 'tcp' : 'udp';
+    const src = f.snat ? { saddr: f.snat.addr, sport: f.snat.port } : { saddr: f.client, sport: f.clientPort };
+    return buildPacket({ ...src, daddr: f.backend.ip, dport: f.backend.port, proto, tcpFlags: r.pick(FLAG_SETS), payload: r.bytes(r.int(32)), udpZeroChecksum: proto === 'udp' && r.chance(0.2) });
+  }
+
+  /** ICMP destination unreachable / time exceeded quoting a packet of a known flow (either direction, or as forwarded to its backend), or of a random one. */
   private icmpError(): Buffer {
     const r = this.rng;
-    const inner = this.reply().subarray(ETH);
-    const quoted = inner.subarray(0, Math.min(inner.length, ((inner[0]! & 0x0f) * 4) + (r.chance(0.8) ? 8 : r.int(8))));
+    const inner = (r.chance(0.5) ? this.forwarded() : this.reply()).subarray(ETH);
+    const quoted = inner.subarray(0, Math.min(inner.length, ((inner[0]! & 0x0f) * 4) + r.pick([8, 8, 8, r.int(8), 18, 28, 64])));
     const type = r.pick([3, 3, 3, 11, 12, 4, 5]);
     const icmp = Buffer.alloc(8 + quoted.length);
     icmp[0] = type;

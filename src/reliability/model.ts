@@ -19,14 +19,15 @@
 //  - Not IPv4 (ethertype), or the 20-byte IPv4 header does not fit, or IHL < 5:
 //    not ours, untouched and not counted.
 //  - Not TCP/UDP: untouched (counted as pass). ICMP errors: see
-//    icmpErrorExpectation, the one place that decides them.
+//    icmpError, the one place that decides them.
 //  - A fragment (MF set or offset > 0) or a TCP/UDP header that does not fit:
 //    dropped when the destination is a ClusterIP (a known frontend address),
 //    untouched otherwise. Node addresses are no ClusterIPs: the node serves
 //    its own ports there.
 //  - To a frontend (address, port, protocol): a flow recorded and still open
 //    follows its backend; otherwise a new flow picks an active backend (none:
-//    drop), and on the node-facing program a backend on another node gets the
+//    drop, or, for a frontend whose Service has no endpoints at all, an ICMP
+//    port unreachable from the frontend sent back out: see reject), and on the node-facing program a backend on another node gets the
 //    client masqueraded to the node (the NodePort address the client used, or
 //    the configured node IP) with a free port in 61000-65535. A new flow whose
 //    reply tuple belongs to another open flow through another frontend is
@@ -44,11 +45,11 @@
 // Time does not pass in the model: the fuzz clears both the maps and the model
 // long before any idle lifetime (30 s at the shortest) could run out.
 
-export type Verdict = 'untouched' | 'drop' | 'translate';
+export type Verdict = 'untouched' | 'drop' | 'translate' | 'reject';
 
 export type DropReason = 'no_backend' | 'unknown_port' | 'fragment' | 'malformed' | 'ct_clash' | 'no_config' | 'snat_ports';
 /** How the datapath counts a packet (its stats map); null: not counted. */
-export type CountedAs = 'pass' | 'new_flow' | 'established' | 'revnat' | 'snat' | `drop_${DropReason}` | null;
+export type CountedAs = 'pass' | 'new_flow' | 'established' | 'revnat' | 'snat' | 'reject' | 'icmp_revnat' | `drop_${DropReason}` | null;
 
 export interface ModelBackend {
   id: number;
@@ -68,6 +69,8 @@ export interface ModelFrontend {
   /** KBP_SVC_F_* flags; default ClusterIP. */
   kind?: 'clusterIP' | 'nodePort' | 'loadBalancer' | 'externalIP';
   affinityTimeout?: number;
+  /** The Service has no endpoints at all (KBP_SVC_F_REJECT): new flows are rejected, not dropped. */
+  reject?: boolean;
 }
 
 const TCP = 6;
@@ -199,6 +202,7 @@ export interface Expectation {
 
 const TC_ACT_OK = 0;
 const TC_ACT_SHOT = 2;
+const TC_ACT_REDIRECT = 7;
 
 export class DatapathModel {
   private readonly frontends = new Map<string, ModelFrontend>();
@@ -239,7 +243,7 @@ export class DatapathModel {
   expect(pkt: Buffer, fromNode: boolean): Expectation {
     const p = parse(pkt);
     if (!p) return untouched(pkt, null, 'not IPv4');
-    if (p.proto === ICMP && isIcmpError(pkt, p)) return icmpErrorExpectation(pkt, p, fromNode);
+    if (p.proto === ICMP && isIcmpError(pkt, p)) return this.icmpError(pkt, p, fromNode);
     if (p.proto !== TCP && p.proto !== UDP) return untouched(pkt, 'pass', `IPv4 protocol ${p.proto}`);
     if (p.fragment) return this.clusterIps.has(p.daddr) ? drop('fragment', 'fragment to a ClusterIP') : untouched(pkt, 'pass', 'fragment, not to a ClusterIP');
     if (!p.l4ok) return this.clusterIps.has(p.daddr) ? drop('malformed', 'truncated L4 to a ClusterIP') : untouched(pkt, 'pass', 'truncated L4');
@@ -270,7 +274,9 @@ export class DatapathModel {
       });
     }
     const active = fe.backends.filter((b) => !b.terminating);
-    if (active.length === 0) return drop('no_backend', `frontend ${fe.vip}:${fe.port} without active backend`);
+    if (active.length === 0) {
+      return fe.reject ? reject(pkt, p, `frontend ${fe.vip}:${fe.port} without endpoints`) : drop('no_backend', `frontend ${fe.vip}:${fe.port} without active backend`);
+    }
     const affKey = `${p.saddr}|${fe.svcId}`;
     const sticky = fe.affinityTimeout ? this.affinity.get(affKey) : undefined;
     const allowed = sticky ?? active;
@@ -320,6 +326,35 @@ export class DatapathModel {
       },
     };
     return exp;
+  }
+
+  /**
+   * An ICMP error (destination unreachable, time exceeded, parameter problem)
+   * that quotes a datagram of a recorded flow as it left this node towards the
+   * backend (client or its masquerade -> backend) goes to the client as if the
+   * frontend had sent it: outer source = the frontend, outer destination = the
+   * client (when it was the quote's source), the quote restored to client ->
+   * frontend. Found through the SNAT table (node-facing program only) or the
+   * reply table. Every other ICMP packet passes untouched.
+   */
+  private icmpError(pkt: Buffer, p: Parsed, fromNode: boolean): Expectation {
+    const q = quoteOf(pkt, p);
+    if (!q) return untouched(pkt, 'pass', 'ICMP error, no TCP/UDP quote to translate');
+    const back = tuple(q.daddr, q.saddr, q.dport, q.sport, q.proto);
+    const sn = fromNode ? this.snat.get(back) : undefined;
+    if (sn) {
+      return icmpTranslate(pkt, p, q, 'ICMP error about a masqueraded flow', {
+        outer: { saddr: sn.fe.vip, daddr: sn.client },
+        inner: { saddr: sn.client, sport: sn.clientPort, daddr: sn.fe.vip, dport: sn.fe.port },
+      });
+    }
+    const rep = this.replies.get(back);
+    if (!rep) return untouched(pkt, 'pass', 'ICMP error about no recorded flow');
+    const client = q.saddr === HAIRPIN_ADDR ? q.daddr : q.saddr;
+    return icmpTranslate(pkt, p, q, 'ICMP error about a recorded flow', {
+      outer: { saddr: rep.fe.vip, daddr: p.daddr === q.saddr ? client : p.daddr },
+      inner: { saddr: client, sport: q.sport, daddr: rep.fe.vip, dport: rep.fe.port },
+    });
   }
 
   /** Would a new flow of p to backend b take over the open reply tuple of a flow through another frontend? */
@@ -409,20 +444,120 @@ function firstDiff(a: Buffer, b: Buffer): number {
 
 /** ICMP types that carry the header of the packet they report on (RFC 792). */
 const ICMP_ERROR_TYPES = new Set([3, 4, 5, 11, 12]);
+/** The ones the datapath translates (source quench and redirect are left alone). */
+const ICMP_TRANSLATED_TYPES = new Set([3, 11, 12]);
+/** The source a pod that reaches itself through a frontend sees (hairpin). */
+const HAIRPIN_ADDR = '169.254.42.1';
 
 function isIcmpError(pkt: Buffer, p: Parsed): boolean {
   const off = ETH + p.ihl;
   return !p.fragment && pkt.length > off && ICMP_ERROR_TYPES.has(pkt[off]!);
 }
 
+/** Where an ICMP error's quote is and what it says; null when it cannot be translated. */
+interface Quote {
+  icmpOff: number;
+  inOff: number; // quoted IPv4 header
+  inIhl: number;
+  l4Off: number; // quoted TCP/UDP header
+  proto: number;
+  saddr: string;
+  daddr: string;
+  sport: number;
+  dport: number;
+}
+
+/** A quote the datapath can translate: a translated type, an IPv4 header with IHL >= 5, TCP or UDP, no later fragment, 8 L4 bytes. */
+function quoteOf(pkt: Buffer, p: Parsed): Quote | null {
+  const icmpOff = ETH + p.ihl;
+  const inOff = icmpOff + 8;
+  if (!ICMP_TRANSLATED_TYPES.has(pkt[icmpOff]!) || pkt.length < inOff + 20) return null;
+  const inIhl = (pkt[inOff]! & 0x0f) * 4;
+  const proto = pkt[inOff + 9]!;
+  if (inIhl < 20 || (proto !== TCP && proto !== UDP) || (pkt.readUInt16BE(inOff + 6) & 0x1fff) !== 0) return null;
+  const l4Off = inOff + inIhl;
+  if (pkt.length < l4Off + 8) return null;
+  return { icmpOff, inOff, inIhl, l4Off, proto, saddr: ip4(pkt, inOff + 12), daddr: ip4(pkt, inOff + 16), sport: pkt.readUInt16BE(l4Off), dport: pkt.readUInt16BE(l4Off + 2) };
+}
+
+interface IcmpRewrite {
+  outer: { saddr: string; daddr: string };
+  inner: { saddr: string; sport: number; daddr: string; dport: number };
+}
+
 /**
- * What an ICMP error (destination unreachable, time exceeded, parameter
- * problem, ...) must become. Today the datapath does not translate ICMP
- * errors about translated flows (README, "Known gaps"): every one passes
- * untouched and is counted as pass. When the datapath learns to translate
- * them (the outer destination/source and the embedded header back to the
- * frontend the client used), this function is the one to change.
+ * The error with exactly these addresses and ports replaced; every checksum
+ * that covers them carries its residue over: the outer IPv4 header's, the
+ * quoted IPv4 header's, the ICMP checksum over all the rest of the frame, and
+ * the quoted L4 checksum when the quote holds it (UDP: unless 0, "none", which
+ * stays 0; TCP: when its bytes 16-17 are in the frame), judged over the words
+ * it covers that change (addresses of its pseudo header, ports).
  */
-export function icmpErrorExpectation(pkt: Buffer, _p: Parsed, _fromNode: boolean): Expectation {
-  return untouched(pkt, 'pass', 'ICMP error');
+function icmpTranslate(pkt: Buffer, p: Parsed, q: Quote, what: string, to: IcmpRewrite): Expectation {
+  return {
+    verdict: 'translate',
+    counted: 'icmp_revnat',
+    what,
+    check: (retval, out) => {
+      if (retval !== TC_ACT_OK) return `${what}: retval ${retval}, want TC_ACT_OK translated`;
+      if (out.length !== pkt.length) return `${what}: length ${out.length}, want ${pkt.length}`;
+      const want = Buffer.from(pkt);
+      ipBytes(to.outer.saddr).copy(want, ETH + 12);
+      ipBytes(to.outer.daddr).copy(want, ETH + 16);
+      ipBytes(to.inner.saddr).copy(want, q.inOff + 12);
+      ipBytes(to.inner.daddr).copy(want, q.inOff + 16);
+      want.writeUInt16BE(to.inner.sport, q.l4Off);
+      want.writeUInt16BE(to.inner.dport, q.l4Off + 2);
+      const l4Csum = q.l4Off + (q.proto === TCP ? 16 : 6);
+      const hasL4Csum = pkt.length >= l4Csum + 2;
+      const csums = [ETH + 10, q.icmpOff + 2, q.inOff + 10, ...(hasL4Csum ? [l4Csum] : [])];
+      for (const off of csums) out.copy(want, off, off, off + 2);
+      if (!out.equals(want)) return `${what}: bytes differ from the expected translation at ${firstDiff(want, out)}`;
+      if (!sameResidue(ipResidue(pkt, p.ihl), ipResidue(out, p.ihl))) return `${what}: outer IPv4 checksum residue changed`;
+      if (!sameResidue(sumWords(pkt, q.inOff, q.inOff + q.inIhl), sumWords(out, q.inOff, q.inOff + q.inIhl))) return `${what}: quoted IPv4 checksum residue changed`;
+      if (!sameResidue(sumWords(pkt, q.icmpOff, pkt.length), sumWords(out, q.icmpOff, out.length))) return `${what}: ICMP checksum residue changed`;
+      if (hasL4Csum) {
+        if (q.proto === UDP && pkt.readUInt16BE(l4Csum) === 0) {
+          if (out.readUInt16BE(l4Csum) !== 0) return `${what}: quoted UDP checksum 0 (none) was filled in`;
+        } else {
+          const covered = (b: Buffer) => fold(sumWords(b, q.inOff + 12, q.inOff + 20) + sumWords(b, q.l4Off, q.l4Off + 4) + b.readUInt16BE(l4Csum));
+          if (!sameResidue(covered(pkt), covered(out))) return `${what}: quoted L4 checksum does not follow the rewrite`;
+        }
+      }
+      return null;
+    },
+  };
+}
+
+/**
+ * A packet to a frontend without endpoints becomes the ICMP destination
+ * unreachable / port unreachable iptables' REJECT would send, sent back out
+ * of the device it came in on (TC_ACT_REDIRECT): Ethernet addresses swapped;
+ * IPv4 header of 20 bytes from the frontend to the client, TOS 0, ID 0, no
+ * flags, TTL 64; ICMP type 3 code 3 with 4 zero bytes, quoting the packet's
+ * IPv4 header (options included) and its first 8 L4 bytes, as received.
+ */
+function reject(pkt: Buffer, p: Parsed, what: string): Expectation {
+  const quote = pkt.subarray(ETH, p.l4off + 8);
+  const ip = Buffer.alloc(20);
+  ip[0] = 0x45;
+  ip.writeUInt16BE(20 + 8 + quote.length, 2);
+  ip[8] = 64;
+  ip[9] = ICMP;
+  pkt.copy(ip, 12, ETH + 16, ETH + 20);
+  pkt.copy(ip, 16, ETH + 12, ETH + 16);
+  ip.writeUInt16BE(~sumWords(ip, 0, 20) & 0xffff, 10);
+  const icmp = Buffer.concat([Buffer.from([3, 3, 0, 0, 0, 0, 0, 0]), quote]);
+  icmp.writeUInt16BE(~sumWords(icmp, 0, icmp.length) & 0xffff, 2);
+  const frame = Buffer.concat([pkt.subarray(6, 12), pkt.subarray(0, 6), pkt.subarray(12, 14), ip, icmp]);
+  return {
+    verdict: 'reject',
+    counted: 'reject',
+    what,
+    check: (retval, out) => {
+      if (retval !== TC_ACT_REDIRECT) return `${what}: retval ${retval}, want TC_ACT_REDIRECT (rejected)`;
+      if (!out.equals(frame)) return `${what}: ICMP frame differs at byte ${firstDiff(frame, out)}`;
+      return null;
+    },
+  };
 }

@@ -46,6 +46,7 @@ export interface ServiceSpec {
   externalIPs?: string[];
   /** status.loadBalancer.ingress IPs, as a cloud controller would publish them. */
   loadBalancerIPs?: string[];
+  loadBalancerSourceRanges?: string[];
 }
 
 /** The Service and its EndpointSlice as plain Kubernetes objects. */
@@ -64,6 +65,7 @@ export function serviceObjects(spec: ServiceSpec): [Record<string, unknown>, Rec
       ...(spec.externalTrafficPolicy ? { externalTrafficPolicy: spec.externalTrafficPolicy } : {}),
       ...(spec.healthCheckNodePort ? { healthCheckNodePort: spec.healthCheckNodePort } : {}),
       ...(spec.externalIPs?.length ? { externalIPs: spec.externalIPs } : {}),
+      ...(spec.loadBalancerSourceRanges?.length ? { loadBalancerSourceRanges: spec.loadBalancerSourceRanges } : {}),
     },
     ...(spec.loadBalancerIPs?.length ? { status: { loadBalancer: { ingress: spec.loadBalancerIPs.map((ip) => ({ ip, ipMode: 'VIP' })) } } } : {}),
   };

@@ -18,7 +18,9 @@
 //
 // Everything lives in the run's namespaces; the root namespace gets nothing.
 
+import { Agent } from './agent.js';
 import { ip, nsExec, type Testbed } from './netns.js';
+import { Probe } from './programs.js';
 import { Cluster } from './topology.js';
 
 export const FABRIC_PREFIX = '172.18.0';
@@ -86,6 +88,16 @@ export class MultiNodeCluster {
     const node = this.nodes[n - 1];
     if (!node) throw new Error(`no node ${n}`);
     return node;
+  }
+
+  /** One `kbp agent --manifests dir --node-devices eth0` per node, in node order (each with a probe in its node namespace for the API). */
+  async startAgents(manifestsDir: string): Promise<Agent[]> {
+    const agents: Agent[] = [];
+    for (const n of this.nodes) {
+      const nodeProbe = await Probe.start(this.tb, n.cluster.nodeNs);
+      agents.push(await Agent.start(this.tb, n.cluster, nodeProbe, { manifestsDir, extraArgs: ['--node-devices', UPLINK] }));
+    }
+    return agents;
   }
 
   /** Routes `dest` (e.g. a load balancer IP, /32) from the external client through node n, as a load balancer would. */

@@ -4,7 +4,7 @@
 
 export type ProbeRequest =
   | { id: number; op: 'http'; host: string; port: number; path?: string; count: number; timeoutMs: number }
-  | { id: number; op: 'udp'; host: string; port: number; payload?: string; timeoutMs: number }
+  | { id: number; op: 'udp'; host: string; port: number; payload?: string; timeoutMs: number; connect?: boolean }
   | { id: number; op: 'get'; url: string; timeoutMs: number };
 
 export interface HttpResult {

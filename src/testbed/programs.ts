@@ -162,13 +162,14 @@ export class Probe {
   }
 
   /** One datagram from an unconnected socket; the result tells who replied. */
-  udp(host: string, port: number, opts: { timeoutMs?: number; payload?: string } = {}): Promise<UdpResult> {
+  udp(host: string, port: number, opts: { timeoutMs?: number; payload?: string; connect?: boolean } = {}): Promise<UdpResult> {
     return this.call<UdpResult>({
       op: 'udp',
       host,
       port,
       timeoutMs: opts.timeoutMs ?? 2000,
       ...(opts.payload ? { payload: opts.payload } : {}),
+      ...(opts.connect ? { connect: true } : {}),
     });
   }
 

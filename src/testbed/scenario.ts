@@ -57,6 +57,16 @@ export async function serviceScenario(tb: Testbed, spec: ServiceSpec, opts: Scen
   return { tb, cluster, spec, manifestsDir, backends, client, clientProbe, nodeProbe };
 }
 
+/** Why each failed request failed (error, else the HTTP status). */
+export function failureReasons(results: readonly HttpResult[]): string[] {
+  return results.filter((r) => !r.ok).map((r) => r.error ?? `HTTP ${r.status}`);
+}
+
+/** The client addresses the backends saw (masqueraded or not), once each. */
+export function seenAddresses(results: readonly HttpResult[]): Array<string | undefined> {
+  return [...new Set(results.map((r) => r.seenFrom?.split(':')[0]))];
+}
+
 /** Requests per backend name (failed requests under '(failed)'). */
 export function tally(results: readonly HttpResult[]): Map<string, number> {
   const counts = new Map<string, number>();

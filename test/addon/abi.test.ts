@@ -79,6 +79,8 @@ t.test('layout() has the static sizes of abi.h', async (t) => {
     kbp_snat_key: 16,
     kbp_snat_value: 24,
     kbp_config: 8,
+    kbp_src_range_key: 12,
+    kbp_src_range: 4,
   });
 });
 
@@ -113,7 +115,8 @@ t.test('constants() exports every #define and enum member of abi.h', async (t) =
     KBP_TC_HANDLE: 0x6b62,
     KBP_TC_PRIORITY: 1,
     KBP_STAT_NEW_FLOW: 0,
-    KBP_STAT_MAX: 15,
+    KBP_STAT_MAX: 19,
+    KBP_HAIRPIN_ADDR: 0xa9fe2a01,
     KBP_SVC_F_VIP_MARKER: 32,
     KBP_CT_REFRESH_NS: 1e9,
   });

@@ -179,6 +179,7 @@ t.test('agent and detach on a real kernel', async (t) => {
     `unpinned ${bpffs}/kbp_ct4_v2`,
     `unpinned ${bpffs}/kbp_revnat_v1`,
     `unpinned ${bpffs}/kbp_snat4_v1`,
+    `unpinned ${bpffs}/kbp_srcrange_v1`,
     `unpinned ${bpffs}/kbp_stats_v2`,
     `unpinned ${bpffs}/kbp_svc_v1`,
   ]);

@@ -11,8 +11,20 @@
 //   ClusterIP        10.96.0.70:80      LoadBalancer IP 172.18.1.50:80
 //   client pod       10.244.1.2
 import t, { type Test } from 'tap';
-import { DatapathFixture, TC_ACT_OK, TC_ACT_SHOT } from '../../src/bench/fixtures.js';
-import { buildPacket, parsePacket, TCP_ACK, TCP_SYN, type PacketSpec } from '../../src/bench/packets.js';
+import { DatapathFixture, TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT } from '../../src/bench/fixtures.js';
+import {
+  buildIcmpError,
+  buildPacket,
+  ICMP_DEST_UNREACH,
+  ICMP_FRAG_NEEDED,
+  ICMP_PORT_UNREACH,
+  parseIcmpError,
+  parsePacket,
+  TCP_ACK,
+  TCP_SYN,
+  type PacketSpec,
+} from '../../src/bench/packets.js';
+import { expectedReject } from './icmp-expect.js';
 import {
   KBP_CT_F_SNAT,
   KBP_CT_FORWARD,
@@ -20,9 +32,12 @@ import {
   KBP_SNAT_PORT_MIN,
   KBP_SVC_F_LOAD_BALANCER,
   KBP_SVC_F_NODE_PORT,
+  KBP_SVC_F_REJECT,
   STAT_NAMES,
   snatKey,
   snatValue,
+  srcRangeKey,
+  srcRangeKeyOf,
 } from '../../src/maps/abi.js';
 
 const NODE = '172.18.0.11';
@@ -180,4 +195,94 @@ t.test('an evicted SNAT entry is put back on the same port by the next refresh',
   const ack = await send({ saddr: CLIENT, daddr: NODE, proto: 'tcp', sport: cport, dport: 30087, tcpFlags: TCP_ACK });
   t.equal(ack.out!.sport, natPort, 'same SNAT port');
   t.match(await dp.snatLookup(key), { client_addr: CLIENT, client_port: cport, svc_id: 7 }, 'SNAT entry restored');
+});
+
+t.test('NodePort of a Service without endpoints rejects: ICMP port unreachable from NodeIP, back out of the uplink', async (t) => {
+  await dp.program([{ svcId: 10, vip: NODE, port: 30090, proto: 'tcp', backends: [], flags: KBP_SVC_F_NODE_PORT | KBP_SVC_F_REJECT }]);
+  const { input, res, moved } = await send({ saddr: CLIENT, daddr: NODE, proto: 'tcp', sport: sport(), dport: 30090 });
+  t.equal(res.retval, TC_ACT_REDIRECT);
+  t.same(moved, ['reject']);
+  t.ok(res.data.equals(expectedReject(input)), 'the exact ICMP frame');
+  t.match(parseIcmpError(res.data), { saddr: NODE, daddr: CLIENT, type: 3, code: 3, ipChecksumOk: true, icmpChecksumOk: true });
+});
+
+t.test('ICMP errors about a masqueraded flow reach the client translated (SNAT map), from the NodePort', async (t) => {
+  await dp.program([
+    { svcId: 11, vip: NODE, port: 30091, proto: 'udp', backends: [REMOTE_BE], flags: KBP_SVC_F_NODE_PORT },
+    { svcId: 12, vip: NODE, port: 30092, proto: 'tcp', backends: [REMOTE_BE], flags: KBP_SVC_F_NODE_PORT },
+  ]);
+  // UDP: the remote backend has no socket on 8080 and says so to the node.
+  const cport = sport();
+  const sent = buildPacket({ saddr: CLIENT, daddr: NODE, proto: 'udp', sport: cport, dport: 30091 });
+  const out = await dp.runNode(sent);
+  const fwd = parsePacket(out.data);
+  t.match(fwd, { saddr: NODE, daddr: REMOTE_BE.ip, dport: 8080 });
+  const err = buildIcmpError({ saddr: REMOTE_BE.ip, daddr: NODE, type: ICMP_DEST_UNREACH, code: ICMP_PORT_UNREACH, offending: out.data, quoteL4: 24 });
+  const before = await dp.readStats();
+  const res = await dp.runNode(err);
+  const after = await dp.readStats();
+  t.equal(res.retval, TC_ACT_OK);
+  t.same(STAT_NAMES.filter((_, i) => after[i]!.packets !== before[i]!.packets), ['icmp_revnat']);
+  const want = buildIcmpError({ saddr: NODE, daddr: CLIENT, type: ICMP_DEST_UNREACH, code: ICMP_PORT_UNREACH, offending: sent, quoteL4: 24 });
+  t.ok(res.data.equals(want), `exact frame: to the client, quoting client -> NodeIP:nodePort\n got  ${res.data.toString('hex')}\n want ${want.toString('hex')}`);
+  t.match(parseIcmpError(res.data).quoted, { saddr: CLIENT, sport: cport, daddr: NODE, dport: 30091, ipChecksumOk: true });
+
+  // TCP: fragmentation needed from a router between the nodes.
+  const tport = sport();
+  const seg = buildPacket({ saddr: CLIENT, daddr: NODE, proto: 'tcp', sport: tport, dport: 30092, payload: Buffer.alloc(200, 3) });
+  const tout = await dp.runNode(seg);
+  t.equal(parsePacket(tout.data).saddr, NODE);
+  const frag = buildIcmpError({ saddr: '172.18.0.1', daddr: NODE, type: ICMP_DEST_UNREACH, code: ICMP_FRAG_NEEDED, rest: 1300, offending: tout.data, quoteL4: 100 });
+  const fres = await dp.runNode(frag);
+  const fwant = buildIcmpError({ saddr: NODE, daddr: CLIENT, type: ICMP_DEST_UNREACH, code: ICMP_FRAG_NEEDED, rest: 1300, offending: seg, quoteL4: 100 });
+  t.ok(fres.data.equals(fwant), 'exact frame for the path-MTU error');
+});
+
+t.test("ICMP errors about a pod's flow to a remote backend are translated at the uplink (REPLY entry)", async (t) => {
+  await dp.program([{ svcId: 13, vip: CLUSTER_IP, port: 53, proto: 'udp', backends: [REMOTE_BE] }]);
+  const cport = sport();
+  const sent = buildPacket({ saddr: POD, daddr: CLUSTER_IP, proto: 'udp', sport: cport, dport: 53 });
+  const out = await dp.run(sent);
+  t.match(parsePacket(out.data), { saddr: POD, daddr: REMOTE_BE.ip });
+  const err = buildIcmpError({ saddr: REMOTE_BE.ip, daddr: POD, type: ICMP_DEST_UNREACH, code: ICMP_PORT_UNREACH, offending: out.data, quoteL4: 24 });
+  const res = await dp.runNode(err);
+  const want = buildIcmpError({ saddr: CLUSTER_IP, daddr: POD, type: ICMP_DEST_UNREACH, code: ICMP_PORT_UNREACH, offending: sent, quoteL4: 24 });
+  t.ok(res.data.equals(want), 'exact frame: from the ClusterIP, quoting pod -> ClusterIP:53');
+});
+
+t.test('loadBalancerSourceRanges: only clients inside a range start flows to the LB IP; established flows and other frontends unaffected', async (t) => {
+  const lb = '172.18.1.60';
+  await dp.setConfig(NODE);
+  await dp.program([
+    { svcId: 14, vip: lb, port: 80, proto: 'tcp', backends: [LOCAL_BE], flags: KBP_SVC_F_LOAD_BALANCER, sourceRanges: ['172.18.0.101/30', '10.0.0.0/8'] },
+    // Another frontend of the same address space without ranges, and one whose ranges name the denied client.
+    { svcId: 15, vip: lb, port: 81, proto: 'tcp', backends: [LOCAL_BE], flags: KBP_SVC_F_LOAD_BALANCER },
+    { svcId: 16, vip: lb, port: 82, proto: 'tcp', backends: [LOCAL_BE], flags: KBP_SVC_F_LOAD_BALANCER, sourceRanges: ['172.18.0.104/32'] },
+  ]);
+  const allowed = await send({ saddr: CLIENT, daddr: lb, proto: 'tcp', sport: sport(), dport: 80 }); // .100 in .100/30 (written as .101/30: host bits cleared)
+  t.same(allowed.moved, ['new_flow'], '172.18.0.100 is inside 172.18.0.100/30');
+  t.match(allowed.out, { daddr: LOCAL_BE.ip, dport: 8080 });
+  const inTen = await send({ saddr: '10.9.8.7', daddr: lb, proto: 'tcp', sport: sport(), dport: 80 });
+  t.same(inTen.moved, ['new_flow'], '10.9.8.7 is inside 10.0.0.0/8');
+  for (const denied of ['172.18.0.104', '172.18.0.99', '11.0.0.1']) {
+    const r = await send({ saddr: denied, daddr: lb, proto: 'tcp', sport: sport(), dport: 80 });
+    t.equal(r.res.retval, TC_ACT_SHOT, `${denied} is outside every range: dropped`);
+    t.same(r.moved, ['drop_source_range']);
+  }
+  const other = await send({ saddr: '172.18.0.104', daddr: lb, proto: 'tcp', sport: sport(), dport: 81 });
+  t.same(other.moved, ['new_flow'], 'a frontend without ranges takes everyone');
+  const own = await send({ saddr: '172.18.0.104', daddr: lb, proto: 'tcp', sport: sport(), dport: 82 });
+  t.same(own.moved, ['new_flow'], "ranges are per frontend: .104 is inside port 82's");
+  const notOwn = await send({ saddr: CLIENT, daddr: lb, proto: 'tcp', sport: sport(), dport: 82 });
+  t.same(notOwn.moved, ['drop_source_range'], "and .100 outside them, although port 80's admit it");
+
+  // The ranges change under an established flow: it goes on (the check is for new flows, as kube-proxy's firewall in the nat table).
+  const cport = sport();
+  await send({ saddr: CLIENT, daddr: lb, proto: 'tcp', sport: cport, dport: 80 });
+  const key = srcRangeKey.encode(srcRangeKeyOf(14, '172.18.0.100/30'));
+  t.ok(await dp.srcRanges.delete(key), 'range removed');
+  const est = await send({ saddr: CLIENT, daddr: lb, proto: 'tcp', sport: cport, dport: 80, tcpFlags: TCP_ACK });
+  t.same(est.moved, ['established']);
+  const fresh = await send({ saddr: CLIENT, daddr: lb, proto: 'tcp', sport: sport(), dport: 80 });
+  t.same(fresh.moved, ['drop_source_range'], 'a new flow from the removed range is dropped');
 });

@@ -6,13 +6,31 @@
 //   client pod   10.244.1.2 (source ports are unique per case, so flows never collide)
 //   backends     10.244.1.10 (be1), 10.244.1.11 (be2)
 //   ClusterIPs   10.96.0.10 (tcp/80 -> 8080 x2, tcp/443 -> 8443, udp/53 -> 5353)
-//                10.96.0.20 (tcp/80, no endpoints)
+//                10.96.0.20 (tcp/80 and udp/53, no endpoints: rejects)
+//                10.96.0.21 (tcp/80, no endpoint for this node: drops)
 //   elsewhere    10.244.9.9 (a pod IP no Service uses)
 import t from 'tap';
-import { DatapathFixture, TC_ACT_OK, TC_ACT_SHOT, type FixtureFrontend } from '../../src/bench/fixtures.js';
-import { buildArp, buildPacket, parsePacket, TCP_ACK, TCP_FIN, TCP_SYN, type PacketSpec } from '../../src/bench/packets.js';
+import { DatapathFixture, TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT, type FixtureFrontend } from '../../src/bench/fixtures.js';
 import {
+  buildArp,
+  buildIcmpError,
+  buildPacket,
+  ICMP_DEST_UNREACH,
+  ICMP_FRAG_NEEDED,
+  ICMP_PORT_UNREACH,
+  ICMP_TIME_EXCEEDED,
+  parseIcmpError,
+  parsePacket,
+  TCP_ACK,
+  TCP_FIN,
+  TCP_SYN,
+  type PacketSpec,
+} from '../../src/bench/packets.js';
+import { expectedReject } from './icmp-expect.js';
+import {
+  HAIRPIN_ADDR,
   KBP_CT_F_CLOSING,
+  KBP_CT_F_HAIRPIN,
   KBP_CT_LIFETIME_CLOSING_NS,
   KBP_CT_LIFETIME_OTHER_NS,
   KBP_CT_F_SEEN_REPLY,
@@ -25,7 +43,10 @@ import {
   KBP_STAT_NEW_FLOW,
   KBP_STAT_PASS,
   KBP_STAT_REVNAT,
+  KBP_STAT_REJECT,
   KBP_SCOPE_EXTERNAL,
+  KBP_SVC_F_CLUSTER_IP,
+  KBP_SVC_F_REJECT,
   STAT_NAMES,
   svcKey,
 } from '../../src/maps/abi.js';
@@ -35,13 +56,16 @@ const BE1 = '10.244.1.10';
 const BE2 = '10.244.1.11';
 const VIP = '10.96.0.10';
 const VIP_EMPTY = '10.96.0.20';
+const VIP_NO_LOCAL = '10.96.0.21';
 const OTHER = '10.244.9.9';
 
 const frontends: FixtureFrontend[] = [
   { svcId: 1, vip: VIP, port: 80, proto: 'tcp', backends: [{ id: 1, ip: BE1, port: 8080 }, { id: 2, ip: BE2, port: 8080 }] },
   { svcId: 2, vip: VIP, port: 443, proto: 'tcp', backends: [{ id: 3, ip: BE1, port: 8443 }] },
   { svcId: 3, vip: VIP, port: 53, proto: 'udp', backends: [{ id: 4, ip: BE2, port: 5353 }] },
-  { svcId: 4, vip: VIP_EMPTY, port: 80, proto: 'tcp', backends: [] },
+  { svcId: 4, vip: VIP_EMPTY, port: 80, proto: 'tcp', backends: [], flags: KBP_SVC_F_CLUSTER_IP | KBP_SVC_F_REJECT },
+  { svcId: 5, vip: VIP_EMPTY, port: 53, proto: 'udp', backends: [], flags: KBP_SVC_F_CLUSTER_IP | KBP_SVC_F_REJECT },
+  { svcId: 6, vip: VIP_NO_LOCAL, port: 80, proto: 'tcp', backends: [] },
 ];
 
 let nextPort = 20000;
@@ -122,8 +146,8 @@ const cases: Case[] = [
     stat: KBP_STAT_DROP_UNKNOWN_PORT,
   },
   {
-    name: 'a Service with no endpoints drops new flows',
-    packet: () => ({ saddr: CLIENT, daddr: VIP_EMPTY, proto: 'tcp', sport: sport(), dport: 80 }),
+    name: 'an empty frontend without the reject flag (internalTrafficPolicy Local, no local endpoint) drops',
+    packet: () => ({ saddr: CLIENT, daddr: VIP_NO_LOCAL, proto: 'tcp', sport: sport(), dport: 80 }),
     verdict: TC_ACT_SHOT,
     stat: KBP_STAT_DROP_NO_BACKEND,
   },
@@ -166,6 +190,30 @@ for (const c of cases) {
     t.ok(out!.payload.equals(parsePacket(input).payload), 'payload intact');
   });
 }
+
+t.test('a Service without endpoints rejects: ICMP port unreachable from the ClusterIP, sent back out of the pod device', async (t) => {
+  const specs: Array<[string, PacketSpec]> = [
+    ['TCP SYN', { saddr: CLIENT, daddr: VIP_EMPTY, proto: 'tcp', sport: sport(), dport: 80, tcpFlags: TCP_SYN }],
+    ['UDP', { saddr: CLIENT, daddr: VIP_EMPTY, proto: 'udp', sport: sport(), dport: 53 }],
+    ['TCP with IPv4 options (the whole header is quoted)', { saddr: CLIENT, daddr: VIP_EMPTY, proto: 'tcp', sport: sport(), dport: 80, ipOptions: Buffer.from([1, 1, 1, 0, 1, 1, 1, 0]) }],
+    ['TCP with a 1000-byte payload (the frame shrinks)', { saddr: CLIENT, daddr: VIP_EMPTY, proto: 'tcp', sport: sport(), dport: 80, tcpFlags: TCP_ACK, payload: Buffer.alloc(1000, 7) }],
+    ['UDP with no payload (the frame grows)', { saddr: CLIENT, daddr: VIP_EMPTY, proto: 'udp', sport: sport(), dport: 53, payload: Buffer.alloc(0) }],
+  ];
+  for (const [what, spec] of specs) {
+    const { input, res, moved } = await send(spec);
+    t.equal(res.retval, TC_ACT_REDIRECT, `${what}: redirected (back out of the ingress device)`);
+    t.same(moved, ['reject'], `${what}: counted as reject`);
+    const want = expectedReject(input);
+    t.ok(res.data.equals(want), `${what}: the exact ICMP frame\n got  ${res.data.toString('hex')}\n want ${want.toString('hex')}`);
+    const icmp = parseIcmpError(res.data);
+    t.match(icmp, { saddr: VIP_EMPTY, daddr: CLIENT, type: 3, code: 3, ipChecksumOk: true, icmpChecksumOk: true }, `${what}: from the ClusterIP, checksums right`);
+    t.match(icmp.quoted, { saddr: CLIENT, daddr: VIP_EMPTY, sport: spec.sport, dport: spec.dport, ipChecksumOk: true }, `${what}: quotes the packet as the client sent it`);
+  }
+  const fwd = await dp.ctLookup({ saddr: CLIENT, daddr: VIP_EMPTY, sport: specs[0]![1].sport, dport: 80, proto: 6, dir: KBP_CT_FORWARD });
+  t.equal(fwd, null, 'a rejected packet records no flow');
+  const stats = await dp.readStats();
+  t.ok(stats[KBP_STAT_REJECT]!.bytes > 0n, 'reject counts bytes');
+});
 
 t.test('non-IPv4 (ARP) passes untouched and counts nothing', async (t) => {
   const before = await dp.readStats();
@@ -413,4 +461,115 @@ t.test('conntrack lifecycle: stale entries, port reuse after close, evicted repl
     const later = await send({ saddr: CLIENT, daddr: vip3, proto: 'tcp', sport: cport, dport: 80 });
     t.same(later.moved, ['new_flow']);
   });
+});
+
+/** Run a raw frame through the pod program; verdict, counters moved. */
+async function sendRaw(input: Buffer) {
+  const before = await dp.readStats();
+  const res = await dp.run(input);
+  const after = await dp.readStats();
+  return { res, moved: STAT_NAMES.filter((_, i) => after[i]!.packets !== before[i]!.packets) };
+}
+
+t.test('ICMP errors about a translated flow are translated back for the client', async (t) => {
+  t.test("a backend's port unreachable for a UDP flow: from the ClusterIP, quoting client -> ClusterIP:53", async (t) => {
+    const cport = sport();
+    const query = { saddr: CLIENT, daddr: VIP, proto: 'udp', sport: cport, dport: 53 } as const;
+    const sent = buildPacket(query);
+    const dnat = await dp.run(sent);
+    t.match(parsePacket(dnat.data), { daddr: BE2, dport: 5353 });
+    // BE2 has no socket on 5353: its kernel quotes the datagram as it arrived.
+    const err = buildIcmpError({ saddr: BE2, daddr: CLIENT, type: ICMP_DEST_UNREACH, code: ICMP_PORT_UNREACH, offending: dnat.data, quoteL4: 24 });
+    const { res, moved } = await sendRaw(err);
+    t.equal(res.retval, TC_ACT_OK);
+    t.same(moved, ['icmp_revnat']);
+    const want = buildIcmpError({ saddr: VIP, daddr: CLIENT, type: ICMP_DEST_UNREACH, code: ICMP_PORT_UNREACH, offending: sent, quoteL4: 24 });
+    t.ok(res.data.equals(want), `exact frame: the quote is the datagram the client sent\n got  ${res.data.toString('hex')}\n want ${want.toString('hex')}`);
+    const p = parseIcmpError(res.data);
+    t.match(p, { saddr: VIP, daddr: CLIENT, ipChecksumOk: true, icmpChecksumOk: true });
+    t.match(p.quoted, { saddr: CLIENT, daddr: VIP, sport: cport, dport: 53, ipChecksumOk: true });
+  });
+
+  t.test('fragmentation needed from a router on the way, about a TCP flow: from the ClusterIP, MTU kept, TCP checksum in the quote restored', async (t) => {
+    const cport = sport();
+    const seg = { saddr: CLIENT, daddr: VIP, proto: 'tcp', sport: cport, dport: 443, tcpFlags: TCP_ACK, payload: Buffer.alloc(64, 1) } as const;
+    const sent = buildPacket(seg);
+    const dnat = await dp.run(sent);
+    t.match(parsePacket(dnat.data), { daddr: BE1, dport: 8443 });
+    const err = buildIcmpError({ saddr: '10.244.0.1', daddr: CLIENT, type: ICMP_DEST_UNREACH, code: ICMP_FRAG_NEEDED, rest: 1400, offending: dnat.data, quoteL4: 64 });
+    const { res, moved } = await sendRaw(err);
+    t.same(moved, ['icmp_revnat']);
+    const want = buildIcmpError({ saddr: VIP, daddr: CLIENT, type: ICMP_DEST_UNREACH, code: ICMP_FRAG_NEEDED, rest: 1400, offending: sent, quoteL4: 64 });
+    t.ok(res.data.equals(want), `exact frame\n got  ${res.data.toString('hex')}\n want ${want.toString('hex')}`);
+    t.equal(parseIcmpError(res.data).rest, 1400, 'next-hop MTU untouched');
+  });
+
+  t.test('a quote of 8 L4 bytes (no TCP checksum in it) is still translated, checksums right', async (t) => {
+    const cport = sport();
+    const sent = buildPacket({ saddr: CLIENT, daddr: VIP, proto: 'tcp', sport: cport, dport: 443 });
+    const dnat = await dp.run(sent);
+    const err = buildIcmpError({ saddr: BE1, daddr: CLIENT, type: ICMP_TIME_EXCEEDED, code: 0, offending: dnat.data, quoteL4: 8 });
+    const { res } = await sendRaw(err);
+    const want = buildIcmpError({ saddr: VIP, daddr: CLIENT, type: ICMP_TIME_EXCEEDED, code: 0, offending: sent, quoteL4: 8 });
+    t.ok(res.data.equals(want), 'exact frame');
+  });
+
+  t.test('ICMP that is no error about a known flow passes untouched', async (t) => {
+    const stray = buildPacket({ saddr: CLIENT, daddr: BE1, proto: 'udp', sport: sport(), dport: 9999 });
+    const err = buildIcmpError({ saddr: BE1, daddr: CLIENT, type: ICMP_DEST_UNREACH, code: ICMP_PORT_UNREACH, offending: stray });
+    const a = await sendRaw(err);
+    t.equal(a.res.retval, TC_ACT_OK);
+    t.ok(a.res.data.equals(err), 'unknown flow: unchanged');
+    t.same(a.moved, ['pass']);
+    const echo = Buffer.from(err);
+    echo[14 + 20] = 8; // echo request
+    const b = await sendRaw(echo);
+    t.ok(b.res.data.equals(echo), 'echo request: unchanged');
+  });
+});
+
+t.test('hairpin: a pod that gets itself as backend is answered by itself, through the ClusterIP', async (t) => {
+  // 10.96.0.10:443 has one backend, BE1:8443; BE1 is the client here.
+  const cport = sport();
+  const syn = await send({ saddr: BE1, daddr: VIP, proto: 'tcp', sport: cport, dport: 443, tcpFlags: TCP_SYN });
+  t.equal(syn.res.retval, TC_ACT_OK);
+  t.same(syn.moved, ['hairpin']);
+  t.match(syn.out, { saddr: HAIRPIN_ADDR, sport: cport, daddr: BE1, dport: 8443, ipChecksumOk: true, l4ChecksumOk: true }, 'the pod sees itself reached from 169.254.42.1');
+  const fwd = await dp.ctLookup({ saddr: BE1, daddr: VIP, sport: cport, dport: 443, proto: 6, dir: KBP_CT_FORWARD });
+  t.match(fwd, { backend_id: 3, svc_id: 2, nat_addr: HAIRPIN_ADDR, nat_port: cport });
+  t.ok(fwd!.flags & KBP_CT_F_HAIRPIN, 'forward entry marked hairpin');
+  t.match(await dp.ctLookup({ saddr: BE1, daddr: HAIRPIN_ADDR, sport: 8443, dport: cport, proto: 6, dir: KBP_CT_REPLY }), { backend_id: 3, nat_addr: VIP, nat_port: 443 }, 'reply entry keyed by what the pod answers');
+
+  const ack = await send({ saddr: BE1, daddr: VIP, proto: 'tcp', sport: cport, dport: 443, tcpFlags: TCP_ACK });
+  t.same(ack.moved, ['established']);
+  t.match(ack.out, { saddr: HAIRPIN_ADDR, sport: cport, daddr: BE1, dport: 8443, l4ChecksumOk: true }, 'established packets keep the hairpin source');
+
+  const reply = await send({ saddr: BE1, daddr: HAIRPIN_ADDR, proto: 'tcp', sport: 8443, dport: cport, tcpFlags: TCP_SYN | TCP_ACK });
+  t.same(reply.moved, ['revnat']);
+  t.match(reply.out, { saddr: VIP, sport: 443, daddr: BE1, dport: cport, ipChecksumOk: true, l4ChecksumOk: true }, 'the reply comes from the ClusterIP to the pod');
+
+  // UDP, and a zero UDP checksum stays zero through both rewrites.
+  const uport = sport();
+  await dp.program([{ svcId: 90, vip: '10.96.0.90', port: 53, proto: 'udp', backends: [{ id: 90, ip: BE1, port: 5353 }] }]);
+  const q = await send({ saddr: BE1, daddr: '10.96.0.90', proto: 'udp', sport: uport, dport: 53, udpZeroChecksum: true });
+  t.match(q.out, { saddr: HAIRPIN_ADDR, daddr: BE1, dport: 5353, l4Checksum: 0 });
+  const a = await send({ saddr: BE1, daddr: HAIRPIN_ADDR, proto: 'udp', sport: 5353, dport: uport });
+  t.match(a.out, { saddr: '10.96.0.90', sport: 53, daddr: BE1, dport: uport, l4ChecksumOk: true });
+
+  // Another client of the same backend is not hairpinned.
+  const other = await send({ saddr: CLIENT, daddr: VIP, proto: 'tcp', sport: sport(), dport: 443 });
+  t.same(other.moved, ['new_flow']);
+  t.equal(other.out!.saddr, CLIENT);
+});
+
+t.test("hairpin: an ICMP error the pod sends about its own hairpinned flow reaches it translated", async (t) => {
+  const uport = sport();
+  const sent = buildPacket({ saddr: BE1, daddr: '10.96.0.90', proto: 'udp', sport: uport, dport: 53 });
+  const dnat = await dp.run(sent);
+  t.match(parsePacket(dnat.data), { saddr: HAIRPIN_ADDR, daddr: BE1 });
+  const err = buildIcmpError({ saddr: BE1, daddr: HAIRPIN_ADDR, type: ICMP_DEST_UNREACH, code: ICMP_PORT_UNREACH, offending: dnat.data, quoteL4: 16 });
+  const { res, moved } = await sendRaw(err);
+  t.same(moved, ['icmp_revnat']);
+  const want = buildIcmpError({ saddr: '10.96.0.90', daddr: BE1, type: ICMP_DEST_UNREACH, code: ICMP_PORT_UNREACH, offending: sent, quoteL4: 16 });
+  t.ok(res.data.equals(want), `exact frame\n got  ${res.data.toString('hex')}\n want ${want.toString('hex')}`);
 });

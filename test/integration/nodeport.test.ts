@@ -12,13 +12,12 @@
 // Needs root and a build (make build).
 
 import t, { type Test } from 'tap';
-import { Agent } from '../../src/testbed/agent.js';
+import type { Agent } from '../../src/testbed/agent.js';
 import { writeNode, writeService, type ServiceSpec } from '../../src/testbed/manifests.js';
 import { MultiNodeCluster, UPLINK } from '../../src/testbed/multinode.js';
 import { cleanupStale, listNamespaces, nsExec, Testbed } from '../../src/testbed/netns.js';
 import { Probe, startPodServer } from '../../src/testbed/programs.js';
-import type { HttpResult } from '../../src/testbed/probe-protocol.js';
-import { tally } from '../../src/testbed/scenario.js';
+import { failureReasons as failures, seenAddresses, tally } from '../../src/testbed/scenario.js';
 
 const BACKEND = { podName: 'web-b', ip: '10.244.2.10', nodeName: 'node2' };
 const TARGET_PORT = 8080;
@@ -48,8 +47,6 @@ const local: ServiceSpec = {
 };
 
 const now = () => performance.timeOrigin + performance.now();
-const failures = (rs: HttpResult[]) => rs.filter((r) => !r.ok).map((r) => r.error ?? `HTTP ${r.status}`);
-const seenAddresses = (rs: HttpResult[]) => [...new Set(rs.map((r) => r.seenFrom?.split(':')[0]))];
 
 if (process.getuid?.() !== 0) {
   t.plan(0, 'needs root (network namespaces, bpffs, tc)');
@@ -78,10 +75,7 @@ if (process.getuid?.() !== 0) {
     await writeService(dir, local);
     for (const n of mc.nodes) await writeNode(dir, n.name, n.ip);
     [external, podProbe] = await Promise.all([Probe.start(tb, mc.clientNs), Probe.start(tb, clientPod.ns)]);
-    for (const n of [n1, n2]) {
-      const nodeProbe = await Probe.start(tb, n.cluster.nodeNs);
-      agents.push(await Agent.start(tb, n.cluster, nodeProbe, { manifestsDir: dir, extraArgs: ['--node-devices', UPLINK] }));
-    }
+    agents.push(...(await mc.startAgents(dir)));
   });
 
   const withAgents = (name: string, fn: (t: Test) => Promise<void>) =>

@@ -70,6 +70,8 @@ t.test('round trip of every codec, with the exact bytes', async (t) => {
       hex: '0700000000000000' + 'ac120064' + '9c40' + '0000' + '02000000' + '00000000',
     },
     { codec: abi.configValue, value: { node_ip: '172.18.0.11', flags: 0 }, hex: 'ac12000b' + '00000000' },
+    { codec: abi.srcRangeKey, value: { prefixlen: 56, svc_id: 258, addr: '172.18.0.0' }, hex: '38000000' + '02010000' + 'ac120000' },
+    { codec: abi.srcRangeValue, value: { flags: 0 }, hex: '00000000' },
   ];
   t.equal(cases.length, Object.keys(abi.STRUCTS).length, 'one case per struct');
   for (const c of cases) {
@@ -140,4 +142,12 @@ t.test('constants match abi.h (native().constants())', async (t) => {
   // The ones the control plane cannot work without must be exported by the addon.
   const required = Object.keys(abi.ABI_CONSTANTS).filter((n) => /^KBP_(MAP_|SVC_F_|SCOPE_|BACKEND_|STAT_|TC_|ABI_)/.test(n));
   for (const name of required) t.ok(Object.hasOwn(c, name), `native exports ${name}`);
+});
+
+t.test('srcRangeKeyOf: LPM key of a loadBalancerSourceRanges entry, host bits cleared', async (t) => {
+  t.same(abi.srcRangeKeyOf(7, '172.18.0.100/24'), { prefixlen: 56, svc_id: 7, addr: '172.18.0.0' });
+  t.same(abi.srcRangeKeyOf(7, '10.1.2.3'), { prefixlen: 64, svc_id: 7, addr: '10.1.2.3' });
+  t.same(abi.srcRangeKeyOf(7, '0.0.0.0/0'), { prefixlen: 32, svc_id: 7, addr: '0.0.0.0' });
+  t.same(abi.srcRangeKeyOf(7, '255.255.255.255/1'), { prefixlen: 33, svc_id: 7, addr: '128.0.0.0' });
+  for (const bad of ['10.0.0.0/33', '10.0.0/8', '10.0.0.0/8/1', 'fd00::/8', '10.0.0.0/x']) t.throws(() => abi.srcRangeKeyOf(7, bad), TypeError, bad);
 });

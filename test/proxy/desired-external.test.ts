@@ -13,6 +13,7 @@ import { computeDesired, computeService, nodeAddresses, nodeContext, type NodeCo
 import { DesiredAssembler } from '../../src/proxy/desired.js';
 import { ProxyState } from '../../src/proxy/state.js';
 import { NODE, formatDesired, slice, svc } from './fixtures.js';
+import * as abi from '../../src/maps/abi.js';
 
 const node1: Node = {
   apiVersion: 'v1',
@@ -99,6 +100,31 @@ t.test('LoadBalancer, externalTrafficPolicy Local: external frontends get this n
   t.same(r.healthCheck, { port: 32000, namespace: 'web', name: 'web', localEndpoints: 2 }, 'one ready local endpoint x two ports, as kube-proxy counts');
 });
 
+t.test('no endpoints at all: every frontend of the port rejects (kube-proxy REJECT); Local policies that filtered endpoints out drop', async (t) => {
+  const lb = (name: string, ip: string, spec: Record<string, unknown> = {}) => {
+    const s = svc(name, ip, [{ port: 80, targetPort: 8080, nodePort: 30080 }], { type: 'LoadBalancer', ...spec });
+    s.status = { loadBalancer: { ingress: [{ ip: '172.18.1.70' }] } };
+    return s;
+  };
+  const none = computeDesired([lb('none', '10.96.0.30')], [slice('none-1', 'none', [{ port: 8080 }], [])], CTX);
+  t.same(formatDesired(none).filter((l) => l.startsWith('frontend')), [
+    'frontend 10.96.0.30:80/TCP web/none:- flags=cluster-ip,reject affinity=0 active=[]',
+    'frontend 172.18.0.11:30080/TCP web/none:- flags=node-port,reject affinity=0 active=[]',
+    'frontend 192.0.2.11:30080/TCP web/none:- flags=node-port,reject affinity=0 active=[]',
+    'frontend 172.18.1.70:80/TCP web/none:- flags=load-balancer,reject affinity=0 active=[]',
+  ]);
+  // Only a not-ready, not-serving endpoint: nothing to send new flows to either.
+  const notReady = computeDesired([lb('nr', '10.96.0.31')], [slice('nr-1', 'nr', [{ port: 8080 }], [{ addresses: ['10.244.2.7'], conditions: { ready: false, serving: false }, nodeName: 'node-2' }])], CTX);
+  t.ok([...notReady.frontends.values()].every((f) => f.flags & abi.KBP_SVC_F_REJECT), 'a not-ready endpoint does not count');
+  // Both policies Local and the only endpoint on another node: kube-proxy's
+  // reachable set is empty, so it rejects here too.
+  const bothLocal = computeDesired([lb('bl', '10.96.0.32', { internalTrafficPolicy: 'Local', externalTrafficPolicy: 'Local' })], [slice('bl-1', 'bl', [{ port: 8080 }], ['10.244.2.7'])], CTX);
+  t.ok([...bothLocal.frontends.values()].every((f) => f.flags & abi.KBP_SVC_F_REJECT), 'internal and external Local, no local endpoint: reject');
+  // externalTrafficPolicy Local only: the ClusterIP has endpoints, so the external frontends drop.
+  const extLocal = computeDesired([lb('el', '10.96.0.33', { externalTrafficPolicy: 'Local' })], [slice('el-1', 'el', [{ port: 8080 }], ['10.244.2.7'])], CTX);
+  t.ok([...extLocal.frontends.values()].every((f) => !(f.flags & abi.KBP_SVC_F_REJECT)), 'externalTrafficPolicy Local with remote endpoints: drop, not reject');
+});
+
 t.test('externalTrafficPolicy Local on a node without local endpoints: external frontends with no slot (dropped), health check 0', async (t) => {
   const s = svc('web', '10.96.0.10', [{ port: 80, targetPort: 8080, nodePort: 30080 }], { type: 'LoadBalancer', externalTrafficPolicy: 'Local', healthCheckNodePort: 32000 });
   const slices = [slice('web-1', 'web', [{ port: 8080 }], ['10.244.2.7'])];
@@ -122,9 +148,9 @@ t.test('internalTrafficPolicy Local, externalTrafficPolicy Cluster: the ClusterI
   ]);
 });
 
-t.test('externalIPs on a ClusterIP Service; loadBalancerSourceRanges reported as not enforced; invalid addresses skip the Service', async (t) => {
+t.test('externalIPs on a ClusterIP Service; loadBalancerSourceRanges on the LB frontends only (normalized; bad and IPv6 ones skipped); invalid addresses skip the Service', async (t) => {
   const ok = svc('a', '10.96.0.20', [{ port: 443, targetPort: 8443 }], { externalIPs: ['172.18.2.1', 'fd00::1'] });
-  const lb = svc('b', '10.96.0.21', [{ port: 80, targetPort: 8080, nodePort: 30081 }], { type: 'LoadBalancer', loadBalancerSourceRanges: ['203.0.113.0/24'] });
+  const lb = svc('b', '10.96.0.21', [{ port: 80, targetPort: 8080, nodePort: 30081 }], { type: 'LoadBalancer', loadBalancerSourceRanges: ['203.0.113.7/24', 'bogus', '2001:db8::/32', '198.51.100.1', '203.0.113.0/24'] });
   lb.status = { loadBalancer: { ingress: [{ ip: '172.18.1.60' }] } };
   const bad = svc('c', '10.96.0.22', [{ port: 80 }], { externalIPs: ['not-an-ip'] });
   const d = computeDesired([ok, lb, bad], [slice('a-1', 'a', [{ port: 8443 }], ['10.244.2.3']), slice('b-1', 'b', [{ port: 8080 }], ['10.244.1.4'])], {
@@ -136,13 +162,14 @@ t.test('externalIPs on a ClusterIP Service; loadBalancerSourceRanges reported as
     'frontend 172.18.2.1:443/TCP web/a:- flags=external-ip affinity=0 active=[10.244.2.3:8443/TCP]',
     'frontend 10.96.0.21:80/TCP web/b:- flags=cluster-ip affinity=0 active=[10.244.1.4:8080/TCP]',
     'frontend 172.18.0.11:30081/TCP web/b:- flags=node-port affinity=0 active=[10.244.1.4:8080/TCP]',
-    'frontend 172.18.1.60:80/TCP web/b:- flags=load-balancer affinity=0 active=[10.244.1.4:8080/TCP]',
+    'frontend 172.18.1.60:80/TCP web/b:- flags=load-balancer,source-ranges affinity=0 active=[10.244.1.4:8080/TCP] ranges=[198.51.100.1/32 203.0.113.0/24]',
     'backend 10.244.1.4:8080/TCP active',
     'backend 10.244.2.3:8443/TCP active',
     'vip 10.96.0.20',
     'vip 10.96.0.21',
     'debug Service web/a: IPv6 externalIPs fd00::1 skipped (IPv4 only)',
-    'warn Service web/b: loadBalancerSourceRanges 203.0.113.0/24 not enforced yet: every client reaches the load balancer IPs',
+    'warn Service web/b: loadBalancerSourceRange "bogus" is not a CIDR: skipped',
+    'debug Service web/b: IPv6 loadBalancerSourceRange 2001:db8::/32 skipped (IPv4 only)',
     'warn Service web/c: invalid spec, Service skipped: externalIPs: "not-an-ip" is not an IP address',
   ]);
 });
@@ -183,4 +210,13 @@ t.test('ProxyState: a Node address change recomputes every Service; --node-ip wi
   pinned.onNode(node1);
   t.same([...pinned.compute().desired.frontends.keys()].sort(), ['10.0.0.9:30080/TCP#0', '10.96.0.10:80/TCP#0']);
   t.equal(pinned.onNode({ ...node1, status: { addresses: [{ type: 'InternalIP', address: '172.18.0.21' }] } }), false, 'Node addresses do not matter with --node-ip');
+});
+
+t.test('loadBalancerSourceRanges with no usable IPv4 range: the load balancer IP takes every client (as kube-proxy)', async (t) => {
+  const lb = svc('v6', '10.96.0.25', [{ port: 80, targetPort: 8080 }], { type: 'LoadBalancer', loadBalancerSourceRanges: ['2001:db8::/32', 'nonsense'] });
+  lb.status = { loadBalancer: { ingress: [{ ip: '172.18.1.61' }] } };
+  const d = computeDesired([lb], [slice('v6-1', 'v6', [{ port: 8080 }], ['10.244.1.4'])], CTX);
+  const f = [...d.frontends.values()].find((x) => x.vip === '172.18.1.61')!;
+  t.equal(f.flags & abi.KBP_SVC_F_SOURCE_RANGES, 0, 'no source-ranges flag');
+  t.equal(f.sourceRanges, undefined);
 });

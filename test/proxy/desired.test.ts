@@ -96,7 +96,7 @@ t.test('a backend shared by two Services gets one entry; a Service without endpo
   t.same(formatDesired(d), [
     'frontend 10.96.0.40:80/TCP web/a:- flags=cluster-ip affinity=0 active=[10.244.1.1:8080/TCP]',
     'frontend 10.96.0.41:8000/TCP web/b:- flags=cluster-ip affinity=0 active=[10.244.1.1:8080/TCP 10.244.1.2:8080/TCP]',
-    'frontend 10.96.0.42:80/TCP web/empty:- flags=cluster-ip affinity=0 active=[]',
+    'frontend 10.96.0.42:80/TCP web/empty:- flags=cluster-ip,reject affinity=0 active=[]',
     'backend 10.244.1.1:8080/TCP active',
     'backend 10.244.1.2:8080/TCP active',
     'vip 10.96.0.40',
@@ -135,9 +135,9 @@ t.test('skipped Services and addresses, each with a reason; the rest keep workin
     NODE,
   );
   t.same(formatDesired(d), [
-    'frontend 10.96.0.60:80/TCP web/dual:h flags=cluster-ip affinity=0 active=[]',
+    'frontend 10.96.0.60:80/TCP web/dual:h flags=cluster-ip,reject affinity=0 active=[]',
     'frontend 10.96.0.50:80/TCP web/ok:- flags=cluster-ip affinity=0 active=[10.244.1.1:8080/TCP]',
-    'frontend 10.96.0.50:81/TCP web/thief:other flags=cluster-ip affinity=0 active=[]',
+    'frontend 10.96.0.50:81/TCP web/thief:other flags=cluster-ip,reject affinity=0 active=[]',
     'backend 10.244.1.1:8080/TCP active',
     'vip 10.96.0.50',
     'vip 10.96.0.60',
@@ -181,7 +181,7 @@ t.test('ClientIP affinity, several clusterIPs, internalTrafficPolicy Local (remo
     'frontend 10.96.0.72:80/TCP web/local:- flags=cluster-ip affinity=0 active=[10.244.1.1:8080/TCP] kept=[10.244.1.9:8080/TCP 10.244.2.1:8080/TCP]',
     'frontend 10.96.0.73:80/TCP web/local:- flags=cluster-ip affinity=0 active=[10.244.1.1:8080/TCP] kept=[10.244.1.9:8080/TCP 10.244.2.1:8080/TCP]',
     'frontend 10.96.0.70:80/TCP web/sticky:- flags=cluster-ip,affinity affinity=10800 active=[10.244.2.1:8080/TCP]',
-    'frontend 10.96.0.71:80/TCP web/sticky-short:- flags=cluster-ip,affinity affinity=60 active=[]',
+    'frontend 10.96.0.71:80/TCP web/sticky-short:- flags=cluster-ip,affinity,reject affinity=60 active=[]',
     'backend 10.244.1.1:8080/TCP active',
     'backend 10.244.1.9:8080/TCP active',
     'backend 10.244.2.1:8080/TCP active',
@@ -202,9 +202,9 @@ t.test('slice ports: matched by name and protocol; a slice port without a number
     NODE,
   );
   t.same(formatDesired(d), [
-    'frontend 10.96.0.80:80/TCP web/m:http flags=cluster-ip affinity=0 active=[]',
-    'frontend 10.96.0.80:81/TCP web/m:admin flags=cluster-ip affinity=0 active=[]',
-    'frontend 10.96.0.80:82/UDP web/m:udp flags=cluster-ip affinity=0 active=[]',
+    'frontend 10.96.0.80:80/TCP web/m:http flags=cluster-ip,reject affinity=0 active=[]',
+    'frontend 10.96.0.80:81/TCP web/m:admin flags=cluster-ip,reject affinity=0 active=[]',
+    'frontend 10.96.0.80:82/UDP web/m:udp flags=cluster-ip,reject affinity=0 active=[]',
     'vip 10.96.0.80',
     'debug EndpointSlice web/m-1: port "http" has no number: skipped',
     'debug EndpointSlice web/m-1: port "admin" has no number: skipped',
@@ -252,7 +252,7 @@ t.test('internalTrafficPolicy Local: local ready, else local serving+terminating
   t.same(formatDesired(d), [
     'frontend 10.96.2.1:80/TCP web/a:- flags=cluster-ip affinity=0 active=[10.244.1.1:8080/TCP] kept=[10.244.1.2:8080/TCP 10.244.2.1:8080/TCP]',
     'frontend 10.96.2.2:80/TCP web/b:- flags=cluster-ip affinity=0 active=[10.244.1.3:8080/TCP] kept=[10.244.2.2:8080/TCP]',
-    'frontend 10.96.2.3:80/TCP web/c:- flags=cluster-ip affinity=0 active=[] kept=[10.244.2.3:8080/TCP 10.244.2.4:8080/TCP]',
+    'frontend 10.96.2.3:80/TCP web/c:- flags=cluster-ip,reject affinity=0 active=[] kept=[10.244.2.3:8080/TCP 10.244.2.4:8080/TCP]',
     'backend 10.244.1.1:8080/TCP active',
     'backend 10.244.1.2:8080/TCP terminating',
     'backend 10.244.1.3:8080/TCP terminating',

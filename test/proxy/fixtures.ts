@@ -40,7 +40,8 @@ export function formatDesired(d: DesiredState, withProblems = true): string[] {
     (f) =>
       `frontend ${f.key} ${f.service.namespace}/${f.service.name}:${f.service.portName || '-'} flags=${svcFlagNames(f.flags)} affinity=${f.affinityTimeout}` +
       ` active=[${f.active.join(' ')}]` +
-      (f.kept.length ? ` kept=[${f.kept.join(' ')}]` : ''),
+      (f.kept.length ? ` kept=[${f.kept.join(' ')}]` : '') +
+      (f.sourceRanges ? ` ranges=[${f.sourceRanges.join(' ')}]` : ''),
   );
   lines.push(...[...d.backends.values()].map((b) => `backend ${b.key} ${backendStateName(b.state)}`).sort());
   lines.push(...[...d.vips].map((v) => `vip ${v}`));

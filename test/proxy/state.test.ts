@@ -29,6 +29,7 @@ function fakeMaps(): FakeMapWriter {
     [S]: { keySize: abi.svcKey.size, valueSize: abi.svcValue.size },
     [B]: { keySize: abi.backendKey.size, valueSize: abi.backendValue.size },
     [R]: { keySize: abi.revnatKey.size, valueSize: abi.revnatValue.size },
+    [abi.KBP_MAP_SRC_RANGES]: { keySize: abi.srcRangeKey.size, valueSize: abi.srcRangeValue.size },
     [CT]: { keySize: abi.ctKey.size, valueSize: abi.ctValue.size },
   });
 }
@@ -118,7 +119,7 @@ t.test('Service deleted, re-added, a second Service claiming its frontend', asyn
   // A thief takes the ClusterIP:port; when the owner (first by namespace/name) comes back it wins it.
   feed([svc('zz-thief', '10.96.0.10', [{ port: 80, targetPort: 9090 }])]);
   await sync();
-  t.same(dump(w).filter((l) => l.includes('slot=0 ->') && !l.includes('marker')), ['kbp_svc_v1 10.96.0.10:80/TCP scope=0 slot=0 -> svc=2 count=0 flags=cluster-ip affinity=0']);
+  t.same(dump(w).filter((l) => l.includes('slot=0 ->') && !l.includes('marker')), ['kbp_svc_v1 10.96.0.10:80/TCP scope=0 slot=0 -> svc=2 count=0 flags=cluster-ip,reject affinity=0']);
   feed([web()]);
   await sync();
   t.same(dump(w), [

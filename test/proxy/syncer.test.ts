@@ -26,6 +26,7 @@ function fakeMaps(max: { backends?: number } = {}): FakeMapWriter {
     [S]: { keySize: abi.svcKey.size, valueSize: abi.svcValue.size },
     [B]: { keySize: abi.backendKey.size, valueSize: abi.backendValue.size, maxEntries: max.backends },
     [R]: { keySize: abi.revnatKey.size, valueSize: abi.revnatValue.size },
+    [abi.KBP_MAP_SRC_RANGES]: { keySize: abi.srcRangeKey.size, valueSize: abi.srcRangeValue.size },
   });
 }
 
@@ -187,7 +188,7 @@ t.test('restart: ids restored from the maps, nothing rewritten; new objects get 
     'update kbp_svc_v1 10.96.0.10:80/TCP scope=0 slot=3 -> svc=3 backend=7',
     'update kbp_revnat_v1 svc=4 -> 10.96.0.11:80',
     'update kbp_svc_v1 10.96.0.10:80/TCP scope=0 slot=0 -> svc=3 count=3 flags=cluster-ip affinity=0',
-    'update kbp_svc_v1 10.96.0.11:80/TCP scope=0 slot=0 -> svc=4 count=0 flags=cluster-ip affinity=0',
+    'update kbp_svc_v1 10.96.0.11:80/TCP scope=0 slot=0 -> svc=4 count=0 flags=cluster-ip,reject affinity=0',
     'update kbp_svc_v1 10.96.0.11:0/0 scope=0 slot=0 -> svc=0 count=0 flags=vip-marker affinity=0',
   ]);
 });
@@ -251,7 +252,7 @@ t.test('a failed write: counted, logged, and the next sync re-reads the maps and
   t.match(r2, { ok: true, full: true });
   t.same(
     w.ops.filter((o) => o.op === 'entries').map((o) => o.map),
-    [S, B, R],
+    [S, B, R, abi.KBP_MAP_SRC_RANGES],
     'the maps are read again',
   );
   t.same(dump(w), firstGolden, 'same maps as a clean first sync');
@@ -361,4 +362,44 @@ t.test('map writes are counted per map; every sync reaches the listeners with th
   off();
   await s.sync(state([nginx()], [nginxEps(['10.244.2.8'])]));
   t.equal(seen.length, 5, 'unsubscribed');
+});
+
+t.test('loadBalancerSourceRanges: ranges written before the entry that flags them, changed in place, removed after it', async (t) => {
+  const w = fakeMaps();
+  const lb = (ranges: string[]): Service => {
+    const s = svc('lb', '10.96.0.90', [{ port: 80, targetPort: 8080 }], { type: 'LoadBalancer', loadBalancerSourceRanges: ranges });
+    s.status = { loadBalancer: { ingress: [{ ip: '172.18.1.50' }] } };
+    return s;
+  };
+  const eps = slice('lb-1', 'lb', [{ port: 8080 }], ['10.244.1.5']);
+  const s = new Syncer({ writer: w, log: silentLogger(), batchMin: 100 });
+  await s.sync(state([lb(['172.18.0.0/24', '10.0.0.1'])], [eps]));
+  const ops = takeOps(w);
+  const ranges = ops.filter((l) => l.includes(abi.KBP_MAP_SRC_RANGES));
+  t.same(ranges, ['update kbp_srcrange_v1 svc=2 10.0.0.1/32 -> allow', 'update kbp_srcrange_v1 svc=2 172.18.0.0/24 -> allow'], 'the LB frontend (svc 2) gets its ranges; the ClusterIP none');
+  const entry = ops.indexOf('update kbp_svc_v1 172.18.1.50:80/TCP scope=0 slot=0 -> svc=2 count=1 flags=load-balancer,source-ranges affinity=0');
+  t.ok(entry > ops.indexOf(ranges[1]!), 'the flagged entry comes after its ranges');
+  t.ok(ops.includes('update kbp_svc_v1 10.96.0.90:80/TCP scope=0 slot=0 -> svc=1 count=1 flags=cluster-ip affinity=0'), 'the ClusterIP is not flagged');
+
+  await s.sync(state([lb(['172.18.0.0/24', '192.168.0.0/16'])], [eps]));
+  t.same(takeOps(w), ['update kbp_srcrange_v1 svc=2 192.168.0.0/16 -> allow', 'delete kbp_srcrange_v1 svc=2 10.0.0.1/32'], 'a changed list: the new range, then the old one goes');
+
+  // A restarted agent reads the ranges back and writes nothing.
+  const s2 = new Syncer({ writer: w, log: silentLogger() });
+  const r = await s2.sync(state([lb(['172.18.0.0/24', '192.168.0.0/16'])], [eps]));
+  t.match(r, { ok: true, updates: 0, deletes: 0 }, 'restart: nothing rewritten');
+
+  await s2.sync(state([lb([])], [eps]));
+  t.same(takeOps(w).filter((l) => /172\.18\.1\.50|srcrange/.test(l)), [
+    'update kbp_svc_v1 172.18.1.50:80/TCP scope=0 slot=0 -> svc=2 count=1 flags=load-balancer affinity=0',
+    'delete kbp_srcrange_v1 svc=2 172.18.0.0/24',
+    'delete kbp_srcrange_v1 svc=2 192.168.0.0/16',
+  ], 'ranges dropped: the flag goes first, then the entries');
+  t.same(formatMap(abi.KBP_MAP_SRC_RANGES, w.snapshot(abi.KBP_MAP_SRC_RANGES)), []);
+
+  await s2.sync(state([lb(['10.1.0.0/16'])], [eps]));
+  takeOps(w);
+  await s2.sync(state([], []));
+  t.ok(takeOps(w).includes('delete kbp_srcrange_v1 svc=2 10.1.0.0/16'), 'a removed Service takes its ranges along');
+  t.same(formatMap(abi.KBP_MAP_SRC_RANGES, w.snapshot(abi.KBP_MAP_SRC_RANGES)), []);
 });

@@ -29,6 +29,7 @@
 #define KBP_MAP_AFFINITY  "kbp_affinity_v1"
 #define KBP_MAP_SNAT      "kbp_snat4_v1"
 #define KBP_MAP_CONFIG    "kbp_config_v1"
+#define KBP_MAP_SRC_RANGES "kbp_srcrange_v1"
 
 /* Default capacities; the agent may resize before load (bpf_map__set_max_entries). */
 #define KBP_SERVICES_MAX  (1u << 20) /* frontends x (1 + slots) + VIP markers */
@@ -37,6 +38,7 @@
 #define KBP_CT_MAX        (1u << 19)
 #define KBP_AFFINITY_MAX  (1u << 18)
 #define KBP_SNAT_MAX      (1u << 18)
+#define KBP_SRC_RANGES_MAX (1u << 16)
 
 /* tc filter identity: kbp owns this handle/priority on every hook it attaches. */
 #define KBP_TC_HANDLE     0x6b62 /* "kb" */
@@ -67,6 +69,13 @@ struct kbp_svc_key {
 #define KBP_SVC_F_AFFINITY      (1u << 4) /* sessionAffinity: ClientIP */
 #define KBP_SVC_F_VIP_MARKER    (1u << 5) /* {vip, 0, 0}: the address is a known
                                            * frontend; unknown ports are dropped */
+#define KBP_SVC_F_REJECT        (1u << 6) /* count is 0 because the Service port has no
+                                           * endpoints at all: new flows are answered with
+                                           * ICMP port unreachable (kube-proxy's REJECT).
+                                           * An empty frontend without it drops (a Local
+                                           * traffic policy left no endpoint on this node). */
+#define KBP_SVC_F_SOURCE_RANGES (1u << 7) /* loadBalancerSourceRanges: only clients inside one of
+                                           * the frontend's kbp_srcrange_v1 prefixes start flows */
 
 struct kbp_svc_value {
 	__u32 backend_id;       /* slot > 0: backend id; 0 in the service entry */
@@ -126,6 +135,8 @@ struct kbp_ct_key {
 #define KBP_CT_F_SEEN_REPLY (1u << 0) /* a reply was reverse-translated */
 #define KBP_CT_F_CLOSING    (1u << 1) /* FIN or RST seen */
 #define KBP_CT_F_SNAT       (1u << 2) /* the client is masqueraded to nat_addr:nat_port */
+#define KBP_CT_F_HAIRPIN    (1u << 3) /* FORWARD: the client is its own backend; its source
+                                       * is rewritten to nat_addr (KBP_HAIRPIN_ADDR), port kept */
 
 struct kbp_ct_value {
 	__u64  created_ns;   /* CLOCK_MONOTONIC_COARSE at creation (bpf_ktime_get_coarse_ns: tick resolution, a fraction of the cost) */
@@ -142,6 +153,12 @@ struct kbp_ct_value {
 };
 
 #define KBP_CT_REFRESH_NS 1000000000ull
+
+/* Hairpin: a pod that reaches a frontend and gets itself as backend sees the
+ * packet come from this link-local address (host order here), so its reply
+ * leaves the pod and passes the datapath, which turns it back into a packet
+ * from the frontend to the pod. Pods route it by their default route. */
+#define KBP_HAIRPIN_ADDR 0xa9fe2a01u /* 169.254.42.1 */
 
 /* Idle lifetimes: an entry not seen for longer is treated as absent (the flow
  * is balanced anew) and may be garbage-collected. A SYN on the tuple of a
@@ -198,6 +215,21 @@ struct kbp_snat_value {
 	__u32  pad2;        /* zero */
 };
 
+/* ---- source ranges: loadBalancerSourceRanges per frontend (LPM trie) ---- */
+
+/* The prefix covers svc_id in full, then the range: prefixlen = 32 + the
+ * range's length. A client may start a flow to a frontend flagged
+ * KBP_SVC_F_SOURCE_RANGES only if {64, svc_id, client} matches an entry. */
+struct kbp_src_range_key {
+	__u32  prefixlen; /* LPM prefix length in bits: 32 + the range's */
+	__u32  svc_id;    /* frontend id, host order */
+	__be32 addr;      /* range address, network order, host bits zero */
+};
+
+struct kbp_src_range {
+	__u32 flags; /* reserved, zero: an entry's presence allows the range */
+};
+
 /* ---- config: one entry the agent writes before attaching to node devices ---- */
 
 struct kbp_config {
@@ -223,6 +255,14 @@ enum kbp_stat {
 	KBP_STAT_DROP_SNAT_PORTS,     /* no free SNAT port after KBP_SNAT_TRIES */
 	KBP_STAT_DROP_NO_CONFIG,      /* SNAT needed but the agent has written no config */
 	KBP_STAT_DROP_CT_CLASH,       /* the flow's reply (or SNAT) tuple belongs to another live flow */
+	KBP_STAT_REJECT,              /* frontend without endpoints (KBP_SVC_F_REJECT): answered with
+	                               * ICMP port unreachable, sent back out of the ingress device */
+	KBP_STAT_ICMP_REVNAT,         /* ICMP error about a translated flow translated back
+	                               * (outer and quoted headers) for the client */
+	KBP_STAT_HAIRPIN,             /* new flow whose client is its own backend: source rewritten
+	                               * to KBP_HAIRPIN_ADDR */
+	KBP_STAT_DROP_SOURCE_RANGE,   /* new flow to a load balancer IP from outside its
+	                               * loadBalancerSourceRanges */
 	KBP_STAT_MAX,
 };
 
@@ -256,6 +296,8 @@ KBP_STATIC_ASSERT(sizeof(struct kbp_affinity_value) == 16, "kbp_affinity_value s
 KBP_STATIC_ASSERT(sizeof(struct kbp_snat_key) == 16, "kbp_snat_key size");
 KBP_STATIC_ASSERT(sizeof(struct kbp_snat_value) == 24, "kbp_snat_value size");
 KBP_STATIC_ASSERT(sizeof(struct kbp_config) == 8, "kbp_config size");
+KBP_STATIC_ASSERT(sizeof(struct kbp_src_range_key) == 12, "kbp_src_range_key size");
+KBP_STATIC_ASSERT(sizeof(struct kbp_src_range) == 4, "kbp_src_range size");
 KBP_STATIC_ASSERT(KBP_STAT_MAX <= KBP_STAT_SLOTS, "stat reasons fit the stats map");
 
 #endif /* KBP_ABI_H */

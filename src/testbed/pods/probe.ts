@@ -6,7 +6,8 @@
 //
 // Ops (types in ../probe-protocol.ts):
 //   http  N sequential GETs, each on a NEW TCP connection (agent: false)
-//   udp   one datagram from an unconnected socket; reports who replied
+//   udp   one datagram from an unconnected socket; reports who replied (connect:
+//         a connected socket instead, which also reports ICMP errors, e.g. ECONNREFUSED)
 //   get   one GET returning status and body (the agent's REST API)
 
 import { createSocket } from 'node:dgram';
@@ -57,10 +58,11 @@ async function httpOnce(host: string, port: number, path: string, timeoutMs: num
   }
 }
 
-function udpOnce(host: string, port: number, payload: string, timeoutMs: number): Promise<UdpResult> {
+function udpOnce(host: string, port: number, payload: string, timeoutMs: number, connect = false): Promise<UdpResult> {
   return new Promise((resolve) => {
-    // Unconnected on purpose: a connected socket would filter out a reply
-    // whose source is not exactly host:port, hiding a broken reverse NAT.
+    // Unconnected by default: a connected socket would filter out a reply
+    // whose source is not exactly host:port, hiding a broken reverse NAT. A
+    // connected one is what gets ICMP errors (the kernel matches them to it).
     const sock = createSocket('udp4');
     const done = (r: UdpResult) => {
       clearTimeout(timer);
@@ -75,9 +77,14 @@ function udpOnce(host: string, port: number, payload: string, timeoutMs: number)
       done({ ok: true, from: { address: rinfo.address, port: rinfo.port }, body: msg.toString('utf8'), error: null }),
     );
     sock.on('error', (err) => done({ ok: false, from: null, body: '', error: errText(err) }));
-    sock.send(payload, port, host, (err) => {
+    const sent = (err: Error | null) => {
       if (err) done({ ok: false, from: null, body: '', error: errText(err) });
-    });
+    };
+    if (!connect) {
+      sock.send(payload, port, host, sent);
+      return;
+    }
+    sock.connect(port, host, () => sock.send(payload, sent));
   });
 }
 
@@ -91,7 +98,7 @@ async function handle(req: ProbeRequest): Promise<unknown> {
       return results;
     }
     case 'udp':
-      return udpOnce(req.host, req.port, req.payload ?? 'ping', req.timeoutMs);
+      return udpOnce(req.host, req.port, req.payload ?? 'ping', req.timeoutMs, req.connect);
     case 'get': {
       const url = new URL(req.url);
       try {
