@@ -193,7 +193,8 @@ t.test('kbp cleanup-iptables after a real kube-proxy run: its chains gone, every
     await must('POST', '/apis/discovery.k8s.io/v1/namespaces/default/endpointslices', slice);
   }
   const relay = await relayInto(tb, ns, cp);
-  const kp = await KubeProxy.start(tb, ns, { nodeName: NODE, kubeconfigPath: relay.kubeconfigPath });
+  // The node's own iptables (Debian's default, nft-backed) is what the saves above read.
+  const kp = await KubeProxy.start(tb, ns, { nodeName: NODE, kubeconfigPath: relay.kubeconfigPath, backend: 'nft' });
   await kp.waitSynced({ services: services.map((s) => `default/${s.name}:http`), timeoutMs: 60_000 });
   const left = await kp.stop();
   t.comment(`kube-proxy left: nat ${left.nat.length}, filter ${left.filter.length}, mangle ${left.mangle.length} KUBE-* chains`);
