@@ -112,8 +112,10 @@ static __always_inline void lb4_affinity_record(const struct pkt4 *p, const stru
  * the flow; then DNAT to the backend.
  * On node-facing devices (from_node), a new flow to a backend on another node
  * also masquerades the client to this node (SNAT), so the reply comes back
- * here; frontends with externalTrafficPolicy: Local only ever hold local
- * backends, so their clients keep their address.
+ * here; so does one to a local backend of a frontend flagged
+ * KBP_SVC_F_MASQUERADE (externalTrafficPolicy Cluster, as kube-proxy does).
+ * Frontends with externalTrafficPolicy: Local only ever hold local backends
+ * and carry no flag, so their clients keep their address.
  * A client that gets itself as backend (hairpin) is given KBP_HAIRPIN_ADDR as
  * source, so the backend's reply leaves it and comes back through here.
  * Returns KBP_OK with *stat set to NEW_FLOW, SNAT, HAIRPIN or ESTABLISHED;
@@ -175,7 +177,7 @@ static __always_inline int lb4_forward(struct __sk_buff *skb, const struct pkt4 
 	__be16 be_port = be->port;
 
 	*stat = KBP_STAT_NEW_FLOW;
-	if (from_node && !(be->flags & KBP_BACKEND_F_LOCAL)) {
+	if (from_node && (!(be->flags & KBP_BACKEND_F_LOCAL) || (svc->flags & KBP_SVC_F_MASQUERADE))) {
 		v.nat_addr = snat4_node_addr(p, svc);
 		if (!v.nat_addr)
 			return KBP_STAT_DROP_NO_CONFIG;
@@ -235,8 +237,9 @@ established:
 }
 
 /*
- * Backend -> masqueraded client, arriving on a node-facing device: restore the
- * client as destination and the frontend as source.
+ * Backend -> masqueraded client (arriving on a node-facing device from a
+ * backend on another node, or on a pod-facing one from a local backend):
+ * restore the client as destination and the frontend as source.
  * Returns KBP_OK with *stat = REVNAT, or KBP_OK with *stat untouched when the
  * packet is no reply of a masqueraded flow, or a drop reason.
  */
@@ -312,13 +315,12 @@ static __always_inline int lb4_reverse(struct __sk_buff *skb, const struct pkt4 
  * what the client sent, client -> frontend, and make the error come from the
  * frontend and go to the client, so the client's stack finds its socket (port
  * unreachable for UDP, fragmentation needed for path-MTU discovery).
- * Masqueraded flows (node-facing devices) are found through the SNAT map,
- * the others through their REPLY conntrack entry.
+ * Masqueraded flows are found through the SNAT map, the others through their
+ * REPLY conntrack entry.
  * Returns KBP_OK with *stat = ICMP_REVNAT, or KBP_OK with *stat untouched when
  * the packet is no such error, or a drop reason.
  */
-static __always_inline int lb4_icmp_error_reverse(struct __sk_buff *skb, const struct pkt4 *p, bool from_node,
-						  __u32 *stat)
+static __always_inline int lb4_icmp_error_reverse(struct __sk_buff *skb, const struct pkt4 *p, __u32 *stat)
 {
 	struct icmp4_error e;
 	struct kbp_ct_key key;
@@ -327,7 +329,7 @@ static __always_inline int lb4_icmp_error_reverse(struct __sk_buff *skb, const s
 
 	if (!icmp4_parse_error(skb, p, &e))
 		return KBP_OK;
-	if (from_node) {
+	{
 		struct kbp_snat_key skey = {
 			.saddr = e.daddr,
 			.daddr = e.saddr,
@@ -361,8 +363,8 @@ static __always_inline int lb4_icmp_error_reverse(struct __sk_buff *skb, const s
 
 /*
  * The whole ingress decision for one packet, shared by both attach points
- * (from_node: the node-facing program, which also restores masqueraded replies
- * and may masquerade new flows). Counts the outcome.
+ * (from_node: the node-facing program, the only one that masquerades new
+ * flows). Counts the outcome.
  * Returns TC_ACT_OK (translated or untouched), TC_ACT_REDIRECT (a rejected
  * packet turned into ICMP port unreachable, sent back out) or TC_ACT_SHOT.
  */
@@ -377,7 +379,7 @@ static __always_inline int lb4_ingress(struct __sk_buff *skb, bool from_node)
 		return TC_ACT_OK;
 
 	if (p.proto == IPPROTO_ICMP) {
-		ret = p.fragment ? KBP_OK : lb4_icmp_error_reverse(skb, &p, from_node, &stat);
+		ret = p.fragment ? KBP_OK : lb4_icmp_error_reverse(skb, &p, &stat);
 	} else if (p.proto != IPPROTO_TCP && p.proto != IPPROTO_UDP) {
 		ret = KBP_OK;
 	} else if (p.fragment || !p.l4_ok) {
@@ -389,9 +391,18 @@ static __always_inline int lb4_ingress(struct __sk_buff *skb, bool from_node)
 	} else if ((svc = lb4_lookup_service(p.daddr, p.dport, p.proto))) {
 		ret = lb4_forward(skb, &p, svc, from_node, &stat);
 	} else {
-		ret = from_node ? lb4_reverse_snat(skb, &p, &stat) : KBP_OK;
-		if (ret == KBP_OK && stat == KBP_STAT_PASS)
+		/* Replies: masqueraded flows come back mostly from other nodes,
+		 * the others mostly from local backends; look up the likelier
+		 * table first. */
+		if (from_node) {
+			ret = lb4_reverse_snat(skb, &p, &stat);
+			if (ret == KBP_OK && stat == KBP_STAT_PASS)
+				ret = lb4_reverse(skb, &p, &stat);
+		} else {
 			ret = lb4_reverse(skb, &p, &stat);
+			if (ret == KBP_OK && stat == KBP_STAT_PASS)
+				ret = lb4_reverse_snat(skb, &p, &stat);
+		}
 		if (ret == KBP_OK && stat == KBP_STAT_PASS && lb4_vip_known(p.daddr))
 			ret = KBP_STAT_DROP_UNKNOWN_PORT;
 	}

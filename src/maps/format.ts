@@ -17,6 +17,7 @@ export function svcFlagNames(flags: number): string {
     [abi.KBP_SVC_F_VIP_MARKER, 'vip-marker'],
     [abi.KBP_SVC_F_REJECT, 'reject'],
     [abi.KBP_SVC_F_SOURCE_RANGES, 'source-ranges'],
+    [abi.KBP_SVC_F_MASQUERADE, 'masquerade'],
   ];
   const out = names.filter(([bit]) => flags & bit).map(([, n]) => n);
   const rest = names.reduce((f, [bit]) => f & ~bit, flags);

@@ -501,18 +501,21 @@ export function computeService(svc: Service, slices: readonly EndpointSlice[], n
     const reject = !internal.active.length && !ext?.active.length ? abi.KBP_SVC_F_REJECT : 0;
     for (const vip of c.vips) out.frontends.push(frontend(vip, port.port, abi.KBP_SVC_F_CLUSTER_IP | reject, internal));
     if (!ext) continue;
+    // externalTrafficPolicy Cluster: kube-proxy masquerades every external
+    // client (KUBE-EXT-* → KUBE-MARK-MASQ), local backend or not.
+    const extFlags = reject | (c.externalLocal ? 0 : abi.KBP_SVC_F_MASQUERADE);
     if (port.nodePort !== undefined) {
-      for (const ip of node.addresses ?? []) out.frontends.push(frontend(ip, port.nodePort, abi.KBP_SVC_F_NODE_PORT | reject, ext));
+      for (const ip of node.addresses ?? []) out.frontends.push(frontend(ip, port.nodePort, abi.KBP_SVC_F_NODE_PORT | extFlags, ext));
     }
     for (const ip of c.lbIPs) {
-      const lb = frontend(ip, port.port, abi.KBP_SVC_F_LOAD_BALANCER | reject, ext);
+      const lb = frontend(ip, port.port, abi.KBP_SVC_F_LOAD_BALANCER | extFlags, ext);
       if (c.sourceRanges.length) {
         lb.flags |= abi.KBP_SVC_F_SOURCE_RANGES;
         lb.sourceRanges = c.sourceRanges;
       }
       out.frontends.push(lb);
     }
-    for (const ip of c.externalIPs) out.frontends.push(frontend(ip, port.port, abi.KBP_SVC_F_EXTERNAL_IP | reject, ext));
+    for (const ip of c.externalIPs) out.frontends.push(frontend(ip, port.port, abi.KBP_SVC_F_EXTERNAL_IP | extFlags, ext));
   }
   if (c.healthCheckNodePort !== undefined) {
     out.healthCheck = { port: c.healthCheckNodePort, ...c.ref, localEndpoints: localReady };

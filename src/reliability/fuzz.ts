@@ -70,8 +70,11 @@ export const FUZZ_FRONTENDS: ModelFrontend[] = [
   { svcId: 2, vip: '10.96.0.10', port: 53, proto: 'udp', backends: [DNS_LOCAL, DNS_REMOTE] },
   { svcId: 3, vip: '10.96.0.11', port: 80, proto: 'tcp', backends: [LOCAL_A, REMOTE_B], affinityTimeout: 600 },
   { svcId: 4, vip: '10.96.0.12', port: 80, proto: 'tcp', backends: [TERMINATING] },
-  { svcId: 5, vip: NODE_IP, port: 30080, proto: 'tcp', backends: [LOCAL_A, REMOTE_B], kind: 'nodePort' },
-  { svcId: 6, vip: '172.16.0.1', port: 443, proto: 'tcp', backends: [REMOTE_B], kind: 'loadBalancer' },
+  // externalTrafficPolicy Cluster: local backends masqueraded too.
+  { svcId: 5, vip: NODE_IP, port: 30080, proto: 'tcp', backends: [LOCAL_A, REMOTE_B], kind: 'nodePort', masquerade: true },
+  { svcId: 6, vip: '172.16.0.1', port: 443, proto: 'tcp', backends: [REMOTE_B], kind: 'loadBalancer', masquerade: true },
+  // Local-policy-like: a local backend keeps the client's address.
+  { svcId: 10, vip: NODE_IP, port: 30081, proto: 'tcp', backends: [LOCAL_A], kind: 'nodePort' },
   { svcId: 7, vip: NODE_IP, port: 30053, proto: 'udp', backends: [DNS_REMOTE], kind: 'nodePort' },
   // Services without endpoints: rejected with ICMP port unreachable.
   { svcId: 8, vip: '10.96.0.13', port: 80, proto: 'tcp', backends: [], reject: true },
@@ -93,7 +96,7 @@ export function toFixture(fes: readonly ModelFrontend[]): FixtureFrontend[] {
     port: fe.port,
     proto: fe.proto,
     backends: fe.backends,
-    flags: KIND_FLAGS[fe.kind ?? 'clusterIP'] | (fe.reject ? abi.KBP_SVC_F_REJECT : 0),
+    flags: KIND_FLAGS[fe.kind ?? 'clusterIP'] | (fe.reject ? abi.KBP_SVC_F_REJECT : 0) | (fe.masquerade ? abi.KBP_SVC_F_MASQUERADE : 0),
     affinityTimeout: fe.affinityTimeout,
   }));
 }

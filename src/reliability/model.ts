@@ -71,6 +71,8 @@ export interface ModelFrontend {
   affinityTimeout?: number;
   /** The Service has no endpoints at all (KBP_SVC_F_REJECT): new flows are rejected, not dropped. */
   reject?: boolean;
+  /** KBP_SVC_F_MASQUERADE (externalTrafficPolicy Cluster): clients from the node-facing side are masqueraded even to local backends. */
+  masquerade?: boolean;
 }
 
 const TCP = 6;
@@ -249,11 +251,14 @@ export class DatapathModel {
     if (!p.l4ok) return this.clusterIps.has(p.daddr) ? drop('malformed', 'truncated L4 to a ClusterIP') : untouched(pkt, 'pass', 'truncated L4');
     const fe = this.frontends.get(`${p.daddr}:${p.dport}/${p.proto}`);
     if (fe) return this.forward(pkt, p, fe, fromNode);
-    if (fromNode) {
-      const sn = this.snat.get(tuple(p.saddr, p.daddr, p.sport, p.dport, p.proto));
-      if (sn) return translate(pkt, p, 'revnat', 'reply to a masqueraded client', { daddr: sn.client, dport: sn.clientPort, saddr: sn.fe.vip, sport: sn.fe.port });
+    // Replies: the node-facing program looks up the SNAT table first, the
+    // pod-facing one the reply table.
+    const t = tuple(p.saddr, p.daddr, p.sport, p.dport, p.proto);
+    const sn = this.snat.get(t);
+    const rep = this.replies.get(t);
+    if (sn && (fromNode || !rep)) {
+      return translate(pkt, p, 'revnat', 'reply to a masqueraded client', { daddr: sn.client, dport: sn.clientPort, saddr: sn.fe.vip, sport: sn.fe.port });
     }
-    const rep = this.replies.get(tuple(p.saddr, p.daddr, p.sport, p.dport, p.proto));
     if (rep) {
       return translate(pkt, p, 'revnat', 'reply of a recorded flow', { saddr: rep.fe.vip, sport: rep.fe.port }, () => {
         if (p.tcpFlags & (FIN | RST)) rep.closing = true;
@@ -280,7 +285,7 @@ export class DatapathModel {
     const affKey = `${p.saddr}|${fe.svcId}`;
     const sticky = fe.affinityTimeout ? this.affinity.get(affKey) : undefined;
     const allowed = sticky ?? active;
-    const masquerade = (b: ModelBackend) => fromNode && b.local === false;
+    const masquerade = (b: ModelBackend) => fromNode && (b.local === false || fe.masquerade === true);
     const natAddr = fe.kind === 'nodePort' ? p.daddr : this.nodeIp;
     if (allowed.every(masquerade) && !natAddr) return drop('no_config', 'masquerade needed, no node IP configured');
     const what = `new flow to ${fe.vip}:${fe.port} (allowed: ${allowed.map((b) => `${b.ip}:${b.port}`).join(' ')})`;
@@ -334,14 +339,13 @@ export class DatapathModel {
    * backend (client or its masquerade -> backend) goes to the client as if the
    * frontend had sent it: outer source = the frontend, outer destination = the
    * client (when it was the quote's source), the quote restored to client ->
-   * frontend. Found through the SNAT table (node-facing program only) or the
-   * reply table. Every other ICMP packet passes untouched.
+   * frontend. Found through the SNAT table or the reply table. Every other ICMP packet passes untouched.
    */
   private icmpError(pkt: Buffer, p: Parsed, fromNode: boolean): Expectation {
     const q = quoteOf(pkt, p);
     if (!q) return untouched(pkt, 'pass', 'ICMP error, no TCP/UDP quote to translate');
     const back = tuple(q.daddr, q.saddr, q.dport, q.sport, q.proto);
-    const sn = fromNode ? this.snat.get(back) : undefined;
+    const sn = this.snat.get(back);
     if (sn) {
       return icmpTranslate(pkt, p, q, 'ICMP error about a masqueraded flow', {
         outer: { saddr: sn.fe.vip, daddr: sn.client },

@@ -2,12 +2,18 @@
 // topology.ts Cluster with its routed pods and its own bpffs) joined by a
 // fabric, plus an external client on the fabric.
 //
-//   fabric ns: bridge br0 ── veth f-<node> ── node ns eth0 172.18.0.1N/24
-//                        └── veth f-client ── client ns eth0 172.18.0.100/24
+//   fabric ns: bridge br0 172.18.0.1/24 (the "router")
+//              ├── veth f-<node> ── node ns eth0 172.18.0.1N/24
+//              └── veth f-client ── client ns eth0 172.18.0.100/24
 //
 //   node N: pods 10.244.N.0/24 (/32 routes to their host veths, topology.ts),
 //           route 10.244.M.0/24 via 172.18.0.1M for every other node M
-//           (host-gw: pod traffic between nodes is routed, not encapsulated)
+//           (host-gw: pod traffic between nodes is routed, not encapsulated),
+//           default via 172.18.0.1, as a real node has one: a packet to an
+//           address the node has no route for is forwarded (and passes the
+//           FORWARD chain, where kube-proxy REJECTs Services without
+//           endpoints) rather than refused with "network unreachable". The
+//           router does not forward (ip_forward is off in its namespace).
 //
 // The fabric is the "physical" network: the nodes' eth0 are their uplinks
 // (kbp's --node-devices), the client is outside the cluster. Node sysctls
@@ -25,6 +31,8 @@ import { Cluster } from './topology.js';
 
 export const FABRIC_PREFIX = '172.18.0';
 export const FABRIC_CIDR_LEN = 24;
+/** The fabric's router (the bridge's own address): the nodes' default gateway. */
+export const FABRIC_GATEWAY = `${FABRIC_PREFIX}.1`;
 /** The external client's address on the fabric. */
 export const EXTERNAL_CLIENT_IP = `${FABRIC_PREFIX}.100`;
 /** The agent's --node-devices on this topology. */
@@ -60,6 +68,7 @@ export class MultiNodeCluster {
     const fabricNs = await tb.addNamespace('fabric');
     await ip('-n', fabricNs, 'link', 'add', 'br0', 'type', 'bridge');
     await ip('-n', fabricNs, 'link', 'set', 'br0', 'up');
+    await ip('-n', fabricNs, 'addr', 'add', `${FABRIC_GATEWAY}/${FABRIC_CIDR_LEN}`, 'dev', 'br0');
 
     const plans = Array.from({ length: count }, (_, i) => nodePlan(i + 1));
     const nodes: ClusterNode[] = [];
@@ -78,6 +87,7 @@ export class MultiNodeCluster {
     // host-gw: every node reaches the others' pods through their fabric address.
     for (const n of nodes) {
       for (const m of nodes) if (m !== n) await ip('-n', n.cluster.nodeNs, 'route', 'add', m.podCidr, 'via', m.ip, 'dev', UPLINK);
+      await ip('-n', n.cluster.nodeNs, 'route', 'add', 'default', 'via', FABRIC_GATEWAY, 'dev', UPLINK);
     }
     const clientNs = await tb.addNamespace('external');
     await plug(fabricNs, 'f-client', clientNs, `${EXTERNAL_CLIENT_IP}/${FABRIC_CIDR_LEN}`);

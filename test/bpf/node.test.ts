@@ -31,6 +31,7 @@ import {
   KBP_SNAT_PORT_MAX,
   KBP_SNAT_PORT_MIN,
   KBP_SVC_F_LOAD_BALANCER,
+  KBP_SVC_F_MASQUERADE,
   KBP_SVC_F_NODE_PORT,
   KBP_SVC_F_REJECT,
   STAT_NAMES,
@@ -82,6 +83,40 @@ t.test('NodePort to a local backend: DNAT only, the backend sees the client', as
   const reply = await send({ saddr: LOCAL_BE.ip, daddr: CLIENT, proto: 'tcp', sport: 8080, dport: cport, tcpFlags: TCP_SYN | TCP_ACK }, 'pod');
   t.match(reply.out, { saddr: NODE, sport: 30080, daddr: CLIENT, dport: cport }, 'reply from the NodePort');
   checksumsOk(t, reply.out);
+});
+
+t.test('NodePort with externalTrafficPolicy Cluster (KBP_SVC_F_MASQUERADE) to a local backend: masqueraded like kube-proxy; the reply and its ICMP errors are restored on the pod device', async (t) => {
+  await dp.program([{ svcId: 11, vip: NODE, port: 30083, proto: 'udp', backends: [LOCAL_BE], flags: KBP_SVC_F_NODE_PORT | KBP_SVC_F_MASQUERADE }]);
+  const cport = sport();
+  const first = await send({ saddr: CLIENT, daddr: NODE, proto: 'udp', sport: cport, dport: 30083 });
+  t.same(first.moved, ['snat']);
+  t.match(first.out, { saddr: NODE, daddr: LOCAL_BE.ip, dport: 8080 }, 'the local backend sees the node address');
+  checksumsOk(t, first.out);
+  const natPort = first.out!.sport;
+  t.ok(natPort >= KBP_SNAT_PORT_MIN && natPort <= KBP_SNAT_PORT_MAX, `SNAT port ${natPort} in range`);
+  const again = await send({ saddr: CLIENT, daddr: NODE, proto: 'udp', sport: cport, dport: 30083 });
+  t.match(again.out, { saddr: NODE, sport: natPort, daddr: LOCAL_BE.ip }, 'established: same SNAT port');
+
+  const reply = await send({ saddr: LOCAL_BE.ip, daddr: NODE, proto: 'udp', sport: 8080, dport: natPort }, 'pod');
+  t.same(reply.moved, ['revnat']);
+  t.match(reply.out, { saddr: NODE, sport: 30083, daddr: CLIENT, dport: cport }, 'reply restored at the backend\'s own device');
+  checksumsOk(t, reply.out);
+
+  // The backend's port unreachable, quoting what it received.
+  const before = await dp.readStats();
+  const err = await dp.run(buildIcmpError({ saddr: LOCAL_BE.ip, daddr: NODE, type: ICMP_DEST_UNREACH, code: ICMP_PORT_UNREACH, offending: again.res.data }));
+  const after = await dp.readStats();
+  t.equal(err.retval, TC_ACT_OK);
+  t.same(STAT_NAMES.filter((_, i) => after[i]!.packets !== before[i]!.packets), ['icmp_revnat']);
+  const e = parseIcmpError(err.data);
+  t.match(e, { saddr: NODE, daddr: CLIENT, ipChecksumOk: true, icmpChecksumOk: true }, 'ICMP error from the frontend to the client');
+  t.match(e.quoted, { saddr: CLIENT, sport: cport, daddr: NODE, dport: 30083, ipChecksumOk: true }, 'quote restored to client -> NodePort');
+
+  // Without the flag (externalTrafficPolicy Local) the client keeps its address.
+  await dp.program([{ svcId: 12, vip: NODE, port: 30084, proto: 'udp', backends: [LOCAL_BE], flags: KBP_SVC_F_NODE_PORT }]);
+  const local = await send({ saddr: CLIENT, daddr: NODE, proto: 'udp', sport: sport(), dport: 30084 });
+  t.same(local.moved, ['new_flow']);
+  t.equal(local.out!.saddr, CLIENT);
 });
 
 t.test('NodePort to a remote backend: DNAT + SNAT, established packets reuse the port, the reply is restored', async (t) => {

@@ -44,8 +44,8 @@ t.test('NodePort, externalTrafficPolicy Cluster: a frontend per node address, ev
   const d = computeDesired([svc('web', '10.96.0.10', [{ port: 80, targetPort: 8080, nodePort: 30080 }], { type: 'NodePort' })], eps(), CTX);
   t.same(formatDesired(d), [
     'frontend 10.96.0.10:80/TCP web/web:- flags=cluster-ip affinity=0 active=[10.244.1.5:8080/TCP 10.244.2.7:8080/TCP]',
-    'frontend 172.18.0.11:30080/TCP web/web:- flags=node-port affinity=0 active=[10.244.1.5:8080/TCP 10.244.2.7:8080/TCP]',
-    'frontend 192.0.2.11:30080/TCP web/web:- flags=node-port affinity=0 active=[10.244.1.5:8080/TCP 10.244.2.7:8080/TCP]',
+    'frontend 172.18.0.11:30080/TCP web/web:- flags=node-port,masquerade affinity=0 active=[10.244.1.5:8080/TCP 10.244.2.7:8080/TCP]',
+    'frontend 192.0.2.11:30080/TCP web/web:- flags=node-port,masquerade affinity=0 active=[10.244.1.5:8080/TCP 10.244.2.7:8080/TCP]',
     'backend 10.244.1.5:8080/TCP active',
     'backend 10.244.2.7:8080/TCP active',
     'vip 10.96.0.10',
@@ -109,9 +109,9 @@ t.test('no endpoints at all: every frontend of the port rejects (kube-proxy REJE
   const none = computeDesired([lb('none', '10.96.0.30')], [slice('none-1', 'none', [{ port: 8080 }], [])], CTX);
   t.same(formatDesired(none).filter((l) => l.startsWith('frontend')), [
     'frontend 10.96.0.30:80/TCP web/none:- flags=cluster-ip,reject affinity=0 active=[]',
-    'frontend 172.18.0.11:30080/TCP web/none:- flags=node-port,reject affinity=0 active=[]',
-    'frontend 192.0.2.11:30080/TCP web/none:- flags=node-port,reject affinity=0 active=[]',
-    'frontend 172.18.1.70:80/TCP web/none:- flags=load-balancer,reject affinity=0 active=[]',
+    'frontend 172.18.0.11:30080/TCP web/none:- flags=node-port,reject,masquerade affinity=0 active=[]',
+    'frontend 192.0.2.11:30080/TCP web/none:- flags=node-port,reject,masquerade affinity=0 active=[]',
+    'frontend 172.18.1.70:80/TCP web/none:- flags=load-balancer,reject,masquerade affinity=0 active=[]',
   ]);
   // Only a not-ready, not-serving endpoint: nothing to send new flows to either.
   const notReady = computeDesired([lb('nr', '10.96.0.31')], [slice('nr-1', 'nr', [{ port: 8080 }], [{ addresses: ['10.244.2.7'], conditions: { ready: false, serving: false }, nodeName: 'node-2' }])], CTX);
@@ -144,7 +144,7 @@ t.test('internalTrafficPolicy Local, externalTrafficPolicy Cluster: the ClusterI
   const d = computeDesired([s], eps(), { name: NODE, addresses: ['172.18.0.11'] });
   t.same(formatDesired(d).slice(0, 2), [
     'frontend 10.96.0.10:80/TCP web/web:- flags=cluster-ip,affinity affinity=10800 active=[10.244.1.5:8080/TCP] kept=[10.244.2.7:8080/TCP]',
-    'frontend 172.18.0.11:30080/TCP web/web:- flags=node-port,affinity affinity=10800 active=[10.244.1.5:8080/TCP 10.244.2.7:8080/TCP]',
+    'frontend 172.18.0.11:30080/TCP web/web:- flags=node-port,affinity,masquerade affinity=10800 active=[10.244.1.5:8080/TCP 10.244.2.7:8080/TCP]',
   ]);
 });
 
@@ -159,10 +159,10 @@ t.test('externalIPs on a ClusterIP Service; loadBalancerSourceRanges on the LB f
   });
   t.same(formatDesired(d), [
     'frontend 10.96.0.20:443/TCP web/a:- flags=cluster-ip affinity=0 active=[10.244.2.3:8443/TCP]',
-    'frontend 172.18.2.1:443/TCP web/a:- flags=external-ip affinity=0 active=[10.244.2.3:8443/TCP]',
+    'frontend 172.18.2.1:443/TCP web/a:- flags=external-ip,masquerade affinity=0 active=[10.244.2.3:8443/TCP]',
     'frontend 10.96.0.21:80/TCP web/b:- flags=cluster-ip affinity=0 active=[10.244.1.4:8080/TCP]',
-    'frontend 172.18.0.11:30081/TCP web/b:- flags=node-port affinity=0 active=[10.244.1.4:8080/TCP]',
-    'frontend 172.18.1.60:80/TCP web/b:- flags=load-balancer,source-ranges affinity=0 active=[10.244.1.4:8080/TCP] ranges=[198.51.100.1/32 203.0.113.0/24]',
+    'frontend 172.18.0.11:30081/TCP web/b:- flags=node-port,masquerade affinity=0 active=[10.244.1.4:8080/TCP]',
+    'frontend 172.18.1.60:80/TCP web/b:- flags=load-balancer,source-ranges,masquerade affinity=0 active=[10.244.1.4:8080/TCP] ranges=[198.51.100.1/32 203.0.113.0/24]',
     'backend 10.244.1.4:8080/TCP active',
     'backend 10.244.2.3:8443/TCP active',
     'vip 10.96.0.20',

@@ -377,7 +377,7 @@ t.test('loadBalancerSourceRanges: ranges written before the entry that flags the
   const ops = takeOps(w);
   const ranges = ops.filter((l) => l.includes(abi.KBP_MAP_SRC_RANGES));
   t.same(ranges, ['update kbp_srcrange_v1 svc=2 10.0.0.1/32 -> allow', 'update kbp_srcrange_v1 svc=2 172.18.0.0/24 -> allow'], 'the LB frontend (svc 2) gets its ranges; the ClusterIP none');
-  const entry = ops.indexOf('update kbp_svc_v1 172.18.1.50:80/TCP scope=0 slot=0 -> svc=2 count=1 flags=load-balancer,source-ranges affinity=0');
+  const entry = ops.indexOf('update kbp_svc_v1 172.18.1.50:80/TCP scope=0 slot=0 -> svc=2 count=1 flags=load-balancer,source-ranges,masquerade affinity=0');
   t.ok(entry > ops.indexOf(ranges[1]!), 'the flagged entry comes after its ranges');
   t.ok(ops.includes('update kbp_svc_v1 10.96.0.90:80/TCP scope=0 slot=0 -> svc=1 count=1 flags=cluster-ip affinity=0'), 'the ClusterIP is not flagged');
 
@@ -391,7 +391,7 @@ t.test('loadBalancerSourceRanges: ranges written before the entry that flags the
 
   await s2.sync(state([lb([])], [eps]));
   t.same(takeOps(w).filter((l) => /172\.18\.1\.50|srcrange/.test(l)), [
-    'update kbp_svc_v1 172.18.1.50:80/TCP scope=0 slot=0 -> svc=2 count=1 flags=load-balancer affinity=0',
+    'update kbp_svc_v1 172.18.1.50:80/TCP scope=0 slot=0 -> svc=2 count=1 flags=load-balancer,masquerade affinity=0',
     'delete kbp_srcrange_v1 svc=2 172.18.0.0/24',
     'delete kbp_srcrange_v1 svc=2 192.168.0.0/16',
   ], 'ranges dropped: the flag goes first, then the entries');
