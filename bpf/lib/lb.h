@@ -112,10 +112,10 @@ static __always_inline void lb4_affinity_record(const struct pkt4 *p, const stru
  * the flow; then DNAT to the backend.
  * On node-facing devices (from_node), a new flow to a backend on another node
  * also masquerades the client to this node (SNAT), so the reply comes back
- * here; so does one to a local backend of a frontend flagged
- * KBP_SVC_F_MASQUERADE (externalTrafficPolicy Cluster, as kube-proxy does).
- * Frontends with externalTrafficPolicy: Local only ever hold local backends
- * and carry no flag, so their clients keep their address.
+ * here. Frontends flagged KBP_SVC_F_MASQUERADE (externalTrafficPolicy Cluster)
+ * masquerade every new flow, from either side and to any backend, as
+ * kube-proxy's KUBE-EXT chain does. Frontends with externalTrafficPolicy: Local
+ * only ever hold local backends and carry no flag: clients keep their address.
  * A client that gets itself as backend (hairpin) is given KBP_HAIRPIN_ADDR as
  * source, so the backend's reply leaves it and comes back through here.
  * Returns KBP_OK with *stat set to NEW_FLOW, SNAT, HAIRPIN or ESTABLISHED;
@@ -177,7 +177,7 @@ static __always_inline int lb4_forward(struct __sk_buff *skb, const struct pkt4 
 	__be16 be_port = be->port;
 
 	*stat = KBP_STAT_NEW_FLOW;
-	if (from_node && (!(be->flags & KBP_BACKEND_F_LOCAL) || (svc->flags & KBP_SVC_F_MASQUERADE))) {
+	if ((from_node && !(be->flags & KBP_BACKEND_F_LOCAL)) || (svc->flags & KBP_SVC_F_MASQUERADE)) {
 		v.nat_addr = snat4_node_addr(p, svc);
 		if (!v.nat_addr)
 			return KBP_STAT_DROP_NO_CONFIG;
@@ -363,8 +363,8 @@ static __always_inline int lb4_icmp_error_reverse(struct __sk_buff *skb, const s
 
 /*
  * The whole ingress decision for one packet, shared by both attach points
- * (from_node: the node-facing program, the only one that masquerades new
- * flows). Counts the outcome.
+ * (from_node: the node-facing program, which also masquerades new flows to
+ * backends on other nodes). Counts the outcome.
  * Returns TC_ACT_OK (translated or untouched), TC_ACT_REDIRECT (a rejected
  * packet turned into ICMP port unreachable, sent back out) or TC_ACT_SHOT.
  */

@@ -71,7 +71,7 @@ export interface ModelFrontend {
   affinityTimeout?: number;
   /** The Service has no endpoints at all (KBP_SVC_F_REJECT): new flows are rejected, not dropped. */
   reject?: boolean;
-  /** KBP_SVC_F_MASQUERADE (externalTrafficPolicy Cluster): clients from the node-facing side are masqueraded even to local backends. */
+  /** KBP_SVC_F_MASQUERADE (externalTrafficPolicy Cluster): every new flow is masqueraded, from either program, to any backend. */
   masquerade?: boolean;
 }
 
@@ -285,7 +285,7 @@ export class DatapathModel {
     const affKey = `${p.saddr}|${fe.svcId}`;
     const sticky = fe.affinityTimeout ? this.affinity.get(affKey) : undefined;
     const allowed = sticky ?? active;
-    const masquerade = (b: ModelBackend) => fromNode && (b.local === false || fe.masquerade === true);
+    const masquerade = (b: ModelBackend) => (fromNode && b.local === false) || fe.masquerade === true;
     const natAddr = fe.kind === 'nodePort' ? p.daddr : this.nodeIp;
     if (allowed.every(masquerade) && !natAddr) return drop('no_config', 'masquerade needed, no node IP configured');
     const what = `new flow to ${fe.vip}:${fe.port} (allowed: ${allowed.map((b) => `${b.ip}:${b.port}`).join(' ')})`;

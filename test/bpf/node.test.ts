@@ -112,6 +112,14 @@ t.test('NodePort with externalTrafficPolicy Cluster (KBP_SVC_F_MASQUERADE) to a 
   t.match(e, { saddr: NODE, daddr: CLIENT, ipChecksumOk: true, icmpChecksumOk: true }, 'ICMP error from the frontend to the client');
   t.match(e.quoted, { saddr: CLIENT, sport: cport, daddr: NODE, dport: 30083, ipChecksumOk: true }, 'quote restored to client -> NodePort');
 
+  // A pod on this node addressing the NodePort is masqueraded too (kube-proxy's KUBE-EXT marks it).
+  const podPort = sport();
+  const fromPod = await send({ saddr: POD, daddr: NODE, proto: 'udp', sport: podPort, dport: 30083 }, 'pod');
+  t.same(fromPod.moved, ['snat']);
+  t.match(fromPod.out, { saddr: NODE, daddr: LOCAL_BE.ip, dport: 8080 }, 'pod masqueraded to the node address');
+  const podReply = await send({ saddr: LOCAL_BE.ip, daddr: NODE, proto: 'udp', sport: 8080, dport: fromPod.out!.sport }, 'pod');
+  t.match(podReply.out, { saddr: NODE, sport: 30083, daddr: POD, dport: podPort }, 'and its reply restored');
+
   // Without the flag (externalTrafficPolicy Local) the client keeps its address.
   await dp.program([{ svcId: 12, vip: NODE, port: 30084, proto: 'udp', backends: [LOCAL_BE], flags: KBP_SVC_F_NODE_PORT }]);
   const local = await send({ saddr: CLIENT, daddr: NODE, proto: 'udp', sport: sport(), dport: 30084 });

@@ -201,7 +201,7 @@ if (process.getuid?.() !== 0) {
     t.same(seenAddresses(viaClusterIp), [HAIRPIN_ADDR], `it saw the connection come from ${HAIRPIN_ADDR}`);
     const viaNodePort = await selfProbe.http(n1.ip, 30093, { count: 5, timeoutMs: 2000 });
     t.same(failures(viaNodePort), [], `5/5 through its own node's NodePort ${n1.ip}:30093`);
-    t.same(seenAddresses(viaNodePort), [HAIRPIN_ADDR]);
+    t.same(seenAddresses(viaNodePort), [n1.ip], `via the NodePort (externalTrafficPolicy Cluster) it is masqueraded to ${n1.ip}, as kube-proxy does`);
     const u = await selfProbe.udp(self.clusterIP, 5300, { timeoutMs: 2000 });
     t.same(u.from, { address: self.clusterIP, port: 5300 }, 'UDP: the reply comes from the ClusterIP');
     t.equal((JSON.parse(u.body) as { remoteAddress: string }).remoteAddress, HAIRPIN_ADDR);
@@ -213,7 +213,7 @@ if (process.getuid?.() !== 0) {
       const rs = await podProbe.http(n.ip, 30094, { count: 5, timeoutMs: 2000 });
       t.same(failures(rs), [], `c1 on node1 -> ${n.ip}:30094 (backend on node2): 5/5`);
       t.same([...new Set(rs.map((r) => r.backend))], [WEB_B.podName]);
-      t.same(seenAddresses(rs), [CLIENT_POD_IP], 'the backend saw the pod (local backend or pod source: no masquerade)');
+      t.same(seenAddresses(rs), [n.ip], `the backend saw ${n.ip}: externalTrafficPolicy Cluster masquerades pods too, as kube-proxy does`);
     }
     // The only endpoint on node1 through node2's NodePort: masqueraded to node2 and back.
     const rs = await selfProbe.http(n2.ip, 30093, { count: 3, timeoutMs: 2000 });

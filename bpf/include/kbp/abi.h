@@ -76,10 +76,11 @@ struct kbp_svc_key {
                                            * traffic policy left no endpoint on this node). */
 #define KBP_SVC_F_SOURCE_RANGES (1u << 7) /* loadBalancerSourceRanges: only clients inside one of
                                            * the frontend's kbp_srcrange_v1 prefixes start flows */
-#define KBP_SVC_F_MASQUERADE    (1u << 8) /* externalTrafficPolicy Cluster: clients arriving on a
-                                           * node-facing device are masqueraded to this node even
-                                           * when the backend is local, as kube-proxy's KUBE-EXT
-                                           * chain marks them (eTP Local keeps client addresses) */
+#define KBP_SVC_F_MASQUERADE    (1u << 8) /* externalTrafficPolicy Cluster: every new flow is
+                                           * masqueraded to this node (pods' too, local backend
+                                           * or not), as kube-proxy's KUBE-EXT chain marks them;
+                                           * without it only node-facing flows to backends on
+                                           * other nodes are (eTP Local keeps client addresses) */
 
 struct kbp_svc_value {
 	__u32 backend_id;       /* slot > 0: backend id; 0 in the service entry */

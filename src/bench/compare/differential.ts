@@ -94,6 +94,8 @@ const podTargets: Target[] = [
   { label: 'empty 10.96.0.74:80 (no endpoints)', proto: 'tcp', host: '10.96.0.74', port: 80, count: 2 },
   { label: 'sticky 10.96.0.75:80 (ClientIP)', proto: 'tcp', host: '10.96.0.75', port: 80, count: 12, distinctOnly: true },
   { label: 'one source port to tcpudp:80 then multi:80 (same backends)', proto: 'reuse', host: '10.96.0.70', host2: '10.96.0.71', port: 80, count: 8 },
+  // eTP Cluster NodePorts from a pod: masqueraded by both (KUBE-EXT).
+  ...NODE_IPS.map((ip, i) => ({ label: `np-cluster NodePort node${i + 1} ${ip}:30080`, proto: 'tcp' as const, host: ip, port: 30080, count: 12 })),
 ];
 
 // Runs in a client pod: for i < count, a GET to HOST1:PORT from source port
