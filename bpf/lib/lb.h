@@ -13,18 +13,36 @@
 #include "stats.h"
 #include "icmp.h"
 
-/* The service entry (slot 0) of a frontend, or NULL. */
-static __always_inline struct kbp_svc_value *lb4_lookup_service(__be32 vip, __be16 port, __u8 proto)
+/* The service entry (slot 0) of a frontend in a scope, or NULL. */
+static __always_inline struct kbp_svc_value *lb4_lookup_scope(const struct pkt4 *p, __u8 scope)
 {
 	struct kbp_svc_key key = {
-		.vip = vip,
-		.port = port,
-		.proto = proto,
-		.scope = KBP_SCOPE_EXTERNAL,
+		.vip = p->daddr,
+		.port = p->dport,
+		.proto = p->proto,
+		.scope = scope,
 		.slot = 0,
 	};
 
 	return bpf_map_lookup_elem(&kbp_svc_v1, &key);
+}
+
+/* The service entry the packet's frontend gives this side: the external one,
+ * or for a pod (from_node false) its internal one when the frontend has it
+ * (externalTrafficPolicy Local: pods use every endpoint). NULL if no frontend. */
+static __always_inline struct kbp_svc_value *lb4_lookup_service(const struct pkt4 *p, bool from_node, __u8 *scope)
+{
+	struct kbp_svc_value *svc = lb4_lookup_scope(p, KBP_SCOPE_EXTERNAL);
+	struct kbp_svc_value *internal;
+
+	*scope = KBP_SCOPE_EXTERNAL;
+	if (!svc || from_node || !(svc->flags & KBP_SVC_F_INTERNAL_SCOPE))
+		return svc;
+	internal = lb4_lookup_scope(p, KBP_SCOPE_INTERNAL);
+	if (!internal)
+		return svc;
+	*scope = KBP_SCOPE_INTERNAL;
+	return internal;
 }
 
 /* True if some frontend lives on vip (the syncer writes a VIP marker, port 0
@@ -49,13 +67,13 @@ static __always_inline bool lb4_source_allowed(__be32 client, __u32 svc_id)
  * syncer writes them before raising count). Returns the backend id and its
  * slot, or 0 if the slot is missing. The caller has checked count > 0. */
 static __always_inline __u32 lb4_select_backend(const struct pkt4 *p, const struct kbp_svc_value *svc,
-						__u16 *slot_out)
+						__u8 scope, __u16 *slot_out)
 {
 	struct kbp_svc_key key = {
 		.vip = p->daddr,
 		.port = p->dport,
 		.proto = p->proto,
-		.scope = KBP_SCOPE_EXTERNAL,
+		.scope = scope,
 		.slot = (bpf_get_prandom_u32() % svc->count) + 1,
 	};
 	struct kbp_svc_value *slot = bpf_map_lookup_elem(&kbp_svc_v1, &key);
@@ -71,7 +89,7 @@ static __always_inline __u32 lb4_select_backend(const struct pkt4 *p, const stru
  * kube-proxy's `recent` match does.
  */
 static __always_inline __u32 lb4_affinity_backend(const struct pkt4 *p, const struct kbp_svc_value *svc,
-						  __u64 now)
+						  __u8 scope, __u64 now)
 {
 	struct kbp_affinity_key key = { .client = p->saddr, .svc_id = svc->svc_id };
 	struct kbp_affinity_value *aff = bpf_map_lookup_elem(&kbp_affinity_v1, &key);
@@ -79,7 +97,7 @@ static __always_inline __u32 lb4_affinity_backend(const struct pkt4 *p, const st
 		.vip = p->daddr,
 		.port = p->dport,
 		.proto = p->proto,
-		.scope = KBP_SCOPE_EXTERNAL,
+		.scope = scope,
 	};
 	struct kbp_svc_value *slot;
 
@@ -123,7 +141,7 @@ static __always_inline void lb4_affinity_record(const struct pkt4 *p, const stru
  * (KBP_STAT_DROP_SOURCE_RANGE: a new flow from outside loadBalancerSourceRanges).
  */
 static __always_inline int lb4_forward(struct __sk_buff *skb, const struct pkt4 *p,
-				       const struct kbp_svc_value *svc, bool from_node, __u32 *stat)
+				       const struct kbp_svc_value *svc, __u8 scope, bool from_node, __u32 *stat)
 {
 	struct kbp_ct_key key;
 	struct kbp_ct_value *ct;
@@ -153,11 +171,11 @@ static __always_inline int lb4_forward(struct __sk_buff *skb, const struct pkt4 
 			return KBP_STAT_DROP_SOURCE_RANGE;
 		if (svc->count == 0)
 			return (svc->flags & KBP_SVC_F_REJECT) ? KBP_STAT_REJECT : KBP_STAT_DROP_NO_BACKEND;
-		bkey.id = affinity ? lb4_affinity_backend(p, svc, now) : 0;
+		bkey.id = affinity ? lb4_affinity_backend(p, svc, scope, now) : 0;
 		if (!bkey.id) {
 			__u16 slot;
 
-			bkey.id = lb4_select_backend(p, svc, &slot);
+			bkey.id = lb4_select_backend(p, svc, scope, &slot);
 			if (affinity && bkey.id)
 				lb4_affinity_record(p, svc, bkey.id, slot, now);
 		}
@@ -373,6 +391,7 @@ static __always_inline int lb4_ingress(struct __sk_buff *skb, bool from_node)
 	struct kbp_svc_value *svc;
 	struct pkt4 p;
 	__u32 stat = KBP_STAT_PASS;
+	__u8 scope;
 	int ret;
 
 	if (!parse_ipv4(skb, &p))
@@ -388,8 +407,8 @@ static __always_inline int lb4_ingress(struct __sk_buff *skb, bool from_node)
 		ret = KBP_OK;
 		if (lb4_vip_known(p.daddr))
 			ret = p.fragment ? KBP_STAT_DROP_FRAGMENT : KBP_STAT_DROP_MALFORMED;
-	} else if ((svc = lb4_lookup_service(p.daddr, p.dport, p.proto))) {
-		ret = lb4_forward(skb, &p, svc, from_node, &stat);
+	} else if ((svc = lb4_lookup_service(&p, from_node, &scope))) {
+		ret = lb4_forward(skb, &p, svc, scope, from_node, &stat);
 	} else {
 		/* Replies: masqueraded flows come back mostly from other nodes,
 		 * the others mostly from local backends; look up the likelier

@@ -146,9 +146,24 @@ export async function runAgent(cfg: AgentConfig, log = new Logger(undefined, cfg
     let sourceSynced = false;
     let markSourceSynced!: () => void;
     const sourceSyncedP = new Promise<void>((r) => (markSourceSynced = r));
+    // While the first list is still arriving (pages of 500), fold what came in
+    // into the desired state between pages, so the first sync does not compute
+    // every Service at once after the last page. Only once this node is known:
+    // its zone and addresses change every Service's result.
+    let precompute: NodeJS.Immediate | undefined;
     const kick = (changed: boolean) => {
-      if (changed && sourceSynced) runner.run();
+      if (!changed) return;
+      if (sourceSynced) runner.run();
+      else if (state.node.node) {
+        precompute ??= setImmediate(() => {
+          precompute = undefined;
+          if (!sourceSynced) state.precompute();
+        });
+      }
     };
+    cleanups.push(() => {
+      if (precompute) clearImmediate(precompute);
+    });
     const source = await makeSource(cfg, log);
     cleanups.push(() => source.close());
 

@@ -80,6 +80,8 @@ export interface FixtureFrontend {
   affinityTimeout?: number;
   /** loadBalancerSourceRanges (sets KBP_SVC_F_SOURCE_RANGES). */
   sourceRanges?: string[];
+  /** KBP_SCOPE_*; default external. */
+  scope?: number;
 }
 
 export function protoNum(p: L4Proto): number {
@@ -105,12 +107,12 @@ export function encodeFrontends(frontends: readonly FixtureFrontend[]): EncodedS
     for (const b of fe.backends) backendsSeen.set(b.id, { ...b, proto });
     active.forEach((b, i) => {
       svc.push([
-        { vip: fe.vip, port: fe.port, proto, scope: KBP_SCOPE_EXTERNAL, slot: i + 1 },
+        { vip: fe.vip, port: fe.port, proto, scope: fe.scope ?? KBP_SCOPE_EXTERNAL, slot: i + 1 },
         { backend_id: b.id, svc_id: fe.svcId, count: 0, flags: 0, affinity_timeout: 0 },
       ]);
     });
     svc.push([
-      { vip: fe.vip, port: fe.port, proto, scope: KBP_SCOPE_EXTERNAL, slot: 0 },
+      { vip: fe.vip, port: fe.port, proto, scope: fe.scope ?? KBP_SCOPE_EXTERNAL, slot: 0 },
       {
         backend_id: 0,
         svc_id: fe.svcId,

@@ -47,6 +47,7 @@ export const KBP_SVC_F_VIP_MARKER = 1 << 5;
 export const KBP_SVC_F_REJECT = 1 << 6;
 export const KBP_SVC_F_SOURCE_RANGES = 1 << 7;
 export const KBP_SVC_F_MASQUERADE = 1 << 8;
+export const KBP_SVC_F_INTERNAL_SCOPE = 1 << 9;
 
 export const KBP_BACKEND_ACTIVE = 0;
 export const KBP_BACKEND_TERMINATING = 1;
@@ -148,6 +149,7 @@ export const ABI_CONSTANTS: Readonly<Record<string, number | string>> = {
   KBP_SVC_F_REJECT,
   KBP_SVC_F_SOURCE_RANGES,
   KBP_SVC_F_MASQUERADE,
+  KBP_SVC_F_INTERNAL_SCOPE,
   KBP_BACKEND_ACTIVE,
   KBP_BACKEND_TERMINATING,
   KBP_BACKEND_F_LOCAL,

@@ -18,6 +18,7 @@ export function svcFlagNames(flags: number): string {
     [abi.KBP_SVC_F_REJECT, 'reject'],
     [abi.KBP_SVC_F_SOURCE_RANGES, 'source-ranges'],
     [abi.KBP_SVC_F_MASQUERADE, 'masquerade'],
+    [abi.KBP_SVC_F_INTERNAL_SCOPE, 'internal-scope'],
   ];
   const out = names.filter(([bit]) => flags & bit).map(([, n]) => n);
   const rest = names.reduce((f, [bit]) => f & ~bit, flags);

@@ -476,15 +476,15 @@ export function computeService(svc: Service, slices: readonly EndpointSlice[], n
       const keptBackends = eps.filter((e) => !inSlot.has(e) && (e.ready || e.terminating)).map(backend);
       return { active: slotBackends.map((b) => b.key), kept: keptBackends.map((b) => b.key), backends: [...slotBackends, ...keptBackends] };
     };
-    const frontend = (vip: string, fport: number, flags: number, chosen: ReturnType<typeof choose>): DesiredFrontend => {
+    const frontend = (vip: string, fport: number, flags: number, chosen: ReturnType<typeof choose>, scope: number = abi.KBP_SCOPE_EXTERNAL): DesiredFrontend => {
       const key = frontendKey(vip, fport, proto);
       return {
-        id: frontendIdOf(key, abi.KBP_SCOPE_EXTERNAL),
+        id: frontendIdOf(key, scope),
         key,
         vip,
         port: fport,
         proto,
-        scope: abi.KBP_SCOPE_EXTERNAL,
+        scope,
         flags: flags | affinity,
         affinityTimeout: c.affinityTimeout,
         service: { ...c.ref, portName: port.name },
@@ -503,19 +503,27 @@ export function computeService(svc: Service, slices: readonly EndpointSlice[], n
     if (!ext) continue;
     // externalTrafficPolicy Cluster: kube-proxy masquerades every external
     // client (KUBE-EXT-* → KUBE-MARK-MASQ), local backend or not.
-    const extFlags = reject | (c.externalLocal ? 0 : abi.KBP_SVC_F_MASQUERADE);
-    if (port.nodePort !== undefined) {
-      for (const ip of node.addresses ?? []) out.frontends.push(frontend(ip, port.nodePort, abi.KBP_SVC_F_NODE_PORT | extFlags, ext));
-    }
-    for (const ip of c.lbIPs) {
-      const lb = frontend(ip, port.port, abi.KBP_SVC_F_LOAD_BALANCER | extFlags, ext);
-      if (c.sourceRanges.length) {
-        lb.flags |= abi.KBP_SVC_F_SOURCE_RANGES;
-        lb.sourceRanges = c.sourceRanges;
+    // externalTrafficPolicy Local: pods on this node are short-circuited to
+    // the cluster-wide endpoints (kube-proxy's "pod traffic for external
+    // destinations"), which the frontend's internal-scope entry holds.
+    const extFlags = reject | (c.externalLocal ? abi.KBP_SVC_F_INTERNAL_SCOPE : abi.KBP_SVC_F_MASQUERADE);
+    const forPods = c.externalLocal ? (c.nodeLocal ? choose(false) : internal) : undefined;
+    const external = (vip: string, fport: number, kind: number) => {
+      const fes = [frontend(vip, fport, kind | extFlags, ext)];
+      if (forPods) fes.push(frontend(vip, fport, kind | reject, forPods, abi.KBP_SCOPE_INTERNAL));
+      for (const f of fes) {
+        if (kind === abi.KBP_SVC_F_LOAD_BALANCER && c.sourceRanges.length) {
+          f.flags |= abi.KBP_SVC_F_SOURCE_RANGES;
+          f.sourceRanges = c.sourceRanges;
+        }
+        out.frontends.push(f);
       }
-      out.frontends.push(lb);
+    };
+    if (port.nodePort !== undefined) {
+      for (const ip of node.addresses ?? []) external(ip, port.nodePort, abi.KBP_SVC_F_NODE_PORT);
     }
-    for (const ip of c.externalIPs) out.frontends.push(frontend(ip, port.port, abi.KBP_SVC_F_EXTERNAL_IP | extFlags, ext));
+    for (const ip of c.lbIPs) external(ip, port.port, abi.KBP_SVC_F_LOAD_BALANCER);
+    for (const ip of c.externalIPs) external(ip, port.port, abi.KBP_SVC_F_EXTERNAL_IP);
   }
   if (c.healthCheckNodePort !== undefined) {
     out.healthCheck = { port: c.healthCheckNodePort, ...c.ref, localEndpoints: localReady };

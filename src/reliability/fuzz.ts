@@ -73,8 +73,17 @@ export const FUZZ_FRONTENDS: ModelFrontend[] = [
   // externalTrafficPolicy Cluster: local backends masqueraded too.
   { svcId: 5, vip: NODE_IP, port: 30080, proto: 'tcp', backends: [LOCAL_A, REMOTE_B], kind: 'nodePort', masquerade: true },
   { svcId: 6, vip: '172.16.0.1', port: 443, proto: 'tcp', backends: [REMOTE_B], kind: 'loadBalancer', masquerade: true },
-  // Local-policy-like: a local backend keeps the client's address.
-  { svcId: 10, vip: NODE_IP, port: 30081, proto: 'tcp', backends: [LOCAL_A], kind: 'nodePort' },
+  // externalTrafficPolicy Local: a local backend keeps the client's address;
+  // pods use the internal-scope entry (every endpoint).
+  {
+    svcId: 10,
+    vip: NODE_IP,
+    port: 30081,
+    proto: 'tcp',
+    backends: [LOCAL_A],
+    kind: 'nodePort',
+    forPods: { svcId: 11, vip: NODE_IP, port: 30081, proto: 'tcp', backends: [LOCAL_A, REMOTE_B], kind: 'nodePort' },
+  },
   { svcId: 7, vip: NODE_IP, port: 30053, proto: 'udp', backends: [DNS_REMOTE], kind: 'nodePort' },
   // Services without endpoints: rejected with ICMP port unreachable.
   { svcId: 8, vip: '10.96.0.13', port: 80, proto: 'tcp', backends: [], reject: true },
@@ -90,15 +99,21 @@ const KIND_FLAGS = {
 
 /** The model's frontends as the fixture writes them into the maps. */
 export function toFixture(fes: readonly ModelFrontend[]): FixtureFrontend[] {
-  return fes.map((fe) => ({
+  const one = (fe: ModelFrontend, scope: number): FixtureFrontend => ({
     svcId: fe.svcId,
     vip: fe.vip,
     port: fe.port,
     proto: fe.proto,
     backends: fe.backends,
-    flags: KIND_FLAGS[fe.kind ?? 'clusterIP'] | (fe.reject ? abi.KBP_SVC_F_REJECT : 0) | (fe.masquerade ? abi.KBP_SVC_F_MASQUERADE : 0),
+    flags:
+      KIND_FLAGS[fe.kind ?? 'clusterIP'] |
+      (fe.reject ? abi.KBP_SVC_F_REJECT : 0) |
+      (fe.masquerade ? abi.KBP_SVC_F_MASQUERADE : 0) |
+      (fe.forPods ? abi.KBP_SVC_F_INTERNAL_SCOPE : 0),
     affinityTimeout: fe.affinityTimeout,
-  }));
+    scope,
+  });
+  return fes.flatMap((fe) => [one(fe, abi.KBP_SCOPE_EXTERNAL), ...(fe.forPods ? [one(fe.forPods, abi.KBP_SCOPE_INTERNAL)] : [])]);
 }
 
 // ---- packet generation ----

@@ -73,6 +73,8 @@ export interface ModelFrontend {
   reject?: boolean;
   /** KBP_SVC_F_MASQUERADE (externalTrafficPolicy Cluster): every new flow is masqueraded, from either program, to any backend. */
   masquerade?: boolean;
+  /** KBP_SVC_F_INTERNAL_SCOPE (externalTrafficPolicy Local): the pod program uses this frontend (same address and port, its own id and backends) instead. */
+  forPods?: ModelFrontend;
 }
 
 const TCP = 6;
@@ -250,7 +252,7 @@ export class DatapathModel {
     if (p.fragment) return this.clusterIps.has(p.daddr) ? drop('fragment', 'fragment to a ClusterIP') : untouched(pkt, 'pass', 'fragment, not to a ClusterIP');
     if (!p.l4ok) return this.clusterIps.has(p.daddr) ? drop('malformed', 'truncated L4 to a ClusterIP') : untouched(pkt, 'pass', 'truncated L4');
     const fe = this.frontends.get(`${p.daddr}:${p.dport}/${p.proto}`);
-    if (fe) return this.forward(pkt, p, fe, fromNode);
+    if (fe) return this.forward(pkt, p, !fromNode && fe.forPods ? fe.forPods : fe, fromNode);
     // Replies: the node-facing program looks up the SNAT table first, the
     // pod-facing one the reply table.
     const t = tuple(p.saddr, p.daddr, p.sport, p.dport, p.proto);
@@ -272,19 +274,25 @@ export class DatapathModel {
     const key = tuple(p.saddr, p.daddr, p.sport, p.dport, p.proto);
     const flow = this.flows.get(key);
     const bareSyn = (p.tcpFlags & (SYN | ACK)) === SYN;
-    if (flow && !(flow.closing && bareSyn)) {
-      const to = { daddr: flow.backend.ip, dport: flow.backend.port, ...(flow.snat ? { saddr: flow.snat.addr, sport: flow.snat.port } : {}) };
+    const live = flow && !(flow.closing && bareSyn) ? flow : undefined;
+    if (live && live.fe.svcId === fe.svcId) {
+      const to = { daddr: live.backend.ip, dport: live.backend.port, ...(live.snat ? { saddr: live.snat.addr, sport: live.snat.port } : {}) };
       return translate(pkt, p, 'established', `established flow to ${fe.vip}:${fe.port}`, to, () => {
-        if (p.tcpFlags & (FIN | RST)) flow.closing = true;
+        if (p.tcpFlags & (FIN | RST)) live.closing = true;
       });
     }
+    // A live flow recorded under another frontend id (the same address and
+    // port through the other program's entry, or a replaced frontend) keeps
+    // its backend and is recorded again as a new flow of this one: no
+    // endpoint check, no affinity.
+    const rebind = live !== undefined;
     const active = fe.backends.filter((b) => !b.terminating);
-    if (active.length === 0) {
+    if (!rebind && active.length === 0) {
       return fe.reject ? reject(pkt, p, `frontend ${fe.vip}:${fe.port} without endpoints`) : drop('no_backend', `frontend ${fe.vip}:${fe.port} without active backend`);
     }
     const affKey = `${p.saddr}|${fe.svcId}`;
-    const sticky = fe.affinityTimeout ? this.affinity.get(affKey) : undefined;
-    const allowed = sticky ?? active;
+    const sticky = rebind ? undefined : fe.affinityTimeout ? this.affinity.get(affKey) : undefined;
+    const allowed = live ? [live.backend] : (sticky ?? active);
     const masquerade = (b: ModelBackend) => (fromNode && b.local === false) || fe.masquerade === true;
     const natAddr = fe.kind === 'nodePort' ? p.daddr : this.nodeIp;
     if (allowed.every(masquerade) && !natAddr) return drop('no_config', 'masquerade needed, no node IP configured');
@@ -302,7 +310,7 @@ export class DatapathModel {
           exp.verdict = 'drop';
           exp.counted = clashing.length ? 'drop_ct_clash' : 'drop_no_config';
           // The choice is remembered for the client before the flow is recorded.
-          if (fe.affinityTimeout && !sticky && clashing.length) this.affinity.set(affKey, clashing);
+          if (fe.affinityTimeout && !sticky && !rebind && clashing.length) this.affinity.set(affKey, clashing);
           return null;
         }
         // Which backend did it take? Only the destination tells.
@@ -326,7 +334,7 @@ export class DatapathModel {
         this.flows.set(key, { fe, backend: b, closing: false, snat });
         if (snat) this.snat.set(tuple(b.ip, snat.addr, b.port, snat.port, p.proto), { fe, client: p.saddr, clientPort: p.sport });
         else this.replies.set(tuple(b.ip, p.saddr, b.port, p.sport, p.proto), { fe, closing: false });
-        if (fe.affinityTimeout) this.affinity.set(affKey, [b]);
+        if (fe.affinityTimeout && !rebind) this.affinity.set(affKey, [b]);
         return null;
       },
     };

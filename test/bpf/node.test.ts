@@ -30,7 +30,9 @@ import {
   KBP_CT_FORWARD,
   KBP_SNAT_PORT_MAX,
   KBP_SNAT_PORT_MIN,
+  KBP_SCOPE_INTERNAL,
   KBP_SVC_F_LOAD_BALANCER,
+  KBP_SVC_F_INTERNAL_SCOPE,
   KBP_SVC_F_MASQUERADE,
   KBP_SVC_F_NODE_PORT,
   KBP_SVC_F_REJECT,
@@ -125,6 +127,27 @@ t.test('NodePort with externalTrafficPolicy Cluster (KBP_SVC_F_MASQUERADE) to a 
   const local = await send({ saddr: CLIENT, daddr: NODE, proto: 'udp', sport: sport(), dport: 30084 });
   t.same(local.moved, ['new_flow']);
   t.equal(local.out!.saddr, CLIENT);
+});
+
+t.test('externalTrafficPolicy Local (KBP_SVC_F_INTERNAL_SCOPE): from outside only local backends, pods use the internal-scope entry with every endpoint', async (t) => {
+  await dp.program([
+    { svcId: 13, vip: NODE, port: 30085, proto: 'tcp', backends: [], flags: KBP_SVC_F_NODE_PORT | KBP_SVC_F_INTERNAL_SCOPE },
+    { svcId: 14, vip: NODE, port: 30085, proto: 'tcp', backends: [REMOTE_BE], flags: KBP_SVC_F_NODE_PORT, scope: KBP_SCOPE_INTERNAL },
+  ]);
+  const outside = await send({ saddr: CLIENT, daddr: NODE, proto: 'tcp', sport: sport(), dport: 30085 });
+  t.equal(outside.res.retval, TC_ACT_SHOT, 'from outside: no local endpoint, dropped');
+  t.same(outside.moved, ['drop_no_backend']);
+  const podPort = sport();
+  const fromPod = await send({ saddr: POD, daddr: NODE, proto: 'tcp', sport: podPort, dport: 30085 }, 'pod');
+  t.same(fromPod.moved, ['new_flow']);
+  t.match(fromPod.out, { saddr: POD, sport: podPort, daddr: REMOTE_BE.ip, dport: 8080 }, 'a pod reaches the remote endpoint, not masqueraded');
+  const fwd = await dp.ctLookup({ saddr: POD, daddr: NODE, sport: podPort, dport: 30085, proto: 6, dir: KBP_CT_FORWARD });
+  t.match(fwd, { svc_id: 14, backend_id: REMOTE_BE.id }, 'the flow is recorded under the internal entry');
+  const ack = await send({ saddr: POD, daddr: NODE, proto: 'tcp', sport: podPort, dport: 30085, tcpFlags: TCP_ACK }, 'pod');
+  t.same(ack.moved, ['established']);
+  // The remote backend's reply comes back through the uplink: reverse NAT there.
+  const reply = await send({ saddr: REMOTE_BE.ip, daddr: POD, proto: 'tcp', sport: 8080, dport: podPort, tcpFlags: TCP_SYN | TCP_ACK });
+  t.match(reply.out, { saddr: NODE, sport: 30085, daddr: POD, dport: podPort }, 'reply from the NodePort');
 });
 
 t.test('NodePort to a remote backend: DNAT + SNAT, established packets reuse the port, the reply is restored', async (t) => {

@@ -80,13 +80,19 @@ t.test('LoadBalancer, externalTrafficPolicy Local: external frontends get this n
   const d = computeDesired([s], slices, { name: NODE, addresses: ['172.18.0.11'] });
   t.same(formatDesired(d), [
     'frontend 10.96.0.10:80/TCP web/web:http flags=cluster-ip affinity=0 active=[10.244.1.5:8080/TCP 10.244.2.7:8080/TCP] kept=[10.244.1.6:8080/TCP]',
-    'frontend 172.18.0.11:30080/TCP web/web:http flags=node-port affinity=0 active=[10.244.1.5:8080/TCP] kept=[10.244.1.6:8080/TCP 10.244.2.7:8080/TCP]',
-    'frontend 172.18.1.50:80/TCP web/web:http flags=load-balancer affinity=0 active=[10.244.1.5:8080/TCP] kept=[10.244.1.6:8080/TCP 10.244.2.7:8080/TCP]',
-    'frontend 172.18.2.9:80/TCP web/web:http flags=external-ip affinity=0 active=[10.244.1.5:8080/TCP] kept=[10.244.1.6:8080/TCP 10.244.2.7:8080/TCP]',
+    'frontend 172.18.0.11:30080/TCP web/web:http flags=node-port,internal-scope affinity=0 active=[10.244.1.5:8080/TCP] kept=[10.244.1.6:8080/TCP 10.244.2.7:8080/TCP]',
+    'frontend 172.18.0.11:30080/TCP (internal) web/web:http flags=node-port affinity=0 active=[10.244.1.5:8080/TCP 10.244.2.7:8080/TCP] kept=[10.244.1.6:8080/TCP]',
+    'frontend 172.18.1.50:80/TCP web/web:http flags=load-balancer,internal-scope affinity=0 active=[10.244.1.5:8080/TCP] kept=[10.244.1.6:8080/TCP 10.244.2.7:8080/TCP]',
+    'frontend 172.18.1.50:80/TCP (internal) web/web:http flags=load-balancer affinity=0 active=[10.244.1.5:8080/TCP 10.244.2.7:8080/TCP] kept=[10.244.1.6:8080/TCP]',
+    'frontend 172.18.2.9:80/TCP web/web:http flags=external-ip,internal-scope affinity=0 active=[10.244.1.5:8080/TCP] kept=[10.244.1.6:8080/TCP 10.244.2.7:8080/TCP]',
+    'frontend 172.18.2.9:80/TCP (internal) web/web:http flags=external-ip affinity=0 active=[10.244.1.5:8080/TCP 10.244.2.7:8080/TCP] kept=[10.244.1.6:8080/TCP]',
     'frontend 10.96.0.10:53/UDP web/web:dns flags=cluster-ip affinity=0 active=[10.244.1.5:5353/UDP 10.244.2.7:5353/UDP] kept=[10.244.1.6:5353/UDP]',
-    'frontend 172.18.0.11:30053/UDP web/web:dns flags=node-port affinity=0 active=[10.244.1.5:5353/UDP] kept=[10.244.1.6:5353/UDP 10.244.2.7:5353/UDP]',
-    'frontend 172.18.1.50:53/UDP web/web:dns flags=load-balancer affinity=0 active=[10.244.1.5:5353/UDP] kept=[10.244.1.6:5353/UDP 10.244.2.7:5353/UDP]',
-    'frontend 172.18.2.9:53/UDP web/web:dns flags=external-ip affinity=0 active=[10.244.1.5:5353/UDP] kept=[10.244.1.6:5353/UDP 10.244.2.7:5353/UDP]',
+    'frontend 172.18.0.11:30053/UDP web/web:dns flags=node-port,internal-scope affinity=0 active=[10.244.1.5:5353/UDP] kept=[10.244.1.6:5353/UDP 10.244.2.7:5353/UDP]',
+    'frontend 172.18.0.11:30053/UDP (internal) web/web:dns flags=node-port affinity=0 active=[10.244.1.5:5353/UDP 10.244.2.7:5353/UDP] kept=[10.244.1.6:5353/UDP]',
+    'frontend 172.18.1.50:53/UDP web/web:dns flags=load-balancer,internal-scope affinity=0 active=[10.244.1.5:5353/UDP] kept=[10.244.1.6:5353/UDP 10.244.2.7:5353/UDP]',
+    'frontend 172.18.1.50:53/UDP (internal) web/web:dns flags=load-balancer affinity=0 active=[10.244.1.5:5353/UDP 10.244.2.7:5353/UDP] kept=[10.244.1.6:5353/UDP]',
+    'frontend 172.18.2.9:53/UDP web/web:dns flags=external-ip,internal-scope affinity=0 active=[10.244.1.5:5353/UDP] kept=[10.244.1.6:5353/UDP 10.244.2.7:5353/UDP]',
+    'frontend 172.18.2.9:53/UDP (internal) web/web:dns flags=external-ip affinity=0 active=[10.244.1.5:5353/UDP 10.244.2.7:5353/UDP] kept=[10.244.1.6:5353/UDP]',
     'backend 10.244.1.5:5353/UDP active',
     'backend 10.244.1.5:8080/TCP active',
     'backend 10.244.1.6:5353/UDP terminating',
@@ -125,14 +131,16 @@ t.test('no endpoints at all: every frontend of the port rejects (kube-proxy REJE
   t.ok([...extLocal.frontends.values()].every((f) => !(f.flags & abi.KBP_SVC_F_REJECT)), 'externalTrafficPolicy Local with remote endpoints: drop, not reject');
 });
 
-t.test('externalTrafficPolicy Local on a node without local endpoints: external frontends with no slot (dropped), health check 0', async (t) => {
+t.test('externalTrafficPolicy Local on a node without local endpoints: external frontends with no slot (dropped), their internal-scope entries (pods) every endpoint, health check 0', async (t) => {
   const s = svc('web', '10.96.0.10', [{ port: 80, targetPort: 8080, nodePort: 30080 }], { type: 'LoadBalancer', externalTrafficPolicy: 'Local', healthCheckNodePort: 32000 });
   const slices = [slice('web-1', 'web', [{ port: 8080 }], ['10.244.2.7'])];
   const d = computeDesired([s], slices, CTX);
   t.same(formatDesired(d), [
     'frontend 10.96.0.10:80/TCP web/web:- flags=cluster-ip affinity=0 active=[10.244.2.7:8080/TCP]',
-    'frontend 172.18.0.11:30080/TCP web/web:- flags=node-port affinity=0 active=[] kept=[10.244.2.7:8080/TCP]',
-    'frontend 192.0.2.11:30080/TCP web/web:- flags=node-port affinity=0 active=[] kept=[10.244.2.7:8080/TCP]',
+    'frontend 172.18.0.11:30080/TCP web/web:- flags=node-port,internal-scope affinity=0 active=[] kept=[10.244.2.7:8080/TCP]',
+    'frontend 172.18.0.11:30080/TCP (internal) web/web:- flags=node-port affinity=0 active=[10.244.2.7:8080/TCP]',
+    'frontend 192.0.2.11:30080/TCP web/web:- flags=node-port,internal-scope affinity=0 active=[] kept=[10.244.2.7:8080/TCP]',
+    'frontend 192.0.2.11:30080/TCP (internal) web/web:- flags=node-port affinity=0 active=[10.244.2.7:8080/TCP]',
     'backend 10.244.2.7:8080/TCP active',
     'vip 10.96.0.10',
   ]);

@@ -7,6 +7,7 @@
 import type { Endpoint, EndpointPort, EndpointSlice, Service, ServicePort, ServiceSpec } from '../../src/k8s/types.js';
 import type { DesiredState } from '../../src/proxy/desired.js';
 import { backendStateName, svcFlagNames } from '../../src/maps/format.js';
+import * as abi from '../../src/maps/abi.js';
 
 export const NODE = 'node-1';
 
@@ -38,7 +39,7 @@ export function slice(
 export function formatDesired(d: DesiredState, withProblems = true): string[] {
   const lines = [...d.frontends.values()].map(
     (f) =>
-      `frontend ${f.key} ${f.service.namespace}/${f.service.name}:${f.service.portName || '-'} flags=${svcFlagNames(f.flags)} affinity=${f.affinityTimeout}` +
+      `frontend ${f.key}${f.scope === abi.KBP_SCOPE_INTERNAL ? " (internal)" : ""} ${f.service.namespace}/${f.service.name}:${f.service.portName || '-'} flags=${svcFlagNames(f.flags)} affinity=${f.affinityTimeout}` +
       ` active=[${f.active.join(' ')}]` +
       (f.kept.length ? ` kept=[${f.kept.join(' ')}]` : '') +
       (f.sourceRanges ? ` ranges=[${f.sourceRanges.join(' ')}]` : ''),

@@ -46,9 +46,12 @@
 
 /* ---- services: frontend (and its backend slots) -> service entry / backend id ---- */
 
-/* Frontend scope. External covers ClusterIP/NodePort/LB/externalIP as seen by
- * traffic that may use any backend; internal is reserved for the
- * externalTrafficPolicy=Local / internalTrafficPolicy=Local split. */
+/* Frontend scope. External: every frontend (ClusterIP/NodePort/LB/externalIP)
+ * with the backends its traffic policy gives new flows. Internal: for external
+ * frontends of externalTrafficPolicy=Local Services (flag
+ * KBP_SVC_F_INTERNAL_SCOPE), the same frontend with the cluster-wide backends,
+ * used by pods on this node (kube-proxy short-circuits pod traffic to external
+ * destinations to the Service's cluster endpoints). */
 #define KBP_SCOPE_EXTERNAL 0
 #define KBP_SCOPE_INTERNAL 1
 
@@ -81,6 +84,9 @@ struct kbp_svc_key {
                                            * or not), as kube-proxy's KUBE-EXT chain marks them;
                                            * without it only node-facing flows to backends on
                                            * other nodes are (eTP Local keeps client addresses) */
+#define KBP_SVC_F_INTERNAL_SCOPE (1u << 9) /* externalTrafficPolicy Local: new flows from pods
+                                           * (pod-facing program) use the frontend's
+                                           * KBP_SCOPE_INTERNAL entry and its slots instead */
 
 struct kbp_svc_value {
 	__u32 backend_id;       /* slot > 0: backend id; 0 in the service entry */

@@ -96,6 +96,9 @@ const podTargets: Target[] = [
   { label: 'one source port to tcpudp:80 then multi:80 (same backends)', proto: 'reuse', host: '10.96.0.70', host2: '10.96.0.71', port: 80, count: 8 },
   // eTP Cluster NodePorts from a pod: masqueraded by both (KUBE-EXT).
   ...NODE_IPS.map((ip, i) => ({ label: `np-cluster NodePort node${i + 1} ${ip}:30080`, proto: 'tcp' as const, host: ip, port: 30080, count: 12 })),
+  // eTP Local NodePorts from a pod: every endpoint, also through a node
+  // without a local one (kube-proxy's "pod traffic for external destinations").
+  ...NODE_IPS.map((ip, i) => ({ label: `np-local NodePort node${i + 1} ${ip}:30081`, proto: 'tcp' as const, host: ip, port: 30081, count: 6 })),
 ];
 
 // Runs in a client pod: for i < count, a GET to HOST1:PORT from source port
