@@ -24,7 +24,8 @@ struct pkt4 {
 #define IP_OFFSET 0x1fff
 
 /* Returns 1 for IPv4 (pkt filled in), 0 for anything the datapath leaves alone
- * (not IPv4, or an IPv4 header that does not fit: the stack judges those). */
+ * (not IPv4, a version other than 4 behind the IPv4 ethertype, or an IPv4
+ * header that does not fit: the stack judges those). */
 static __always_inline int parse_ipv4(struct __sk_buff *skb, struct pkt4 *p)
 {
 	void *data = (void *)(long)skb->data;
@@ -39,6 +40,10 @@ static __always_inline int parse_ipv4(struct __sk_buff *skb, struct pkt4 *p)
 		return 0;
 	ip = (void *)(eth + 1);
 	if ((void *)(ip + 1) > end)
+		return 0;
+	/* ip_rcv drops a wrong version after tc anyway; leaving it alone here
+	 * keeps it from creating flows. */
+	if (ip->version != 4)
 		return 0;
 	ihl = ip->ihl * 4;
 	if (ihl < sizeof(*ip))

@@ -368,7 +368,8 @@ function endpointsFor(slices: readonly EndpointSlice[], port: CheckedPort, node:
     const sp = (slice.ports ?? []).find((p) => (p.name ?? '') === port.name && (p.protocol ?? 'TCP') === port.protocol);
     if (!sp) continue;
     if (!isPort(sp.port)) {
-      problems.push({ level: 'debug', object: `EndpointSlice ${nsName(slice)}`, reason: `port ${JSON.stringify(port.name)} has no number: skipped` });
+      const why = sp.port === undefined || sp.port === null ? 'has no number' : `has an invalid number ${JSON.stringify(sp.port)} (1-65535)`;
+      problems.push({ level: 'debug', object: `EndpointSlice ${nsName(slice)}`, reason: `port ${JSON.stringify(port.name)} ${why}: skipped` });
       continue;
     }
     const target = sp.port;
@@ -473,7 +474,12 @@ export function computeService(svc: Service, slices: readonly EndpointSlice[], n
       }
       const inSlot = new Set(slots);
       const slotBackends = slots.map(backend);
-      const keptBackends = eps.filter((e) => !inSlot.has(e) && (e.ready || e.terminating)).map(backend);
+      // Established flows keep their backend while its endpoint is listed:
+      // kube-proxy's conntrack entries go on DNATing TCP to a pod that turned
+      // not-ready (a failed readiness probe), so its entry stays too. UDP
+      // flows to a not-ready endpoint are flushed, as kube-proxy does, by
+      // deleting the backend (only terminating ones stay).
+      const keptBackends = eps.filter((e) => !inSlot.has(e) && (e.ready || e.terminating || proto === abi.IPPROTO_TCP)).map(backend);
       return { active: slotBackends.map((b) => b.key), kept: keptBackends.map((b) => b.key), backends: [...slotBackends, ...keptBackends] };
     };
     const frontend = (vip: string, fport: number, flags: number, chosen: ReturnType<typeof choose>, scope: number = abi.KBP_SCOPE_EXTERNAL): DesiredFrontend => {

@@ -41,7 +41,7 @@
 //  - Checksums are not judged: a packet with a bad checksum or a bad total
 //    length is translated like a good one (its checksum stays as wrong as it
 //    was), and the stack drops it after tc, as it would without kbp.
-//  - IPv4 version nibble: see VERSION_RULE below.
+//  - an IPv4 ethertype with a version nibble other than 4: untouched, uncounted.
 // Time does not pass in the model: the fuzz clears both the maps and the model
 // long before any idle lifetime (30 s at the shortest) could run out.
 
@@ -88,13 +88,6 @@ const ACK = 0x10;
 export const SNAT_PORT_MIN = 61000;
 export const SNAT_PORT_MAX = 65535;
 
-/**
- * Packets whose IPv4 version nibble is not 4 (with the IPv4 ethertype).
- * 'judge-as-ipv4': the datapath reads them as IPv4 (the stack drops them after
- * tc: ip_rcv checks the version), which this model accepts; see the report in
- * docs/reliability.md.
- */
-export const VERSION_RULE: 'untouched' | 'judge-as-ipv4' = 'judge-as-ipv4';
 
 /** The fields of a packet the model looks at, read straight from the bytes. */
 export interface Parsed {
@@ -119,7 +112,7 @@ export function parse(b: Buffer): Parsed | null {
   if (b.length < ETH + 20 || b.readUInt16BE(12) !== 0x0800) return null;
   const ihl = (b[ETH]! & 0x0f) * 4;
   if (ihl < 20) return null;
-  if (VERSION_RULE === 'untouched' && b[ETH]! >> 4 !== 4) return null;
+  if (b[ETH]! >> 4 !== 4) return null; // another version behind the IPv4 ethertype: untouched
   const proto = b[ETH + 9]!;
   const l4off = ETH + ihl;
   const fragment = (b.readUInt16BE(ETH + 6) & 0x3fff) !== 0;

@@ -46,6 +46,8 @@ items:
   - {apiVersion: v1, kind: Service, metadata: {namespace: web}}
 `,
     'c.json': JSON.stringify({ apiVersion: 'discovery.k8s.io/v1', kind: 'EndpointSlice', metadata: { name: 'beta-x', namespace: 'web', labels: { 'kubernetes.io/service-name': 'beta' } }, addressType: 'IPv4', endpoints: [] }),
+    // Not one JSON document: read as YAML (a stream of JSON documents).
+    'f.json': `${JSON.stringify({ apiVersion: 'v1', kind: 'Service', metadata: { name: 'delta', namespace: 'web' }, spec: { clusterIP: '10.96.0.16' } })}\n---\n${JSON.stringify({ apiVersion: 'v1', kind: 'Service', metadata: { name: 'epsilon', namespace: 'web' }, spec: { clusterIP: '10.96.0.17' } })}\n`,
     'd.yaml': 'kind: Service\napiVersion: v1\nmetadata: {name: [unclosed\n---\n' + svcYaml('gamma', '10.96.0.12') + '---\n' + svcYaml('alpha', '10.96.0.99'),
     'e.yaml': 'apiVersion: discovery.k8s.io/v1beta1\nkind: EndpointSlice\nmetadata: {name: old}\n---\n- 1\n---\nplain\n',
     'notes.txt': svcYaml('ignored', '10.96.0.13'),
@@ -53,9 +55,9 @@ items:
     sub: { 'x.yaml': svcYaml('nested', '10.96.0.15') },
   });
   const r = await loadManifests(dir);
-  t.same(r.files, ['a.yaml', 'b.yml', 'c.json', 'd.yaml', 'e.yaml']);
+  t.same(r.files, ['a.yaml', 'b.yml', 'c.json', 'd.yaml', 'e.yaml', 'f.json']);
   t.same(summary(r), {
-    services: ['web/alpha', 'web/beta', 'web/gamma'],
+    services: ['web/alpha', 'web/beta', 'web/gamma', 'web/delta', 'web/epsilon'],
     slices: ['web/alpha-1', 'web/beta-x'],
     problems: [
       'b.yml#0: items[2]: Service: metadata.name missing',

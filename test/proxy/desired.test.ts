@@ -45,7 +45,7 @@ t.test('several ports, named targetPorts resolved per slice, slices merged and d
     NODE,
   );
   t.same(formatDesired(d), [
-    'frontend 10.96.0.20:80/TCP web/api:http flags=cluster-ip affinity=0 active=[10.244.1.2:8080/TCP 10.244.2.3:8080/TCP 10.244.2.4:9090/TCP]',
+    'frontend 10.96.0.20:80/TCP web/api:http flags=cluster-ip affinity=0 active=[10.244.1.2:8080/TCP 10.244.2.3:8080/TCP 10.244.2.4:9090/TCP] kept=[10.244.2.3:9090/TCP]',
     'frontend 10.96.0.20:53/UDP web/api:dns flags=cluster-ip affinity=0 active=[10.244.1.2:5353/UDP 10.244.2.3:5353/UDP 10.244.2.4:5353/UDP]',
     'frontend 10.96.0.20:53/TCP web/api:dns-tcp flags=cluster-ip affinity=0 active=[10.244.1.2:5353/TCP 10.244.2.3:5353/TCP]',
     'backend 10.244.1.2:5353/TCP active',
@@ -54,13 +54,14 @@ t.test('several ports, named targetPorts resolved per slice, slices merged and d
     'backend 10.244.2.3:5353/TCP active',
     'backend 10.244.2.3:5353/UDP active',
     'backend 10.244.2.3:8080/TCP active',
+    'backend 10.244.2.3:9090/TCP terminating',
     'backend 10.244.2.4:5353/UDP active',
     'backend 10.244.2.4:9090/TCP active',
     'vip 10.96.0.20',
   ]);
 });
 
-t.test('readiness: unset is ready, not-ready is dropped, terminating is kept for established flows', async (t) => {
+t.test('readiness: unset is ready; not-ready and terminating get no slot but keep established TCP flows (not UDP ones)', async (t) => {
   const d = computeDesired(
     [svc('s', '10.96.0.30', [{ port: 80, targetPort: 8080 }])],
     [
@@ -75,12 +76,20 @@ t.test('readiness: unset is ready, not-ready is dropped, terminating is kept for
     NODE,
   );
   t.same(formatDesired(d), [
-    'frontend 10.96.0.30:80/TCP web/s:- flags=cluster-ip affinity=0 active=[10.244.1.1:8080/TCP 10.244.1.2:8080/TCP] kept=[10.244.1.4:8080/TCP]',
+    'frontend 10.96.0.30:80/TCP web/s:- flags=cluster-ip affinity=0 active=[10.244.1.1:8080/TCP 10.244.1.2:8080/TCP] kept=[10.244.1.3:8080/TCP 10.244.1.4:8080/TCP]',
     'backend 10.244.1.1:8080/TCP active',
     'backend 10.244.1.2:8080/TCP active',
+    'backend 10.244.1.3:8080/TCP terminating',
     'backend 10.244.1.4:8080/TCP terminating',
     'vip 10.96.0.30',
   ]);
+  // UDP: a not-ready endpoint's backend goes (its flows are flushed, as kube-proxy flushes them).
+  const u = computeDesired(
+    [svc('u', '10.96.0.31', [{ port: 53, protocol: 'UDP', targetPort: 5353 }])],
+    [slice('u-1', 'u', [{ port: 5353, protocol: 'UDP' }], [{ addresses: ['10.244.1.1'] }, { addresses: ['10.244.1.3'], conditions: { ready: false } }])],
+    NODE,
+  );
+  t.same(formatDesired(u), ['frontend 10.96.0.31:53/UDP web/u:- flags=cluster-ip affinity=0 active=[10.244.1.1:5353/UDP]', 'backend 10.244.1.1:5353/UDP active', 'vip 10.96.0.31']);
 });
 
 t.test('a backend shared by two Services gets one entry; a Service without endpoints still has a frontend', async (t) => {
@@ -192,12 +201,13 @@ t.test('ClientIP affinity, several clusterIPs, internalTrafficPolicy Local (remo
   ]);
 });
 
-t.test('slice ports: matched by name and protocol; a slice port without a number is skipped (as kube-proxy does)', async (t) => {
+t.test('slice ports: matched by name and protocol; a slice port without a valid number is skipped (as kube-proxy does), saying which', async (t) => {
   const d = computeDesired(
     [svc('m', '10.96.0.80', [{ name: 'http', port: 80, targetPort: 8080 }, { name: 'admin', port: 81, targetPort: 'admin' }, { name: 'udp', port: 82, protocol: 'UDP' }])],
     [
       slice('m-1', 'm', [{ name: 'http' }, { name: 'admin' }, { name: 'udp', port: 8282, protocol: 'TCP' }], ['10.244.1.1']),
       slice('m-2', 'm', [{ name: 'other', port: 9999 }], ['10.244.1.2']),
+      slice('m-3', 'm', [{ name: 'http', port: 70000 }], ['10.244.1.3']),
     ],
     NODE,
   );
@@ -207,6 +217,7 @@ t.test('slice ports: matched by name and protocol; a slice port without a number
     'frontend 10.96.0.80:82/UDP web/m:udp flags=cluster-ip,reject affinity=0 active=[]',
     'vip 10.96.0.80',
     'debug EndpointSlice web/m-1: port "http" has no number: skipped',
+    'debug EndpointSlice web/m-3: port "http" has an invalid number 70000 (1-65535): skipped',
     'debug EndpointSlice web/m-1: port "admin" has no number: skipped',
   ]);
 });
@@ -226,13 +237,14 @@ t.test('fallback to terminating: serving+terminating endpoints get slots only wh
     NODE,
   );
   t.same(formatDesired(d), [
-    'frontend 10.96.1.2:80/TCP web/draining:- flags=cluster-ip affinity=0 active=[10.244.2.5:8080/TCP] kept=[10.244.2.6:8080/TCP]',
+    'frontend 10.96.1.2:80/TCP web/draining:- flags=cluster-ip affinity=0 active=[10.244.2.5:8080/TCP] kept=[10.244.2.6:8080/TCP 10.244.2.7:8080/TCP]',
     'frontend 10.96.1.1:80/TCP web/rolling:- flags=cluster-ip affinity=0 active=[10.244.2.3:8080/TCP] kept=[10.244.2.1:8080/TCP 10.244.2.2:8080/TCP]',
     'backend 10.244.2.1:8080/TCP terminating',
     'backend 10.244.2.2:8080/TCP terminating',
     'backend 10.244.2.3:8080/TCP active',
     'backend 10.244.2.5:8080/TCP terminating',
     'backend 10.244.2.6:8080/TCP terminating',
+    'backend 10.244.2.7:8080/TCP terminating',
     'vip 10.96.1.1',
     'vip 10.96.1.2',
   ]);
