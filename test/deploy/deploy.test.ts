@@ -52,7 +52,7 @@ const NODE = 'node-1';
 const NODE_IP = '172.18.0.11';
 const VIP = '10.96.0.70';
 const RELAY_PORT = 6443;
-const RENDERINGS = ['base', 'overlays/node-devices', 'overlays/api-node-ip', 'overlays/xdp', 'overlays/map-sizes', 'overlays/privileged', 'overlays/replace-kube-proxy', 'uninstall'];
+const RENDERINGS = ['base', 'overlays/node-devices', 'overlays/api-node-ip', 'overlays/map-sizes', 'overlays/privileged', 'overlays/replace-kube-proxy', 'uninstall'];
 const COMPOSED = ['node-devices', 'replace-kube-proxy', 'api-node-ip', 'map-sizes'];
 /** Agent flags being added by other work; allowed in overlays only, never in the base. */
 const PENDING_FLAGS = new Set(['--nodeport-acceleration', '--map-sizes']);
