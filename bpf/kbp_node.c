@@ -16,7 +16,7 @@
 #include "lib/common.h"
 #include "lib/maps.h"
 #include "lib/parse.h"
-#include "lib/lb.h"
+#include "lib/ingress.h"
 
 SEC("tc")
 int kbp_from_node(struct __sk_buff *skb)

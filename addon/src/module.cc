@@ -22,6 +22,7 @@
 #include "object_loader.h"
 #include "program_workers.h"
 #include "tc_workers.h"
+#include "xdp_workers.h"
 
 namespace kbp {
 
@@ -123,6 +124,45 @@ Napi::Value TcQuery(const Napi::CallbackInfo& info) {
   return (new TcQueryWorker(env, std::move(target)))->Start();
 }
 
+// xdpAttach(target, prog): native mode; the program's name identifies ours.
+Napi::Value XdpAttach(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const char* call = "bpf_xdp_attach";
+  TcTarget target;
+  std::string problem = ParseTcTarget(info[0], &target);
+  if (env.IsExceptionPending()) return RejectedPending(env);
+  if (!problem.empty()) return RejectedErrno(env, EINVAL, call, problem);
+  BpfProgram* prog = BpfProgram::FromValue(env, info[1]);
+  if (env.IsExceptionPending()) return RejectedPending(env);
+  if (prog == nullptr) return RejectedErrno(env, EINVAL, call, "prog must be a BpfProgram");
+  int fd;
+  Resource::Lease lease = prog->Acquire(&fd);
+  if (!lease) return RejectedErrno(env, EBADF, call, "program " + prog->info().name + " is closed");
+  return (new XdpAttachWorker(env, std::move(target), std::move(lease), fd, prog->info().name))->Start();
+}
+
+// xdpDetach(target, progName): removes the device's XDP program only if it has that name.
+Napi::Value XdpDetach(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const char* call = "bpf_xdp_detach";
+  TcTarget target;
+  std::string problem = ParseTcTarget(info[0], &target);
+  if (env.IsExceptionPending()) return RejectedPending(env);
+  if (!problem.empty()) return RejectedErrno(env, EINVAL, call, problem);
+  if (!info[1].IsString()) return RejectedErrno(env, EINVAL, call, "progName must be a string");
+  return (new XdpDetachWorker(env, std::move(target), info[1].As<Napi::String>().Utf8Value()))->Start();
+}
+
+// xdpQuery(target)
+Napi::Value XdpQuery(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  TcTarget target;
+  std::string problem = ParseTcTarget(info[0], &target);
+  if (env.IsExceptionPending()) return RejectedPending(env);
+  if (!problem.empty()) return RejectedErrno(env, EINVAL, "bpf_xdp_query_id", problem);
+  return (new XdpQueryWorker(env, std::move(target)))->Start();
+}
+
 // listLinks(netns?)
 Napi::Value ListLinks(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -161,6 +201,9 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("tcAttach", Napi::Function::New<TcAttach>(env, "tcAttach"));
   exports.Set("tcDetach", Napi::Function::New<TcDetach>(env, "tcDetach"));
   exports.Set("tcQuery", Napi::Function::New<TcQuery>(env, "tcQuery"));
+  exports.Set("xdpAttach", Napi::Function::New<XdpAttach>(env, "xdpAttach"));
+  exports.Set("xdpDetach", Napi::Function::New<XdpDetach>(env, "xdpDetach"));
+  exports.Set("xdpQuery", Napi::Function::New<XdpQuery>(env, "xdpQuery"));
   exports.Set("listLinks", Napi::Function::New<ListLinks>(env, "listLinks"));
   exports.Set("watchLinks", Napi::Function::New<LinkWatcher::Watch>(env, "watchLinks"));
   exports.Set("layout", Napi::Function::New<Layout>(env, "layout"));

@@ -32,12 +32,6 @@ bpf_tc_opts FilterOpts(const TcTarget& target) {
   return opts;
 }
 
-std::string Describe(const TcTarget& target) {
-  std::string device = target.ifname.empty() ? "ifindex " + std::to_string(target.ifindex) : target.ifname;
-  if (!target.netns.empty()) device += " in " + target.netns;
-  return device;
-}
-
 bool ReadUint(const Napi::Value& value, uint32_t max, uint32_t* out) {
   if (!value.IsNumber()) return false;
   double n = value.As<Napi::Number>().DoubleValue();
@@ -47,6 +41,12 @@ bool ReadUint(const Napi::Value& value, uint32_t max, uint32_t* out) {
 }
 
 }  // namespace
+
+std::string Describe(const TcTarget& target) {
+  std::string device = target.ifname.empty() ? "ifindex " + std::to_string(target.ifindex) : target.ifname;
+  if (!target.netns.empty()) device += " in " + target.netns;
+  return device;
+}
 
 std::string ParseTcTarget(const Napi::Value& value, TcTarget* out) {
   if (!value.IsObject()) return "target must be an object";

@@ -25,10 +25,14 @@ struct TcTarget {
   uint32_t priority = 0;
 };
 
+// "eth0 in /run/netns/x", for error messages.
+std::string Describe(const TcTarget& target);
+
 // Reads a JS TcTarget. Returns an empty string, or what is wrong with it.
 std::string ParseTcTarget(const Napi::Value& value, TcTarget* out);
 
-// Shared steps: enter the namespace, resolve the device, then TcWork().
+// Shared steps: enter the namespace, resolve the device, then TcWork() (the
+// XDP workers build on it too: the steps are the device's, not tc's).
 class TcWorker : public PromiseWorker {
  protected:
   TcWorker(Napi::Env env, const char* name, TcTarget target);

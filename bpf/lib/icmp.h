@@ -9,6 +9,7 @@
 #include "maps.h"
 #include "parse.h"
 #include "nat.h"
+#include "csum.h"
 
 /* <linux/icmp.h> drags in libc socket headers; the few bits needed here. */
 #define ICMP_DEST_UNREACH   3
@@ -25,25 +26,6 @@ struct icmphdr {
 
 #define IPV4_MAX_HDR  60
 #define ICMP4_QUOTE_L4 8 /* bytes of the offending datagram beyond its IPv4 header (RFC 792) */
-
-/* Fold a 32-bit one's-complement sum (bpf_csum_diff's result) and invert it. */
-static __always_inline __u16 csum_fold32(__u32 sum)
-{
-	sum = (sum & 0xffff) + (sum >> 16);
-	sum = (sum & 0xffff) + (sum >> 16);
-	return (__u16)~sum;
-}
-
-/* RFC 1624 update of a checksum for a 16-bit field, values as stored. */
-static __always_inline __u16 csum_replace2(__u16 check, __u16 from, __u16 to)
-{
-	__u32 sum = (__u16)~check;
-
-	sum += (__u16)~from + to;
-	sum = (sum & 0xffff) + (sum >> 16);
-	sum = (sum & 0xffff) + (sum >> 16);
-	return (__u16)~sum;
-}
 
 /* The whole answer to a rejected packet, built on the stack and stored over it
  * from `eth` on. The leading pad puts the IPv4 and ICMP headers on 4-byte

@@ -4,6 +4,7 @@
 #define KBP_LIB_PARSE_H
 
 #include "common.h"
+#include "ctx.h"
 
 /* What the datapath needs of one packet: its tuple as carried on the wire
  * (network order) and where the headers it rewrites start. */
@@ -26,10 +27,10 @@ struct pkt4 {
 /* Returns 1 for IPv4 (pkt filled in), 0 for anything the datapath leaves alone
  * (not IPv4, a version other than 4 behind the IPv4 ethertype, or an IPv4
  * header that does not fit: the stack judges those). */
-static __always_inline int parse_ipv4(struct __sk_buff *skb, struct pkt4 *p)
+static __always_inline int parse_ipv4(struct kbp_ctx *ctx, struct pkt4 *p)
 {
-	void *data = (void *)(long)skb->data;
-	void *end = (void *)(long)skb->data_end;
+	void *data = ctx_data(ctx);
+	void *end = ctx_data_end(ctx);
 	struct ethhdr *eth = data;
 	struct iphdr *ip;
 	__u32 ihl;

@@ -58,6 +58,8 @@ export const TC_ACT_OK = 0;
 export const TC_ACT_SHOT = 2;
 /** bpf_redirect's verdict: the (rewritten) packet leaves through another hook. */
 export const TC_ACT_REDIRECT = 7;
+export const XDP_DROP = 1;
+export const XDP_PASS = 2;
 
 export interface FixtureBackend {
   id: number;
@@ -175,6 +177,8 @@ export class DatapathFixture {
     readonly prog: BpfProgram,
     /** tc ingress on node-facing devices (uplinks). */
     readonly nodeProg: BpfProgram,
+    /** XDP on node-facing devices (--nodeport-acceleration xdp). */
+    readonly xdpProg: BpfProgram,
     readonly services: BpfMap,
     readonly backends: BpfMap,
     readonly revnat: BpfMap,
@@ -194,11 +198,13 @@ export class DatapathFixture {
       const obj = await native().openObject(bpfObjectPath('kbp_pod'), { pinRoot, maxEntries: opts.maxEntries });
       // Loaded second, the node object reuses every map the pod object pinned.
       const nodeObj = await native().openObject(bpfObjectPath('kbp_node'), { pinRoot, maxEntries: opts.maxEntries });
+      const xdpObj = await native().openObject(bpfObjectPath('kbp_xdp'), { pinRoot, maxEntries: opts.maxEntries });
       return new DatapathFixture(
         testbed,
-        [obj, nodeObj],
+        [obj, nodeObj, xdpObj],
         obj.program('kbp_from_pod'),
         nodeObj.program('kbp_from_node'),
+        xdpObj.program('kbp_xdp_node'),
         obj.map(KBP_MAP_SERVICES),
         obj.map(KBP_MAP_BACKENDS),
         obj.map(KBP_MAP_REVNAT),
@@ -235,6 +241,11 @@ export class DatapathFixture {
   /** One packet through the node-facing program. */
   runNode(data: Buffer): Promise<TestRunResult> {
     return this.nodeProg.testRun({ data });
+  }
+
+  /** One packet through the node-facing XDP program. */
+  runXdp(data: Buffer): Promise<TestRunResult> {
+    return this.xdpProg.testRun({ data });
   }
 
   async setConfig(nodeIp: string): Promise<void> {

@@ -26,6 +26,9 @@ export interface PacketSpec {
   payload?: Buffer; // default 16 bytes of 0xab
   /** UDP only: send a zero checksum ("no checksum"). */
   udpZeroChecksum?: boolean;
+  /** The L4 checksum field holds only the pseudo-header sum, as a locally
+   * generated packet with CHECKSUM_PARTIAL carries it through a veth. */
+  partialChecksum?: boolean;
   /** IPv4 options (padded to 4 bytes by the caller). */
   ipOptions?: Buffer;
   /** More-fragments flag and fragment offset in 8-byte units. */
@@ -93,7 +96,9 @@ export function buildPacket(spec: PacketSpec): Buffer {
   const saddr = ipToBuf(spec.saddr);
   const daddr = ipToBuf(spec.daddr);
   const csumOff = spec.proto === 'tcp' ? 16 : 6;
-  if (!(spec.proto === 'udp' && spec.udpZeroChecksum)) {
+  if (spec.partialChecksum) {
+    l4.writeUInt16BE(pseudoHeaderSum(saddr, daddr, proto, l4.length), csumOff);
+  } else if (!(spec.proto === 'udp' && spec.udpZeroChecksum)) {
     let c = inetChecksum(l4, pseudoHeaderSum(saddr, daddr, proto, l4.length));
     if (spec.proto === 'udp' && c === 0) c = 0xffff;
     l4.writeUInt16BE(c, csumOff);

@@ -87,7 +87,8 @@ export const KBP_STAT_REJECT = 15;
 export const KBP_STAT_ICMP_REVNAT = 16;
 export const KBP_STAT_HAIRPIN = 17;
 export const KBP_STAT_DROP_SOURCE_RANGE = 18;
-export const KBP_STAT_MAX = 19;
+export const KBP_STAT_XDP_FORWARD = 19;
+export const KBP_STAT_MAX = 20;
 export const KBP_STAT_SLOTS = 64;
 
 export const KBP_SNAT_PORT_MIN = 61000;
@@ -115,6 +116,7 @@ export const STAT_NAMES: readonly string[] = [
   'icmp_revnat',
   'hairpin',
   'drop_source_range',
+  'xdp_forward',
 ];
 
 /** Every constant above under its C name, for comparison with native().constants(). */
@@ -183,6 +185,7 @@ export const ABI_CONSTANTS: Readonly<Record<string, number | string>> = {
   KBP_STAT_ICMP_REVNAT,
   KBP_STAT_HAIRPIN,
   KBP_STAT_DROP_SOURCE_RANGE,
+  KBP_STAT_XDP_FORWARD,
   KBP_STAT_MAX,
   KBP_STAT_SLOTS,
   KBP_SNAT_PORT_MIN,

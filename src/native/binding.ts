@@ -143,6 +143,16 @@ export interface Native {
   tcDetach(target: TcTarget): Promise<boolean>;
   /** The program id attached at our handle/priority, or null. */
   tcQuery(target: TcTarget): Promise<number | null>;
+  /**
+   * Attach prog as the device's native-mode XDP program (EOPNOTSUPP where the
+   * driver cannot run XDP; EBUSY over a program of another name, which is left
+   * alone); over one of the same name it is replaced atomically.
+   */
+  xdpAttach(target: TcTarget, prog: BpfProgram): Promise<{ ifindex: number; progId: number; replaced: boolean }>;
+  /** Remove the device's native XDP program if it is named progName; false if it was not there. */
+  xdpDetach(target: TcTarget, progName: string): Promise<boolean>;
+  /** The device's native-mode XDP program, or null. */
+  xdpQuery(target: TcTarget): Promise<{ progId: number; name: string } | null>;
   listLinks(netns?: string): Promise<Array<{ ifindex: number; name: string; up: boolean }>>;
   /**
    * Netlink RTMGRP_LINK subscription; callbacks run on the JS thread. Throws

@@ -115,7 +115,7 @@ t.test('constants() exports every #define and enum member of abi.h', async (t) =
     KBP_TC_HANDLE: 0x6b62,
     KBP_TC_PRIORITY: 1,
     KBP_STAT_NEW_FLOW: 0,
-    KBP_STAT_MAX: 19,
+    KBP_STAT_MAX: 20,
     KBP_HAIRPIN_ADDR: 0xa9fe2a01,
     KBP_SVC_F_VIP_MARKER: 32,
     KBP_CT_REFRESH_NS: 1e9,

@@ -274,6 +274,9 @@ enum kbp_stat {
 	                               * to KBP_HAIRPIN_ADDR */
 	KBP_STAT_DROP_SOURCE_RANGE,   /* new flow to a load balancer IP from outside its
 	                               * loadBalancerSourceRanges */
+	KBP_STAT_XDP_FORWARD,         /* service flow translated by the XDP program on an uplink
+	                               * (--nodeport-acceleration xdp), counted besides its outcome
+	                               * (NEW_FLOW, SNAT, ESTABLISHED); tc then passes it untouched */
 	KBP_STAT_MAX,
 };
 
