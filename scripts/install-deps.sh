@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install the Debian packages kbp needs to build, test and demo, only those missing.
 set -euo pipefail
-pkgs=(clang llvm libbpf-dev libelf-dev zlib1g-dev pkg-config cmake make g++ iproute2 bpftool iptables openssl)
+pkgs=(clang llvm libbpf-dev libelf-dev zlib1g-dev pkg-config cmake make g++ iproute2 bpftool iptables openssl ethtool)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

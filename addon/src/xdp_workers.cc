@@ -42,12 +42,12 @@ int QueryAttached(int ifindex, AttachedXdp* out, const char** call) {
   return 0;
 }
 
-bpf_xdp_attach_opts ReplaceOpts(const AttachedXdp& current) {
-  bpf_xdp_attach_opts opts;
-  memset(&opts, 0, sizeof opts);
-  opts.sz = sizeof opts;
-  opts.old_prog_fd = current.fd;
-  return opts;
+// Filled in place: libbpf refuses opts whose padding is not zero, and a
+// struct returned by value need not keep its padding.
+void ExpectCurrent(const AttachedXdp& current, bpf_xdp_attach_opts* opts) {
+  memset(opts, 0, sizeof *opts);
+  opts->sz = sizeof *opts;
+  opts->old_prog_fd = current.fd;
 }
 
 }  // namespace
@@ -75,7 +75,8 @@ void XdpAttachWorker::TcWork() {
              "); kbp does not replace it");
     return;
   }
-  bpf_xdp_attach_opts opts = ReplaceOpts(current);
+  bpf_xdp_attach_opts opts;
+  ExpectCurrent(current, &opts);
   // Over our own program: an atomic swap that fails if it changed meanwhile.
   // Over nothing: fails if someone attached meanwhile.
   uint32_t flags = XDP_FLAGS_DRV_MODE | (current.id != 0 ? XDP_FLAGS_REPLACE : XDP_FLAGS_UPDATE_IF_NOEXIST);
@@ -111,7 +112,8 @@ void XdpDetachWorker::TcWork() {
     return;
   }
   if (current.id == 0 || current.name != prog_name_) return;  // nothing of ours
-  bpf_xdp_attach_opts opts = ReplaceOpts(current);
+  bpf_xdp_attach_opts opts;
+  ExpectCurrent(current, &opts);
   err = bpf_xdp_detach(target_.ifindex, XDP_FLAGS_DRV_MODE | XDP_FLAGS_REPLACE, &opts);
   if (err != 0) {
     Fail(err, "bpf_xdp_detach", Describe(target_));

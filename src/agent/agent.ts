@@ -40,7 +40,7 @@ async function makeSource(cfg: AgentConfig, log: Logger): Promise<ObjectSource> 
 
 /** Runs until SIGINT/SIGTERM; resolves with the exit code. */
 export async function runAgent(cfg: AgentConfig, log = new Logger(undefined, cfg.logLevel)): Promise<number> {
-  log.info('starting', { nodeName: cfg.nodeName, source: cfg.source.kind, bpffs: cfg.bpffs, podDevices: cfg.podDevices, nodeDevices: cfg.nodeDevices || undefined, pid: process.pid });
+  log.info('starting', { nodeName: cfg.nodeName, source: cfg.source.kind, bpffs: cfg.bpffs, podDevices: cfg.podDevices, nodeDevices: cfg.nodeDevices || undefined, nodePortAcceleration: cfg.nodeDevices ? cfg.nodePortAcceleration : undefined, pid: process.pid });
 
   const { created } = await ensureBpffs(cfg.bpffs);
   if (created) log.info('created pin folder on bpffs', { bpffs: cfg.bpffs });
@@ -71,7 +71,7 @@ export async function runAgent(cfg: AgentConfig, log = new Logger(undefined, cfg
     await syncer.restore();
 
     // The node program reuses the maps the pod program pinned.
-    const uplinks = cfg.nodeDevicePatterns.length ? await Uplinks.load(n, cfg.bpffs, cfg.nodeDevicePatterns, log.child({ component: 'uplinks' }), maxEntries) : undefined;
+    const uplinks = cfg.nodeDevicePatterns.length ? await Uplinks.load(n, cfg.bpffs, cfg.nodeDevicePatterns, log.child({ component: 'uplinks' }), maxEntries, cfg.nodePortAcceleration === 'xdp') : undefined;
     if (uplinks) cleanups.push(() => uplinks.close());
 
     const state = new ProxyState(cfg.nodeName, log.child({ component: 'desired' }));
@@ -205,7 +205,7 @@ export async function runAgent(cfg: AgentConfig, log = new Logger(undefined, cfg
     await migration.beforeSwitch(mapOf);
     const devices = new DeviceAttacher({ native: n, prog, patterns: cfg.podDevicePatterns, log: log.child({ component: 'devices' }), relistMs: 10_000 });
     cleanups.push(() => devices.close());
-    let uplinksAttached: ReadonlyMap<number, string> | undefined;
+    let uplinksAttached: Awaited<ReturnType<Uplinks['attach']>> | undefined;
     try {
       await devices.start();
       uplinksAttached = await uplinks?.attach();
@@ -217,7 +217,8 @@ export async function runAgent(cfg: AgentConfig, log = new Logger(undefined, cfg
     ready = true;
     log.info('ready', {
       attached: [...devices.attached.values()].sort().join(',') || '-',
-      uplinks: uplinksAttached ? [...uplinksAttached.values()].sort().join(',') || '-' : undefined,
+      uplinks: uplinksAttached ? [...uplinksAttached.tc.values()].sort().join(',') || '-' : undefined,
+      xdp: uplinksAttached?.xdp ? [...uplinksAttached.xdp.values()].sort().join(',') || '-' : undefined,
       nodeIps: state.addresses.join(',') || undefined,
     });
 

@@ -1,7 +1,8 @@
 // `kbp detach`: remove what agents left in this network namespace and pin
-// folder. Hooks first, then pins: a tc hook must never outlive the maps its
-// program reads. Only our handle/priority is touched, and only when the
-// program there is one of ours (name kbp_*). Running it twice is harmless.
+// folder. Hooks first, then pins: a tc hook or an XDP program must never
+// outlive the maps its program reads. Only our tc handle/priority and a
+// device's XDP program are touched, and only when the program there is one of
+// ours (name kbp_*). Running it twice is harmless.
 
 import fs from 'node:fs/promises';
 import path from 'node:path';
@@ -20,6 +21,17 @@ export async function runDetach(bpffs: string, out: (line: string) => void): Pro
   const res: DetachResult = { detached: [], unpinned: [], problems: [] };
 
   for (const link of await n.listLinks()) {
+    // XDP first: it sits in front of tc and passes to it.
+    const xdp = await n.xdpQuery({ ifindex: link.ifindex }).catch((err: NativeError) => {
+      if (['ENODEV', 'ENOENT'].includes(err.code)) return null;
+      throw err;
+    });
+    if (xdp && !xdp.name.startsWith('kbp_')) {
+      out(`left ${link.name}: XDP program ${xdp.name} (id ${xdp.progId}) is not ours`);
+    } else if (xdp && (await n.xdpDetach({ ifindex: link.ifindex }, xdp.name))) {
+      res.detached.push(link.name);
+      out(`detached ${xdp.name} (prog id ${xdp.progId}) from XDP of ${link.name}`);
+    }
     let progId: number | null;
     try {
       progId = await n.tcQuery({ ifindex: link.ifindex });

@@ -1,6 +1,7 @@
 // Pod-facing devices (and node-facing ones, with another program and other
-// globs): attach the tc ingress program to every link whose name
-// matches the globs, at start and whenever one appears (netlink link watch).
+// globs): attach the tc ingress program (or, for NodePort acceleration, the
+// XDP program) to every link whose name matches the globs, at start and
+// whenever one appears (netlink link watch).
 // Link events repeat (every state change of a link is an RTM_NEWLINK) and can
 // be lost (ENOBUFS when the socket overflows), so attaching is idempotent and
 // a full re-list reconciles after any doubt, and periodically as well.
@@ -38,22 +39,36 @@ export function parseGlobs(list: string, flag = '--pod-devices'): RegExp[] {
   return globs.map(globToRegExp);
 }
 
-export type LinkNative = Pick<Native, 'listLinks' | 'watchLinks' | 'tcAttach'>;
+export type LinkNative = Pick<Native, 'listLinks' | 'watchLinks' | 'tcAttach' | 'xdpAttach'>;
+
+/** Where the program goes on each device. */
+export type DeviceHook = 'tc ingress' | 'xdp';
 
 export interface DeviceAttacherOptions {
   native: LinkNative;
   prog: BpfProgram;
   patterns: RegExp[];
   log: Logger;
+  /** Default tc ingress. */
+  hook?: DeviceHook;
   /** Safety-net re-list period (ms); 0 disables. */
   relistMs?: number;
 }
 
 const goneCodes = new Set(['ENODEV', 'ENXIO', 'ENOENT']);
+/**
+ * XDP refusals that retrying cannot change while the device stays what it is:
+ * the driver has no native XDP (EOPNOTSUPP), the device's settings rule it out
+ * (EINVAL: MTU, LRO, ...), or another owner's XDP program is there (EBUSY).
+ * Such a device is declined once, with the reason, and stays on tc alone.
+ */
+const xdpDeclineCodes = new Set(['EOPNOTSUPP', 'EINVAL', 'EBUSY', 'ERANGE', 'E2BIG']);
 
 export class DeviceAttacher {
   /** ifindex -> name of every device our program is attached to. */
   readonly attached = new Map<number, string>();
+  /** ifindex -> name of every device the hook refused for good (XDP only). */
+  readonly declined = new Map<number, string>();
   private readonly inflight = new Map<number, Promise<void>>();
   private watcher: LinkWatcher | undefined;
   private timer: NodeJS.Timeout | undefined;
@@ -73,6 +88,7 @@ export class DeviceAttacher {
       (ev) => {
         if (this.closed) return;
         if (ev.type === 'del') {
+          this.declined.delete(ev.ifindex);
           if (this.attached.delete(ev.ifindex)) this.opts.log.info('device gone', { device: ev.name, ifindex: ev.ifindex });
           return;
         }
@@ -98,7 +114,9 @@ export class DeviceAttacher {
       try {
         const links = await this.opts.native.listLinks();
         const present = new Map(links.map((l) => [l.ifindex, l.name]));
-        for (const [ifindex, name] of this.attached) if (present.get(ifindex) !== name) this.attached.delete(ifindex);
+        for (const known of [this.attached, this.declined]) {
+          for (const [ifindex, name] of known) if (present.get(ifindex) !== name) known.delete(ifindex);
+        }
         await Promise.all(links.filter((l) => this.matches(l.name)).map((l) => this.ensure(l.ifindex, l.name)));
       } catch (err) {
         this.opts.log.warn('cannot list devices', { err, code: (err as NativeError).code });
@@ -109,20 +127,24 @@ export class DeviceAttacher {
 
   /** Attach once per (ifindex, name); concurrent calls share one attempt. */
   ensure(ifindex: number, name: string): Promise<void> {
-    if (this.closed || this.attached.get(ifindex) === name) return Promise.resolve();
+    if (this.closed || this.attached.get(ifindex) === name || this.declined.get(ifindex) === name) return Promise.resolve();
     const running = this.inflight.get(ifindex);
     if (running) return running;
+    const hook = this.opts.hook ?? 'tc ingress';
     const p = (async () => {
       try {
-        const r = await this.opts.native.tcAttach({ ifindex }, this.opts.prog);
+        const r = hook === 'xdp' ? await this.opts.native.xdpAttach({ ifindex }, this.opts.prog) : await this.opts.native.tcAttach({ ifindex }, this.opts.prog);
         if (this.closed) return;
         this.attached.set(ifindex, name);
-        this.opts.log.info('attached tc ingress', { device: name, ifindex, prog: this.opts.prog.name, progId: r.progId });
+        this.opts.log.info(`attached ${hook}`, { device: name, ifindex, prog: this.opts.prog.name, progId: r.progId });
       } catch (err) {
         const code = (err as NativeError).code;
         // A veth can vanish right after it appeared (a pod that failed to start).
         if (goneCodes.has(code)) this.opts.log.debug('device vanished before attach', { device: name, ifindex, code });
-        else this.opts.log.warn('cannot attach tc ingress; will retry on the next link event or re-list', { device: name, ifindex, code, err });
+        else if (hook === 'xdp' && xdpDeclineCodes.has(code)) {
+          this.declined.set(ifindex, name);
+          this.opts.log.warn('XDP not available on this device: its NodePort traffic stays on tc alone', { device: name, ifindex, code, reason: (err as Error).message });
+        } else this.opts.log.warn(`cannot attach ${hook}; will retry on the next link event or re-list`, { device: name, ifindex, code, err });
       }
     })().finally(() => this.inflight.delete(ifindex));
     this.inflight.set(ifindex, p);

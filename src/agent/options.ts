@@ -16,6 +16,9 @@ export const DEFAULT_BPFFS = '/sys/fs/bpf/kbp';
 export const DEFAULT_API_LISTEN = '127.0.0.1:10256';
 
 /** Where the objects come from: a manifest folder, a kubeconfig file, or the pod's in-cluster config. */
+export const NODEPORT_ACCELERATIONS = ['none', 'xdp'] as const;
+export type NodePortAcceleration = (typeof NODEPORT_ACCELERATIONS)[number];
+
 export type AgentSource = { kind: 'manifests'; dir: string } | { kind: 'kubeconfig'; path: string } | { kind: 'in-cluster' };
 
 export interface AgentConfig {
@@ -26,6 +29,8 @@ export interface AgentConfig {
   /** Uplinks (NodePort, LoadBalancer, externalIPs); "" = none. */
   nodeDevices: string;
   nodeDevicePatterns: RegExp[];
+  /** --nodeport-acceleration: also run the XDP program on the uplinks (native mode where the driver allows). */
+  nodePortAcceleration: NodePortAcceleration;
   /** --node-ip: this node's IPv4 addresses, primary first; empty = from the Node object. */
   nodeIps: string[];
   bpffs: string;
@@ -59,6 +64,14 @@ when the agent exits; \`kbp detach\` removes them.
   --node-devices GLOBS    comma-separated name patterns of the node's uplinks:
                           NodePort, LoadBalancer and externalIP traffic enters
                           there (default: none, ClusterIP only)
+  --nodeport-acceleration MODE
+                          none or xdp: with xdp, new and established flows to
+                          NodePort/LoadBalancer/externalIP frontends are
+                          translated by an XDP program on the uplinks (native
+                          mode) before the kernel builds an skb; tc stays
+                          attached behind it for everything else. A device whose
+                          driver cannot run XDP is logged and stays on tc alone
+                          (default: none; needs --node-devices)
   --node-ip IP[,IP]       this node's IPv4 addresses for NodePort frontends, the
                           first also the masquerade source (default: the Node's
                           InternalIP, then ExternalIP addresses)
@@ -100,6 +113,7 @@ export function parseAgentArgs(args: string[], env: NodeJS.ProcessEnv = process.
       'node-name': { type: 'string' },
       'pod-devices': { type: 'string' },
       'node-devices': { type: 'string' },
+      'nodeport-acceleration': { type: 'string' },
       'node-ip': { type: 'string' },
       bpffs: { type: 'string' },
       'api-listen': { type: 'string' },
@@ -121,6 +135,11 @@ export function parseAgentArgs(args: string[], env: NodeJS.ProcessEnv = process.
   if (!isLogLevel(logLevel)) throw new Error(`--log-level: expected debug, info, warn or error, got ${JSON.stringify(logLevel)}`);
   const podDevices = values['pod-devices'] ?? DEFAULT_POD_DEVICES;
   const nodeDevices = values['node-devices'] ?? '';
+  const acceleration = values['nodeport-acceleration'] ?? 'none';
+  if (!(NODEPORT_ACCELERATIONS as readonly string[]).includes(acceleration)) {
+    throw new Error(`--nodeport-acceleration: expected ${NODEPORT_ACCELERATIONS.join(' or ')}, got ${JSON.stringify(acceleration)}`);
+  }
+  if (acceleration !== 'none' && !nodeDevices) throw new Error('--nodeport-acceleration: needs --node-devices (the uplinks to accelerate)');
   const nodeIps = (values['node-ip'] ?? '')
     .split(',')
     .map((s) => s.trim())
@@ -137,6 +156,7 @@ export function parseAgentArgs(args: string[], env: NodeJS.ProcessEnv = process.
     podDevicePatterns: parseGlobs(podDevices),
     nodeDevices,
     nodeDevicePatterns: nodeDevices ? parseGlobs(nodeDevices, '--node-devices') : [],
+    nodePortAcceleration: acceleration as NodePortAcceleration,
     nodeIps,
     bpffs: values.bpffs ?? DEFAULT_BPFFS,
     api: parseApiOptions(listen, values, values.kubeconfig),

@@ -10,6 +10,11 @@
 // The agent writes the config with every sync and attaches only after the
 // first one, so the program never runs against empty maps or without config.
 //
+// With --nodeport-acceleration xdp, kbp_xdp_node (same pins) also goes on
+// every uplink, after tc: it translates new and established flows to
+// frontends before an skb exists and passes everything else to tc, so a
+// device whose driver refuses XDP simply keeps tc alone (logged once).
+//
 // The datapath translates at tc ingress, before routing, so the node forwards
 // packets whose source is one of its own addresses: masqueraded requests
 // (source = this node) and replies leaving from a NodePort (source = the node
@@ -25,30 +30,43 @@ import type { Logger } from '../log.js';
 import { DeviceAttacher } from './devices.js';
 
 export const NODE_PROGRAM_NAME = 'kbp_from_node';
+export const XDP_PROGRAM_NAME = 'kbp_xdp_node';
 const ACCEPT_LOCAL = '/proc/sys/net/ipv4/conf/all/accept_local';
 
 export class Uplinks {
   private nodeIp: string | undefined;
   private devices: DeviceAttacher | undefined;
+  private xdpDevices: DeviceAttacher | undefined;
   private warnedNoIp = false;
 
   private constructor(
     private readonly native: Native,
     private readonly obj: BpfObject,
+    private readonly xdpObj: BpfObject | undefined,
     private readonly config: BpfMap,
     private readonly patterns: RegExp[],
     private readonly log: Logger,
   ) {}
 
-  /** Loads kbp_node with the maps pinned under bpffs (loaded there by the pod program first). */
-  static async load(native: Native, bpffs: string, patterns: RegExp[], log: Logger, maxEntries?: Record<string, number>): Promise<Uplinks> {
-    const objPath = bpfObjectPath('kbp_node');
+  /** Loads kbp_node (and kbp_xdp with `xdp`) with the maps pinned under bpffs (loaded there by the pod program first). */
+  static async load(native: Native, bpffs: string, patterns: RegExp[], log: Logger, maxEntries?: Record<string, number>, xdp = false): Promise<Uplinks> {
     // Same capacities as the pod object, or libbpf refuses to reuse its pins.
-    const obj = await native.openObject(objPath, { pinRoot: bpffs, maxEntries });
+    const load = async (name: 'kbp_node' | 'kbp_xdp', prog: string) => {
+      const objPath = bpfObjectPath(name);
+      const obj = await native.openObject(objPath, { pinRoot: bpffs, maxEntries });
+      try {
+        const p = obj.program(prog);
+        log.info('BPF object loaded', { object: objPath, prog: p.name, progId: p.info.id });
+        return obj;
+      } catch (err) {
+        obj.close();
+        throw err;
+      }
+    };
+    const obj = await load('kbp_node', NODE_PROGRAM_NAME);
     try {
-      const prog = obj.program(NODE_PROGRAM_NAME);
-      log.info('BPF object loaded', { object: objPath, prog: prog.name, progId: prog.info.id });
-      return new Uplinks(native, obj, obj.map(abi.KBP_MAP_CONFIG), patterns, log);
+      const xdpObj = xdp ? await load('kbp_xdp', XDP_PROGRAM_NAME) : undefined;
+      return new Uplinks(native, obj, xdpObj, obj.map(abi.KBP_MAP_CONFIG), patterns, log);
     } catch (err) {
       obj.close();
       throw err;
@@ -70,12 +88,15 @@ export class Uplinks {
     this.nodeIp = ip;
   }
 
-  /** Attaches to every matching uplink, now and as they appear. */
-  async attach(): Promise<ReadonlyMap<number, string>> {
+  /** Attaches to every matching uplink, now and as they appear: tc, then XDP in front of it. */
+  async attach(): Promise<{ tc: ReadonlyMap<number, string>; xdp?: ReadonlyMap<number, string> }> {
     await this.acceptLocal();
     this.devices = new DeviceAttacher({ native: this.native, prog: this.obj.program(NODE_PROGRAM_NAME), patterns: this.patterns, log: this.log, relistMs: 10_000 });
     await this.devices.start();
-    return this.devices.attached;
+    if (!this.xdpObj) return { tc: this.devices.attached };
+    this.xdpDevices = new DeviceAttacher({ native: this.native, prog: this.xdpObj.program(XDP_PROGRAM_NAME), patterns: this.patterns, log: this.log, hook: 'xdp', relistMs: 10_000 });
+    await this.xdpDevices.start();
+    return { tc: this.devices.attached, xdp: this.xdpDevices.attached };
   }
 
   private async acceptLocal(): Promise<void> {
@@ -90,6 +111,8 @@ export class Uplinks {
 
   close(): void {
     this.devices?.close();
+    this.xdpDevices?.close();
     this.obj.close();
+    this.xdpObj?.close();
   }
 }

@@ -100,14 +100,24 @@ export class MultiNodeCluster {
     return node;
   }
 
-  /** One `kbp agent --manifests dir --node-devices eth0` per node, in node order (each with a probe in its node namespace for the API). */
-  async startAgents(manifestsDir: string): Promise<Agent[]> {
+  /** One `kbp agent --manifests dir --node-devices eth0 [extraArgs]` per node, in node order (each with a probe in its node namespace for the API). */
+  async startAgents(manifestsDir: string, extraArgs: readonly string[] = []): Promise<Agent[]> {
     const agents: Agent[] = [];
     for (const n of this.nodes) {
       const nodeProbe = await Probe.start(this.tb, n.cluster.nodeNs);
-      agents.push(await Agent.start(this.tb, n.cluster, nodeProbe, { manifestsDir, extraArgs: ['--node-devices', UPLINK] }));
+      agents.push(await Agent.start(this.tb, n.cluster, nodeProbe, { manifestsDir, extraArgs: ['--node-devices', UPLINK, ...extraArgs] }));
     }
     return agents;
+  }
+
+  /**
+   * Makes the external client send complete L4 checksums, as a host behind a
+   * real wire does: by default its veth offloads them, and its packets then
+   * reach the nodes with CHECKSUM_PARTIAL and only the pseudo-header sum in
+   * the checksum field, which the XDP datapath (rightly) leaves to tc.
+   */
+  async clientChecksumsComplete(): Promise<void> {
+    await nsExec(this.clientNs, 'ethtool', ['-K', UPLINK, 'tx', 'off']);
   }
 
   /** Routes `dest` (e.g. a load balancer IP, /32) from the external client through node n, as a load balancer would. */

@@ -27,16 +27,22 @@ function fakeLinks(initial: Array<[number, string]>) {
       return { close: () => (closed = true) };
     },
     async tcAttach(target) {
-      const name = links.get(target.ifindex!) ?? '?';
-      const code = failNext.get(name);
-      if (code) {
-        failNext.delete(name);
-        throw errno(code);
-      }
-      attaches.push(name);
-      return { ifindex: target.ifindex!, progId: 42 };
+      return attach(target.ifindex!, '');
+    },
+    async xdpAttach(target) {
+      return { ...(await attach(target.ifindex!, 'xdp:')), replaced: false };
     },
   };
+  async function attach(ifindex: number, prefix: string) {
+    const name = links.get(ifindex) ?? '?';
+    const code = failNext.get(prefix + name);
+    if (code) {
+      failNext.delete(prefix + name);
+      throw errno(code);
+    }
+    attaches.push(prefix + name);
+    return { ifindex, progId: 42 };
+  }
   return {
     native,
     links,
@@ -140,4 +146,43 @@ t.test('agent flags: defaults and errors', async (t) => {
   t.equal(parseDuration('2m', 'x'), 120_000);
   t.equal(parseDuration('40', 'x'), 40);
   t.throws(() => parseDuration('fast', '--x'), /--x: expected a duration/);
+});
+
+t.test('XDP: a device whose driver refuses native XDP is declined once and stays on tc; transient errors are retried', async (t) => {
+  const f = fakeLinks([[2, 'eth0'], [3, 'eth1'], [4, 'eth2']]);
+  const { log, lines } = memoryLogger();
+  f.failNext.set('xdp:eth0', 'EOPNOTSUPP');
+  f.failNext.set('xdp:eth1', 'EAGAIN');
+  const d = new DeviceAttacher({ native: f.native, prog, patterns: parseGlobs('eth*'), log, hook: 'xdp' });
+  await d.start();
+  t.same(f.attaches, ['xdp:eth2'], 'only XDP attaches, no tc');
+  t.same([...d.declined.values()], ['eth0']);
+  const declines = () => lines.filter((l) => l.includes('msg="XDP not available on this device'));
+  t.equal(declines().length, 1);
+  t.match(declines()[0], /device=eth0 ifindex=2 code=EOPNOTSUPP/, 'the refusal is logged with device and reason');
+  t.ok(lines.some((l) => /msg="cannot attach xdp; will retry.*device=eth1/.test(l)), 'a transient error is a retry');
+
+  f.failNext.set('xdp:eth0', 'EOPNOTSUPP');
+  await d.relist();
+  t.same(f.attaches.sort(), ['xdp:eth1', 'xdp:eth2'], 're-list retries eth1, not the declined eth0');
+  t.equal(declines().length, 1, 'no repeated warning');
+
+  // The device is re-created (another ifindex): it may support XDP now.
+  f.failNext.delete('xdp:eth0');
+  f.links.delete(2);
+  f.emit({ type: 'del', ifindex: 2, name: 'eth0', up: false });
+  f.links.set(7, 'eth0');
+  f.emit({ type: 'add', ifindex: 7, name: 'eth0', up: true });
+  await d.idle();
+  t.ok(f.attaches.includes('xdp:eth0'), 'a new eth0 is tried again');
+  t.same([...d.declined.keys()], [], 'nothing declined any more');
+  d.close();
+});
+
+t.test('--nodeport-acceleration', async (t) => {
+  const base = ['--manifests', '/tmp/m'];
+  t.equal(parseAgentArgs(base).nodePortAcceleration, 'none', 'default none');
+  t.equal(parseAgentArgs([...base, '--node-devices', 'eth0', '--nodeport-acceleration', 'xdp']).nodePortAcceleration, 'xdp');
+  t.throws(() => parseAgentArgs([...base, '--nodeport-acceleration', 'xdp']), /needs --node-devices/);
+  t.throws(() => parseAgentArgs([...base, '--node-devices', 'eth0', '--nodeport-acceleration', 'dpdk']), /expected none or xdp/);
 });
