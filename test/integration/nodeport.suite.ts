@@ -14,7 +14,7 @@
 
 import t, { type Test } from 'tap';
 import type { NodePortAcceleration } from '../../src/agent/options.js';
-import type { Agent } from '../../src/testbed/agent.js';
+import { kbpDetach, type Agent } from '../../src/testbed/agent.js';
 import { writeNode, writeService, type ServiceSpec } from '../../src/testbed/manifests.js';
 import { MultiNodeCluster, UPLINK } from '../../src/testbed/multinode.js';
 import { cleanupStale, listNamespaces, nsExec, Testbed } from '../../src/testbed/netns.js';
@@ -184,6 +184,20 @@ if (process.getuid?.() !== 0) {
     t.same(seenAddresses(results), [mc.node(1).ip], 'masqueraded to node1 (the configured node IP)');
     const u = await external.udp(LB_IP, 5300);
     t.same(u.from, { address: LB_IP, port: 5300 }, 'UDP replies come from the load balancer IP');
+  });
+
+  withAgents('kbp detach after the agents stopped: every XDP program and tc hook goes before the pins', async (t) => {
+    for (const a of agents) await a.kill('SIGTERM');
+    for (const n of mc.nodes) {
+      const { stdout } = await kbpDetach(n.cluster);
+      const lines = stdout.trim().split('\n');
+      const firstUnpin = lines.findIndex((l) => l.startsWith('unpinned'));
+      t.ok(firstUnpin > 0, `${n.name}: pins removed`);
+      t.ok(lines.slice(firstUnpin).every((l) => l.startsWith('unpinned')), `${n.name}: every hook removed before the first pin`);
+      if (xdp) t.ok(lines.some((l) => l.startsWith(`detached kbp_xdp_node`) && l.endsWith(`XDP of ${UPLINK}`)), `${n.name}: the XDP program was detached`);
+      t.notMatch((await nsExec(n.cluster.nodeNs, 'ip', ['link', 'show', 'dev', UPLINK])).stdout, /xdp/, `${n.name}: no XDP program left`);
+      t.equal(await n.cluster.ingressFilters(UPLINK), '', `${n.name}: no tc filter left on ${UPLINK}`);
+    }
   });
 
   t.test('teardown leaves no namespace behind', async (t) => {
