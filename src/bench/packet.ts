@@ -14,13 +14,20 @@
 // rows differ only in how many services the maps hold. The "spread" figures
 // target up to 1024 random frontends, for how the cost grows once the working
 // set no longer stays in cache.
+//
+// The uplink table: one NodePort frontend (node address:30080, a local
+// backend: DNAT only) beside the N ClusterIPs, through kbp_from_node at tc
+// (ratio to the tc no-op) and through kbp_xdp_node (--nodeport-acceleration
+// xdp; ratio to an XDP no-op, sampled the same way). The two hooks' test runs
+// have different fixed costs (an skb against an xdp_buff), so compare each to
+// its own no-op, and the absolute nanoseconds of the program's own work.
 
 import os from 'node:os';
 import { native, type BpfProgram } from '../native/binding.js';
 import { bpfObjectPath } from '../paths.js';
-import { DatapathFixture, TC_ACT_OK, type FixtureFrontend } from './fixtures.js';
-import { buildPacket, TCP_ACK, TCP_SYN } from './packets.js';
-import { ipv4ToNumber, KBP_STAT_ESTABLISHED, KBP_STAT_NEW_FLOW, numberToIPv4 } from '../maps/abi.js';
+import { DatapathFixture, TC_ACT_OK, XDP_PASS, type FixtureFrontend } from './fixtures.js';
+import { buildPacket, pseudoHeaderOnly, TCP_ACK, TCP_SYN } from './packets.js';
+import { ipv4ToNumber, KBP_STAT_ESTABLISHED, KBP_STAT_NEW_FLOW, KBP_SVC_F_NODE_PORT, numberToIPv4 } from '../maps/abi.js';
 
 export interface PacketBenchOptions {
   json: boolean;
@@ -42,6 +49,17 @@ export interface PacketBenchResult {
   /** Medians with targets spread over up to 1024 random frontends. */
   new_flow_spread_ns: number;
   established_spread_ns: number;
+  /** The NodePort frontend on an uplink: tc (kbp_from_node) and XDP (kbp_xdp_node). */
+  nodeport: UplinkResult;
+}
+
+export interface UplinkResult {
+  tc_noop_ns: number;
+  tc_new_flow_ns: number;
+  tc_established_ns: number;
+  xdp_noop_ns: number;
+  xdp_new_flow_ns: number;
+  xdp_established_ns: number;
 }
 
 export interface PacketBenchReport {
@@ -58,6 +76,18 @@ const MAX_TARGETS = 1024;
 const CLUSTER_IP_BASE = ipv4ToNumber('10.96.0.0');
 const POD_BASE = ipv4ToNumber('10.244.0.0');
 const CLIENT_BASE = ipv4ToNumber('10.245.0.0');
+const NODE_IP = '172.18.0.11';
+const NODE_PORT = 30080;
+
+/** The uplink table's frontend: a NodePort with one backend on this node. */
+const NODEPORT_FRONTEND: FixtureFrontend = {
+  svcId: 0x7fff0000,
+  vip: NODE_IP,
+  port: NODE_PORT,
+  proto: 'tcp',
+  backends: [{ id: BACKEND_POOL + 1, ip: numberToIPv4(POD_BASE + 255), port: 8080 }],
+  flags: KBP_SVC_F_NODE_PORT,
+};
 
 function quantile(sorted: number[], q: number): number {
   if (!sorted.length) return NaN;
@@ -87,32 +117,41 @@ interface Sampled {
   noopNs: number[];
 }
 
+/** A program under measurement, the verdict every sample must give, and the no-op of its hook. */
+interface Hook {
+  prog: BpfProgram;
+  verdict: number;
+  noop: BpfProgram;
+  /** XDP: flows one of whose packets has a checksum that looks like a pseudo-header sum are left
+   * out (XDP hands those to tc, so they would measure the pass path). */
+  xdp?: boolean;
+}
+
 /** Run every packet once, in chunks interleaved with as many no-op runs. */
-async function sampleInterleaved(prog: BpfProgram, packets: Buffer[], noop: BpfProgram, noopPacket: Buffer): Promise<Sampled> {
+async function sampleInterleaved(hook: Hook, packets: Buffer[], noopPacket: Buffer): Promise<Sampled> {
   const out: Sampled = { ns: [], noopNs: [] };
   for (let i = 0; i < packets.length; i += CHUNK) {
     const chunk = packets.slice(i, i + CHUNK);
-    out.noopNs.push(...(await noop.testRunEach(chunk.map(() => noopPacket))).durationsNs);
-    const r = await prog.testRunEach(chunk);
-    const bad = r.retvals.findIndex((v) => v !== TC_ACT_OK);
-    if (bad >= 0) throw new Error(`sample ${i + bad}: verdict ${r.retvals[bad]}, expected TC_ACT_OK`);
+    out.noopNs.push(...(await hook.noop.testRunEach(chunk.map(() => noopPacket))).durationsNs);
+    const r = await hook.prog.testRunEach(chunk);
+    const bad = r.retvals.findIndex((v) => v !== hook.verdict);
+    if (bad >= 0) throw new Error(`${hook.prog.name} sample ${i + bad}: verdict ${r.retvals[bad]}, expected ${hook.verdict}`);
     out.ns.push(...r.durationsNs);
   }
   return out;
 }
 
 /** New-flow then established samples of `samples` distinct flows to the given frontends. */
-async function sampleFlows(dp: DatapathFixture, targets: FixtureFrontend[], clientBase: number, samples: number, noop: BpfProgram, noopPacket: Buffer) {
-  const flows = Array.from({ length: samples }, (_, i) => ({
-    saddr: numberToIPv4(clientBase + Math.floor(i / 50000)),
-    sport: 10000 + (i % 50000),
-    fe: targets[i % targets.length] as FixtureFrontend,
-  }));
-  const packets = (flags: number): Buffer[] =>
-    flows.map((f) => buildPacket({ saddr: f.saddr, daddr: f.fe.vip, proto: 'tcp', sport: f.sport, dport: 80, tcpFlags: flags }));
+async function sampleFlows(dp: DatapathFixture, hook: Hook, targets: FixtureFrontend[], clientBase: number, samples: number, noopPacket: Buffer) {
+  const flows = Array.from({ length: samples }, (_, i) => {
+    const f = { saddr: numberToIPv4(clientBase + Math.floor(i / 50000)), sport: 10000 + (i % 50000), fe: targets[i % targets.length] as FixtureFrontend };
+    const packet = (flags: number) => buildPacket({ saddr: f.saddr, daddr: f.fe.vip, proto: 'tcp', sport: f.sport, dport: f.fe.port, tcpFlags: flags });
+    return { syn: packet(TCP_SYN), ack: packet(TCP_ACK) };
+  }).filter((f) => !hook.xdp || !(pseudoHeaderOnly(f.syn) || pseudoHeaderOnly(f.ack)));
+  samples = flows.length;
   const before = await dp.readStats();
-  const fresh = await sampleInterleaved(dp.prog, packets(TCP_SYN), noop, noopPacket);
-  const est = await sampleInterleaved(dp.prog, packets(TCP_ACK), noop, noopPacket);
+  const fresh = await sampleInterleaved(hook, flows.map((f) => f.syn), noopPacket);
+  const est = await sampleInterleaved(hook, flows.map((f) => f.ack), noopPacket);
   const after = await dp.readStats();
   // The samples must have taken the paths they are reported as.
   if (after[KBP_STAT_NEW_FLOW]!.packets - before[KBP_STAT_NEW_FLOW]!.packets !== BigInt(samples)) throw new Error('new-flow samples did not all create a flow');
@@ -120,15 +159,24 @@ async function sampleFlows(dp: DatapathFixture, targets: FixtureFrontend[], clie
   return { fresh, est };
 }
 
-async function measureRow(n: number, samples: number, noop: BpfProgram): Promise<PacketBenchResult> {
+interface Noops {
+  tc: BpfProgram;
+  xdp: BpfProgram;
+}
+
+async function measureRow(n: number, samples: number, noops: Noops): Promise<PacketBenchResult> {
   const dp = await DatapathFixture.open();
   try {
     const frontends = syntheticFrontends(n);
-    await dp.program(frontends);
+    await dp.program([...frontends, NODEPORT_FRONTEND]);
     const noopPacket = buildPacket({ saddr: '10.245.0.1', daddr: '10.244.0.1', proto: 'tcp', sport: 1, dport: 2, tcpFlags: TCP_ACK });
-    const one = await sampleFlows(dp, [frontends[n - 1] as FixtureFrontend], CLIENT_BASE, samples, noop, noopPacket);
+    const pod: Hook = { prog: dp.prog, verdict: TC_ACT_OK, noop: noops.tc };
+    const one = await sampleFlows(dp, pod, [frontends[n - 1] as FixtureFrontend], CLIENT_BASE, samples, noopPacket);
     const spreadTargets = Array.from({ length: Math.min(n, MAX_TARGETS) }, () => frontends[Math.floor(Math.random() * n)] as FixtureFrontend);
-    const spread = await sampleFlows(dp, spreadTargets, CLIENT_BASE + 256, samples, noop, noopPacket);
+    const spread = await sampleFlows(dp, pod, spreadTargets, CLIENT_BASE + 256, samples, noopPacket);
+    // Distinct clients per hook, so each measures its own new flows.
+    const tc = await sampleFlows(dp, { prog: dp.nodeProg, verdict: TC_ACT_OK, noop: noops.tc }, [NODEPORT_FRONTEND], CLIENT_BASE + 512, samples, noopPacket);
+    const xdp = await sampleFlows(dp, { prog: dp.xdpProg, verdict: XDP_PASS, noop: noops.xdp, xdp: true }, [NODEPORT_FRONTEND], CLIENT_BASE + 768, samples, noopPacket);
 
     const med = (xs: number[]): number => quantile(sortNum(xs), 0.5);
     const p90 = (xs: number[]): number => quantile(sortNum(xs), 0.9);
@@ -144,6 +192,14 @@ async function measureRow(n: number, samples: number, noop: BpfProgram): Promise
       established_p90_ns: p90(one.est.ns),
       new_flow_spread_ns: med(spread.fresh.ns),
       established_spread_ns: med(spread.est.ns),
+      nodeport: {
+        tc_noop_ns: med([...tc.fresh.noopNs, ...tc.est.noopNs]),
+        tc_new_flow_ns: med(tc.fresh.ns),
+        tc_established_ns: med(tc.est.ns),
+        xdp_noop_ns: med([...xdp.fresh.noopNs, ...xdp.est.noopNs]),
+        xdp_new_flow_ns: med(xdp.fresh.ns),
+        xdp_established_ns: med(xdp.est.ns),
+      },
     };
   } finally {
     await dp.close();
@@ -155,10 +211,14 @@ export async function packetBench(opts: Omit<PacketBenchOptions, 'json'> = {}): 
   const samples = opts.samples ?? 20000;
   if (samples > 100000) throw new Error('at most 100000 samples per path (client address space of the fixture)');
   const noopObj = await native().openObject(bpfObjectPath('kbp_noop'));
+  const xdpNoopObj = await native().openObject(bpfObjectPath('kbp_noop_xdp')).catch((err: unknown) => {
+    noopObj.close();
+    throw err;
+  });
   try {
-    const noop = noopObj.program('kbp_noop');
+    const noops = { tc: noopObj.program('kbp_noop'), xdp: xdpNoopObj.program('kbp_noop_xdp') };
     const results: PacketBenchResult[] = [];
-    for (const n of counts) results.push(await measureRow(n, samples, noop));
+    for (const n of counts) results.push(await measureRow(n, samples, noops));
     const all = sortNum(results.map((r) => r.noop_ns));
     const first = results[0] as PacketBenchResult;
     const last = results[results.length - 1] as PacketBenchResult;
@@ -183,6 +243,7 @@ export async function packetBench(opts: Omit<PacketBenchOptions, 'json'> = {}): 
     };
   } finally {
     noopObj.close();
+    xdpNoopObj.close();
   }
 }
 
@@ -208,10 +269,7 @@ export function formatPacketReport(r: PacketBenchReport): string {
     String(x.new_flow_spread_ns),
     String(x.established_spread_ns),
   ]);
-  const widths = head.map((h, i) => Math.max(h.length, ...rows.map((row) => (row[i] as string).length)));
-  const fmt = (cells: string[]): string => cells.map((c, i) => c.padStart(widths[i] as number)).join('  ');
-  lines.push(fmt(head));
-  for (const row of rows) lines.push(fmt(row));
+  lines.push(...table(head, rows));
   lines.push('');
   const maxNew = Math.max(...r.results.map((x) => x.new_flow_ratio));
   const maxEst = Math.max(...r.results.map((x) => x.established_ratio));
@@ -223,7 +281,35 @@ export function formatPacketReport(r: PacketBenchReport): string {
     `growth ${r.results[0]?.services} → ${r.results[r.results.length - 1]?.services} services ≤ ${r.budget.growth_max * 100}%: ` +
       `new flow ${(g.new_flow * 100).toFixed(1)}%, established ${(g.established * 100).toFixed(1)}% — ${verdict(gOk)}`,
   );
+  lines.push('');
+  lines.push(`uplink: NodePort ${NODE_IP}:${NODE_PORT} -> a local backend (DNAT), tc kbp_from_node vs XDP kbp_xdp_node (ns, median; x: ratio to that hook's no-op)`);
+  const x = (ns: number, noop: number): string => (ns / noop).toFixed(2);
+  lines.push(
+    ...table(
+      ['services', 'tc no-op', 'tc new', 'x', 'tc est', 'x', 'xdp no-op', 'xdp new', 'x', 'xdp est', 'x'],
+      r.results.map(({ services, nodeport: u }) => [
+        String(services),
+        String(u.tc_noop_ns),
+        String(u.tc_new_flow_ns),
+        x(u.tc_new_flow_ns, u.tc_noop_ns),
+        String(u.tc_established_ns),
+        x(u.tc_established_ns, u.tc_noop_ns),
+        String(u.xdp_noop_ns),
+        String(u.xdp_new_flow_ns),
+        x(u.xdp_new_flow_ns, u.xdp_noop_ns),
+        String(u.xdp_established_ns),
+        x(u.xdp_established_ns, u.xdp_noop_ns),
+      ]),
+    ),
+  );
   return lines.join('\n');
+}
+
+/** Right-aligned columns. */
+function table(head: string[], rows: string[][]): string[] {
+  const widths = head.map((h, i) => Math.max(h.length, ...rows.map((row) => (row[i] as string).length)));
+  const fmt = (cells: string[]): string => cells.map((c, i) => c.padStart(widths[i] as number)).join('  ');
+  return [fmt(head), ...rows.map(fmt)];
 }
 
 export async function runPacketBench(opts: PacketBenchOptions): Promise<void> {

@@ -73,6 +73,21 @@ function pseudoHeaderSum(saddr: Buffer, daddr: Buffer, proto: number, l4len: num
   return sum16(ph);
 }
 
+/**
+ * Whether an IPv4 TCP/UDP frame's L4 checksum field equals its pseudo-header
+ * sum, the form a CHECKSUM_PARTIAL packet carries; the XDP datapath leaves
+ * such packets to tc. A complete checksum has that value about once in
+ * 65,536 packets.
+ */
+export function pseudoHeaderOnly(pkt: Buffer): boolean {
+  const ihl = ((pkt[ETH_LEN] as number) & 0x0f) * 4;
+  const proto = pkt[ETH_LEN + 9] as number;
+  const l4 = ETH_LEN + ihl;
+  const l4len = pkt.readUInt16BE(ETH_LEN + 2) - ihl;
+  const check = pkt.readUInt16BE(l4 + (proto === IPPROTO_TCP ? 16 : 6));
+  return check === pseudoHeaderSum(pkt.subarray(ETH_LEN + 12, ETH_LEN + 16), pkt.subarray(ETH_LEN + 16, ETH_LEN + 20), proto, l4len);
+}
+
 export function buildPacket(spec: PacketSpec): Buffer {
   const proto = spec.proto === 'tcp' ? IPPROTO_TCP : IPPROTO_UDP;
   const payload = spec.payload ?? Buffer.alloc(16, 0xab);
