@@ -87,21 +87,35 @@ Napi::Value ProgInfoById(const Napi::CallbackInfo& info) {
   return (new ProgInfoWorker(env, static_cast<uint32_t>(id)))->Start();
 }
 
-// tcAttach(target, prog)
-Napi::Value TcAttach(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  const char* call = "bpf_tc_attach";
+// The (target, prog) arguments of tcAttach and xdpAttach, checked, with the
+// program leased for the worker.
+struct AttachArgs {
   TcTarget target;
-  std::string problem = ParseTcTarget(info[0], &target);
+  BpfProgram* prog = nullptr;
+  int fd = -1;
+  Resource::Lease lease;
+};
+
+// Returns an empty value when `out` is filled in, else the rejected promise.
+Napi::Value ReadAttachArgs(const Napi::CallbackInfo& info, const char* call, AttachArgs* out) {
+  Napi::Env env = info.Env();
+  std::string problem = ParseTcTarget(info[0], &out->target);
   if (env.IsExceptionPending()) return RejectedPending(env);
   if (!problem.empty()) return RejectedErrno(env, EINVAL, call, problem);
-  BpfProgram* prog = BpfProgram::FromValue(env, info[1]);
+  out->prog = BpfProgram::FromValue(env, info[1]);
   if (env.IsExceptionPending()) return RejectedPending(env);
-  if (prog == nullptr) return RejectedErrno(env, EINVAL, call, "prog must be a BpfProgram");
-  int fd;
-  Resource::Lease lease = prog->Acquire(&fd);
-  if (!lease) return RejectedErrno(env, EBADF, call, "program " + prog->info().name + " is closed");
-  return (new TcAttachWorker(env, std::move(target), std::move(lease), fd))->Start();
+  if (out->prog == nullptr) return RejectedErrno(env, EINVAL, call, "prog must be a BpfProgram");
+  out->lease = out->prog->Acquire(&out->fd);
+  if (!out->lease) return RejectedErrno(env, EBADF, call, "program " + out->prog->info().name + " is closed");
+  return Napi::Value();
+}
+
+// tcAttach(target, prog)
+Napi::Value TcAttach(const Napi::CallbackInfo& info) {
+  AttachArgs a;
+  Napi::Value rejected = ReadAttachArgs(info, "bpf_tc_attach", &a);
+  if (!rejected.IsEmpty()) return rejected;
+  return (new TcAttachWorker(info.Env(), std::move(a.target), std::move(a.lease), a.fd))->Start();
 }
 
 // tcDetach(target)
@@ -126,19 +140,10 @@ Napi::Value TcQuery(const Napi::CallbackInfo& info) {
 
 // xdpAttach(target, prog): native mode; the program's name identifies ours.
 Napi::Value XdpAttach(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  const char* call = "bpf_xdp_attach";
-  TcTarget target;
-  std::string problem = ParseTcTarget(info[0], &target);
-  if (env.IsExceptionPending()) return RejectedPending(env);
-  if (!problem.empty()) return RejectedErrno(env, EINVAL, call, problem);
-  BpfProgram* prog = BpfProgram::FromValue(env, info[1]);
-  if (env.IsExceptionPending()) return RejectedPending(env);
-  if (prog == nullptr) return RejectedErrno(env, EINVAL, call, "prog must be a BpfProgram");
-  int fd;
-  Resource::Lease lease = prog->Acquire(&fd);
-  if (!lease) return RejectedErrno(env, EBADF, call, "program " + prog->info().name + " is closed");
-  return (new XdpAttachWorker(env, std::move(target), std::move(lease), fd, prog->info().name))->Start();
+  AttachArgs a;
+  Napi::Value rejected = ReadAttachArgs(info, "bpf_xdp_attach", &a);
+  if (!rejected.IsEmpty()) return rejected;
+  return (new XdpAttachWorker(info.Env(), std::move(a.target), std::move(a.lease), a.fd, a.prog->info().name))->Start();
 }
 
 // xdpDetach(target, progName): removes the device's XDP program only if it has that name.

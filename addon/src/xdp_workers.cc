@@ -15,18 +15,8 @@ namespace kbp {
 
 namespace {
 
-// The native-mode XDP program on the device: its id (0: none) and name, and
-// an fd to it for XDP_FLAGS_REPLACE (-1 when none). Returns 0 or a negative
-// errno, naming the failed call.
-struct AttachedXdp {
-  uint32_t id = 0;
-  std::string name;
-  int fd = -1;
-  ~AttachedXdp() {
-    if (fd >= 0) close(fd);
-  }
-};
-
+// Fills `out` with the device's native-mode XDP program. Returns 0 or a
+// negative errno, naming the failed call.
 int QueryAttached(int ifindex, AttachedXdp* out, const char** call) {
   *call = "bpf_xdp_query_id";
   int err = bpf_xdp_query_id(ifindex, XDP_FLAGS_DRV_MODE, &out->id);
@@ -52,16 +42,13 @@ void ExpectCurrent(const AttachedXdp& current, bpf_xdp_attach_opts* opts) {
 
 }  // namespace
 
-// ---- attach ----
+AttachedXdp::~AttachedXdp() {
+  if (fd >= 0) close(fd);
+}
 
-XdpAttachWorker::XdpAttachWorker(Napi::Env env, TcTarget target, Resource::Lease lease, int prog_fd,
-                                 std::string prog_name)
-    : TcWorker(env, "kbp:xdp_attach", std::move(target)),
-      lease_(std::move(lease)),
-      prog_fd_(prog_fd),
-      prog_name_(std::move(prog_name)) {}
+XdpWorker::XdpWorker(Napi::Env env, const char* name, TcTarget target) : TcWorker(env, name, std::move(target)) {}
 
-void XdpAttachWorker::TcWork() {
+void XdpWorker::TcWork() {
   AttachedXdp current;
   const char* call;
   int err = QueryAttached(target_.ifindex, &current, &call);
@@ -69,6 +56,19 @@ void XdpAttachWorker::TcWork() {
     Fail(err, call, Describe(target_));
     return;
   }
+  XdpWork(current);
+}
+
+// ---- attach ----
+
+XdpAttachWorker::XdpAttachWorker(Napi::Env env, TcTarget target, Resource::Lease lease, int prog_fd,
+                                 std::string prog_name)
+    : XdpWorker(env, "kbp:xdp_attach", std::move(target)),
+      lease_(std::move(lease)),
+      prog_fd_(prog_fd),
+      prog_name_(std::move(prog_name)) {}
+
+void XdpAttachWorker::XdpWork(const AttachedXdp& current) {
   if (current.id != 0 && current.name != prog_name_) {
     Fail(EBUSY, "bpf_xdp_attach",
          Describe(target_) + " runs another XDP program (" + current.name + ", id " + std::to_string(current.id) +
@@ -80,7 +80,7 @@ void XdpAttachWorker::TcWork() {
   // Over our own program: an atomic swap that fails if it changed meanwhile.
   // Over nothing: fails if someone attached meanwhile.
   uint32_t flags = XDP_FLAGS_DRV_MODE | (current.id != 0 ? XDP_FLAGS_REPLACE : XDP_FLAGS_UPDATE_IF_NOEXIST);
-  err = bpf_xdp_attach(target_.ifindex, prog_fd_, flags, &opts);
+  int err = bpf_xdp_attach(target_.ifindex, prog_fd_, flags, &opts);
   if (err != 0) {
     Fail(err, "bpf_xdp_attach", Describe(target_) + " (native mode)");
     return;
@@ -101,20 +101,13 @@ Napi::Value XdpAttachWorker::Result(Napi::Env env) {
 // ---- detach ----
 
 XdpDetachWorker::XdpDetachWorker(Napi::Env env, TcTarget target, std::string prog_name)
-    : TcWorker(env, "kbp:xdp_detach", std::move(target)), prog_name_(std::move(prog_name)) {}
+    : XdpWorker(env, "kbp:xdp_detach", std::move(target)), prog_name_(std::move(prog_name)) {}
 
-void XdpDetachWorker::TcWork() {
-  AttachedXdp current;
-  const char* call;
-  int err = QueryAttached(target_.ifindex, &current, &call);
-  if (err != 0) {
-    Fail(err, call, Describe(target_));
-    return;
-  }
+void XdpDetachWorker::XdpWork(const AttachedXdp& current) {
   if (current.id == 0 || current.name != prog_name_) return;  // nothing of ours
   bpf_xdp_attach_opts opts;
   ExpectCurrent(current, &opts);
-  err = bpf_xdp_detach(target_.ifindex, XDP_FLAGS_DRV_MODE | XDP_FLAGS_REPLACE, &opts);
+  int err = bpf_xdp_detach(target_.ifindex, XDP_FLAGS_DRV_MODE | XDP_FLAGS_REPLACE, &opts);
   if (err != 0) {
     Fail(err, "bpf_xdp_detach", Describe(target_));
     return;
@@ -127,16 +120,9 @@ Napi::Value XdpDetachWorker::Result(Napi::Env env) { return Napi::Boolean::New(e
 // ---- query ----
 
 XdpQueryWorker::XdpQueryWorker(Napi::Env env, TcTarget target)
-    : TcWorker(env, "kbp:xdp_query", std::move(target)) {}
+    : XdpWorker(env, "kbp:xdp_query", std::move(target)) {}
 
-void XdpQueryWorker::TcWork() {
-  AttachedXdp current;
-  const char* call;
-  int err = QueryAttached(target_.ifindex, &current, &call);
-  if (err != 0) {
-    Fail(err, call, Describe(target_));
-    return;
-  }
+void XdpQueryWorker::XdpWork(const AttachedXdp& current) {
   prog_id_ = current.id;
   prog_name_ = current.name;
 }

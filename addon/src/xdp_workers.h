@@ -18,12 +18,35 @@
 
 namespace kbp {
 
-class XdpAttachWorker : public TcWorker {
+// The device's native-mode XDP program as found before the work: its id (0:
+// none), name, and an fd to it (-1 when none) to name it as the expected
+// program of an atomic replace or detach.
+struct AttachedXdp {
+  uint32_t id = 0;
+  std::string name;
+  int fd = -1;
+  AttachedXdp() = default;
+  AttachedXdp(const AttachedXdp&) = delete;
+  AttachedXdp& operator=(const AttachedXdp&) = delete;
+  ~AttachedXdp();
+};
+
+// TcWorker's steps, then the device's current XDP program, then XdpWork().
+class XdpWorker : public TcWorker {
+ protected:
+  XdpWorker(Napi::Env env, const char* name, TcTarget target);
+  virtual void XdpWork(const AttachedXdp& current) = 0;
+
+ private:
+  void TcWork() override;
+};
+
+class XdpAttachWorker : public XdpWorker {
  public:
   XdpAttachWorker(Napi::Env env, TcTarget target, Resource::Lease lease, int prog_fd, std::string prog_name);
 
  private:
-  void TcWork() override;
+  void XdpWork(const AttachedXdp& current) override;
   Napi::Value Result(Napi::Env env) override;
   Resource::Lease lease_;
   int prog_fd_;
@@ -32,23 +55,23 @@ class XdpAttachWorker : public TcWorker {
   bool replaced_ = false;
 };
 
-class XdpDetachWorker : public TcWorker {
+class XdpDetachWorker : public XdpWorker {
  public:
   XdpDetachWorker(Napi::Env env, TcTarget target, std::string prog_name);
 
  private:
-  void TcWork() override;
+  void XdpWork(const AttachedXdp& current) override;
   Napi::Value Result(Napi::Env env) override;
   std::string prog_name_;
   bool detached_ = false;
 };
 
-class XdpQueryWorker : public TcWorker {
+class XdpQueryWorker : public XdpWorker {
  public:
   XdpQueryWorker(Napi::Env env, TcTarget target);
 
  private:
-  void TcWork() override;
+  void XdpWork(const AttachedXdp& current) override;
   Napi::Value Result(Napi::Env env) override;
   uint32_t prog_id_ = 0;
   std::string prog_name_;

@@ -103,6 +103,12 @@ export class Agent {
   }
 
   /** GET <path> on the agent's API, parsed as JSON. */
+  /** Packets of one datapath counter (`/v1/stats`, summed over CPUs), 0 if it never moved. */
+  async stat(name: string): Promise<number> {
+    const res = (await this.getJson('/v1/stats')) as { items: Array<{ name: string; packets: number }> };
+    return res.items.find((s) => s.name === name)?.packets ?? 0;
+  }
+
   async getJson(apiPath: string): Promise<unknown> {
     const r = await this.nodeProbe.get(`${this.apiUrl}${apiPath}`, 5000);
     if (!r.ok || r.status !== 200) throw new Error(`GET ${apiPath}: ${r.error ?? `HTTP ${r.status} ${r.body.slice(0, 500)}`}`);

@@ -154,10 +154,7 @@ if (process.getuid?.() !== 0) {
     });
 
   /** The datapath counter `name` of node n's agent (GET /v1/stats). */
-  const stat = async (n: number, name: string): Promise<number> => {
-    const body = (await agents[n - 1]!.getJson('/v1/stats')) as { items: Array<{ name: string; packets: number }> };
-    return body.items.find((s) => s.name === name)?.packets ?? 0;
-  };
+  const stat = (n: number, name: string): Promise<number> => agents[n - 1]!.stat(name);
 
   t.test('both agents become healthy', async () => {
     await Promise.all(agents.map((a) => a.waitHealthy(90_000))); // generous: the machine may be shared

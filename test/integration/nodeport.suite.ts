@@ -67,10 +67,7 @@ if (process.getuid?.() !== 0) {
   let podProbe!: Probe;
   let healthy = false;
   const xdp = acceleration === 'xdp';
-  const stat = async (n: number, name: string): Promise<number> => {
-    const res = (await agents[n - 1]!.getJson('/v1/stats')) as { items: Array<{ name: string; packets: number }> };
-    return res.items.find((s) => s.name === name)?.packets ?? 0;
-  };
+  const stat = (n: number, name: string): Promise<number> => agents[n - 1]!.stat(name);
 
   t.teardown(async () => {
     if (!t.passing()) for (const a of agents) process.stderr.write(`${a.cluster.nodeName}: ${await a.logTail(60)}\n`);
