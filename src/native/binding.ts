@@ -114,6 +114,15 @@ export interface TcTarget {
   priority?: number; // default KBP_TC_PRIORITY
 }
 
+/** The cgroup sock_addr hooks kbp attaches to (host services, bpf/kbp_sock.c). */
+export type CgroupHook = 'connect4' | 'sendmsg4' | 'recvmsg4' | 'getpeername4';
+
+export interface CgroupTarget {
+  /** A cgroup v2 directory (anything else rejects with ENOTDIR). */
+  path: string;
+  hook: CgroupHook;
+}
+
 export interface LinkEvent {
   type: 'add' | 'del';
   ifindex: number;
@@ -144,6 +153,18 @@ export interface Native {
   /** The program id attached at our handle/priority, or null. */
   tcQuery(target: TcTarget): Promise<number | null>;
   listLinks(netns?: string): Promise<Array<{ ifindex: number; name: string; up: boolean }>>;
+  /**
+   * Attach prog to the cgroup's hook with BPF_F_ALLOW_MULTI (others' programs
+   * there keep running); with replaceProgId, swap that attached program for
+   * prog atomically (BPF_F_REPLACE). The attachment outlives the process.
+   */
+  cgroupAttach(target: CgroupTarget, prog: BpfProgram, replaceProgId?: number): Promise<void>;
+  /** Detach program progId from the cgroup's hook; false if it was not attached there. */
+  cgroupDetach(target: CgroupTarget, progId: number): Promise<boolean>;
+  /** Programs attached to this cgroup itself at the hook, in run order. */
+  cgroupQuery(target: CgroupTarget): Promise<{ progIds: number[]; attachFlags: number }>;
+  /** SO_NETNS_COOKIE of the namespace (a netns file; the calling thread's when absent): bpf_get_netns_cookie() of its sockets. */
+  netnsCookie(netns?: string): Promise<bigint>;
   /**
    * Netlink RTMGRP_LINK subscription; callbacks run on the JS thread. Throws
    * (synchronously) if the namespace cannot be entered. onError gets ENOBUFS
