@@ -12,6 +12,6 @@ export function addonPath(): string {
 }
 
 /** Compiled BPF objects (make bpf). */
-export function bpfObjectPath(name: 'kbp_pod' | 'kbp_node' | 'kbp_noop'): string {
+export function bpfObjectPath(name: 'kbp_pod' | 'kbp_node' | 'kbp_noop' | 'kbp_sock'): string {
   return path.join(projectRoot, 'build', 'bpf', `${name}.bpf.o`);
 }
