@@ -1,6 +1,6 @@
-// `kbp detach`: remove what agents left in this network namespace and pin
-// folder. Hooks first, then pins: a tc hook must never outlive the maps its
-// program reads. Only our handle/priority is touched, and only when the
+// `kbp detach`: remove what agents left in this network namespace, on the
+// host-services cgroup and in the pin folder. Hooks first, then pins: a tc
+// hook or cgroup attachment must never outlive the maps its program reads. Only our handle/priority is touched, and only when the
 // program there is one of ours (name kbp_*). Running it twice is harmless.
 
 import fs from 'node:fs/promises';
@@ -8,6 +8,7 @@ import path from 'node:path';
 import { native, type NativeError } from '../native/binding.js';
 import { isBpffs } from './bpffs.js';
 import { KBP_TC_HANDLE } from '../maps/abi.js';
+import { cgroupProblem, detachHostServices, type HostServicesConfig } from './hostservices.js';
 
 export interface DetachResult {
   detached: string[]; // device names
@@ -15,7 +16,11 @@ export interface DetachResult {
   problems: string[];
 }
 
-export async function runDetach(bpffs: string, out: (line: string) => void): Promise<DetachResult> {
+/**
+ * hostServices: the cgroup whose kbp socket programs go too (null: none);
+ * the default one (explicit false) is skipped quietly when it is no cgroup v2.
+ */
+export async function runDetach(bpffs: string, out: (line: string) => void, hostServices: HostServicesConfig | null = null): Promise<DetachResult> {
   const n = native();
   const res: DetachResult = { detached: [], unpinned: [], problems: [] };
 
@@ -42,6 +47,20 @@ export async function runDetach(bpffs: string, out: (line: string) => void): Pro
     if (await n.tcDetach({ ifindex: link.ifindex })) {
       res.detached.push(link.name);
       out(`detached ${name} (prog id ${progId}) from tc ingress of ${link.name}`);
+    }
+  }
+
+  if (hostServices) {
+    const problem = await cgroupProblem(n, hostServices.cgroup);
+    if (problem && hostServices.explicit) {
+      const msg = `left host-services hooks: --host-services-cgroup ${hostServices.cgroup}: ${problem}`;
+      res.problems.push(msg);
+      out(msg);
+    } else if (!problem) {
+      for (const line of await detachHostServices(n, hostServices.cgroup)) {
+        res.detached.push(`cgroup ${hostServices.cgroup}`);
+        out(line);
+      }
     }
   }
 
