@@ -3,8 +3,7 @@
 import { realpathSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { DEFAULT_BPFFS, agentUsage, parseAgentArgs, parseHostServices } from './agent/options.js';
-import { DEFAULT_HOST_SERVICES_CGROUP } from './agent/hostservices.js';
+import { DEFAULT_BPFFS, agentUsage, parseAgentArgs } from './agent/options.js';
 import { API_COMMANDS } from './cli/api.js';
 
 const usage = `Usage: kbp <command> [options]
@@ -13,8 +12,8 @@ Commands:
   agent --kubeconfig PATH [...] run the node agent (or --manifests DIR without a
                                 cluster; kbp agent --help for flags)
   detach [--bpffs DIR]          remove kbp's tc hooks in this network namespace and
-                                its host-services cgroup hooks, then its pinned
-                                maps under DIR (default ${DEFAULT_BPFFS})
+                                its host-services cgroup links pinned under DIR,
+                                then its pinned maps there (default ${DEFAULT_BPFFS})
   cleanup-iptables [--dry-run]  remove kube-proxy's iptables chains and the rules
                                 jumping into them (kubelet's and others' stay)
   bench [compare] [--quick]     side by side with the real kube-proxy (iptables
@@ -36,12 +35,12 @@ Options:
   -h, --help                    show this help
 `;
 
-const detachUsage = `Usage: kbp detach [--bpffs DIR] [--host-services-cgroup PATH]
+const detachUsage = `Usage: kbp detach [--bpffs DIR]
 
 Detaches every kbp program from tc ingress in the current network namespace
-and from the socket hooks of the cgroup PATH (default ${DEFAULT_HOST_SERVICES_CGROUP},
-skipped when that is no cgroup v2; "off": not looked at), then unpins every
-kbp_* object under DIR (default ${DEFAULT_BPFFS}). Idempotent.
+and every host-services cgroup link pinned under DIR/links (whatever cgroup it
+is on), then unpins every kbp_* object under DIR (default ${DEFAULT_BPFFS}).
+Idempotent.
 `;
 
 const benchUsage = `Usage: kbp bench [compare] [options]   (kbp bench compare --help)
@@ -80,7 +79,7 @@ async function cmdAgent(args: string[]): Promise<number> {
 async function cmdDetach(args: string[]): Promise<number> {
   let values;
   try {
-    ({ values } = parseArgs({ args, strict: true, options: { bpffs: { type: 'string' }, 'host-services-cgroup': { type: 'string' }, help: { type: 'boolean', short: 'h' } } }));
+    ({ values } = parseArgs({ args, strict: true, options: { bpffs: { type: 'string' }, help: { type: 'boolean', short: 'h' } } }));
   } catch (err) {
     throw new UsageError(`${(err as Error).message}\n\n${detachUsage}`);
   }
@@ -88,14 +87,8 @@ async function cmdDetach(args: string[]): Promise<number> {
     process.stdout.write(detachUsage);
     return 0;
   }
-  let hostServices;
-  try {
-    hostServices = parseHostServices(values['host-services-cgroup']);
-  } catch (err) {
-    throw new UsageError(`${(err as Error).message}\n\n${detachUsage}`);
-  }
   const { runDetach } = await import('./agent/detach.js');
-  const r = await runDetach(values.bpffs ?? DEFAULT_BPFFS, (l) => process.stdout.write(l + '\n'), hostServices);
+  const r = await runDetach(values.bpffs ?? DEFAULT_BPFFS, (l) => process.stdout.write(l + '\n'));
   return r.problems.length ? 1 : 0;
 }
 

@@ -97,61 +97,130 @@ void CgroupWorker::Work() {
   CgroupWork(fd.get());
 }
 
-// ---- attach ----
+// ---- link ----
 
-CgroupAttachWorker::CgroupAttachWorker(Napi::Env env, CgroupTarget target, Resource::Lease lease, int prog_fd,
-                                       uint32_t replace_id)
-    : CgroupWorker(env, "kbp:cgroup_attach", std::move(target)),
-      lease_(std::move(lease)),
-      prog_fd_(prog_fd),
-      replace_id_(replace_id) {}
+namespace {
 
-void CgroupAttachWorker::CgroupWork(int cgroup_fd) {
-  struct bpf_prog_attach_opts opts;
-  memset(&opts, 0, sizeof opts);
-  opts.sz = sizeof opts;
-  opts.flags = BPF_F_ALLOW_MULTI;
-  int replace_fd = -1;
-  if (replace_id_ != 0) {
-    replace_fd = bpf_prog_get_fd_by_id(replace_id_);
-    if (replace_fd < 0) {
-      Fail(errno, "bpf_prog_get_fd_by_id", "program " + std::to_string(replace_id_) + " to replace on " + Describe());
-      return;
-    }
-    opts.flags |= BPF_F_REPLACE;
-    opts.replace_prog_fd = replace_fd;
-  }
-  Fd replace(replace_fd);
-  int err = bpf_prog_attach_opts(prog_fd_, cgroup_fd, target_.type, &opts);
-  if (err != 0) Fail(err, "bpf_prog_attach", Describe());
+// The id the kernel gives the cgroup (what a cgroup link reports): its file handle.
+int CgroupId(int cgroup_fd, uint64_t* id) {
+  struct {
+    struct file_handle fh;
+    uint64_t id;
+  } h;
+  h.fh.handle_bytes = sizeof h.id;
+  int mount_id;
+  if (name_to_handle_at(cgroup_fd, "", &h.fh, &mount_id, AT_EMPTY_PATH) != 0) return errno;
+  memcpy(id, h.fh.f_handle, sizeof *id);
+  return 0;
 }
 
-Napi::Value CgroupAttachWorker::Result(Napi::Env env) { return env.Undefined(); }
+}  // namespace
+
+CgroupLinkWorker::CgroupLinkWorker(Napi::Env env, CgroupTarget target, Resource::Lease lease, int prog_fd,
+                                   std::string pin_path)
+    : CgroupWorker(env, "kbp:cgroup_link", std::move(target)),
+      lease_(std::move(lease)),
+      prog_fd_(prog_fd),
+      pin_path_(std::move(pin_path)) {}
+
+void CgroupLinkWorker::CgroupWork(int cgroup_fd) {
+  uint64_t cgroup_id = 0;
+  int err = CgroupId(cgroup_fd, &cgroup_id);
+  if (err != 0) {
+    Fail(err, "name_to_handle_at", target_.path);
+    return;
+  }
+  Fd pinned(bpf_obj_get(pin_path_.c_str()));
+  if (pinned.get() < 0 && errno != ENOENT) {
+    Fail(errno, "bpf_obj_get", pin_path_);
+    return;
+  }
+  if (pinned.get() >= 0) {
+    struct bpf_link_info info;
+    memset(&info, 0, sizeof info);
+    uint32_t len = sizeof info;
+    err = bpf_obj_get_info_by_fd(pinned.get(), &info, &len);
+    if (err != 0) {
+      Fail(err, "bpf_obj_get_info_by_fd", pin_path_ + " (not a link?)");
+      return;
+    }
+    if (info.type == BPF_LINK_TYPE_CGROUP && info.cgroup.cgroup_id == cgroup_id &&
+        info.cgroup.attach_type == static_cast<uint32_t>(target_.type)) {
+      err = bpf_link_update(pinned.get(), prog_fd_, nullptr);
+      if (err != 0) {
+        Fail(err, "bpf_link_update", pin_path_ + " on " + Describe());
+        return;
+      }
+      link_id_ = info.id;
+      updated_ = true;
+      return;
+    }
+    // A link of another cgroup or hook (the flag changed): it goes.
+    err = bpf_link_detach(pinned.get());
+    if (err != 0 && -err != EINVAL) {  // EINVAL: already detached
+      Fail(err, "bpf_link_detach", pin_path_);
+      return;
+    }
+    if (unlink(pin_path_.c_str()) != 0 && errno != ENOENT) {
+      Fail(errno, "unlink", pin_path_);
+      return;
+    }
+  }
+  Fd link(bpf_link_create(prog_fd_, cgroup_fd, target_.type, nullptr));
+  if (link.get() < 0) {
+    Fail(errno, "bpf_link_create", Describe());
+    return;
+  }
+  // Unpinned, the link would go with this fd: pin before reporting success.
+  err = bpf_obj_pin(link.get(), pin_path_.c_str());
+  if (err != 0) {
+    Fail(err, "bpf_obj_pin", pin_path_);
+    return;
+  }
+  struct bpf_link_info info;
+  memset(&info, 0, sizeof info);
+  uint32_t len = sizeof info;
+  if (bpf_obj_get_info_by_fd(link.get(), &info, &len) == 0) link_id_ = info.id;
+}
+
+Napi::Value CgroupLinkWorker::Result(Napi::Env env) {
+  Napi::Object result = Napi::Object::New(env);
+  result.Set("linkId", Napi::Number::New(env, link_id_));
+  result.Set("updated", Napi::Boolean::New(env, updated_));
+  return result;
+}
 
 // ---- detach ----
 
-CgroupDetachWorker::CgroupDetachWorker(Napi::Env env, CgroupTarget target, uint32_t prog_id)
-    : CgroupWorker(env, "kbp:cgroup_detach", std::move(target)), prog_id_(prog_id) {}
+LinkDetachWorker::LinkDetachWorker(Napi::Env env, std::string pin_path)
+    : PromiseWorker(env, "kbp:link_detach"), pin_path_(std::move(pin_path)) {}
 
-void CgroupDetachWorker::CgroupWork(int cgroup_fd) {
-  Fd prog(bpf_prog_get_fd_by_id(prog_id_));
-  if (prog.get() < 0) {
-    // ENOENT: the program is gone, so it is attached nowhere.
-    if (errno == ENOENT) return;
-    Fail(errno, "bpf_prog_get_fd_by_id", "program " + std::to_string(prog_id_));
+void LinkDetachWorker::Work() {
+  Fd link(bpf_obj_get(pin_path_.c_str()));
+  if (link.get() < 0) {
+    if (errno != ENOENT) Fail(errno, "bpf_obj_get", pin_path_);
     return;
   }
-  int err = bpf_prog_detach2(prog.get(), cgroup_fd, target_.type);
-  if (err == 0) {
-    detached_ = true;
+  // A detached cgroup link reports cgroup id 0 (and detaching it again
+  // succeeds without doing anything): it counts as not detached here.
+  struct bpf_link_info info;
+  memset(&info, 0, sizeof info);
+  uint32_t len = sizeof info;
+  int err = bpf_obj_get_info_by_fd(link.get(), &info, &len);
+  if (err != 0) {
+    Fail(err, "bpf_obj_get_info_by_fd", pin_path_ + " (not a link?)");
     return;
   }
-  // ENOENT: not attached to this cgroup and hook.
-  if (-err == ENOENT) return;
-  Fail(err, "bpf_prog_detach2", "program " + std::to_string(prog_id_) + " from " + Describe());
+  if (info.type == BPF_LINK_TYPE_CGROUP && info.cgroup.cgroup_id == 0) return;
+  err = bpf_link_detach(link.get());
+  if (err != 0) {
+    Fail(err, "bpf_link_detach", pin_path_);
+    return;
+  }
+  detached_ = true;
 }
 
-Napi::Value CgroupDetachWorker::Result(Napi::Env env) { return Napi::Boolean::New(env, detached_); }
+Napi::Value LinkDetachWorker::Result(Napi::Env env) { return Napi::Boolean::New(env, detached_); }
 
 // ---- query ----
 
@@ -219,18 +288,10 @@ Napi::Value NetnsCookieWorker::Result(Napi::Env env) { return Napi::BigInt::New(
 
 namespace {
 
-bool ReadProgId(const Napi::Value& value, uint32_t* out) {
-  if (!value.IsNumber()) return false;
-  double n = value.As<Napi::Number>().DoubleValue();
-  if (!(n >= 1) || n > UINT32_MAX || n != static_cast<double>(static_cast<uint32_t>(n))) return false;
-  *out = static_cast<uint32_t>(n);
-  return true;
-}
-
-// cgroupAttach(target, prog, replaceProgId?)
-Napi::Value CgroupAttach(const Napi::CallbackInfo& info) {
+// cgroupLink(target, prog, pinPath)
+Napi::Value CgroupLink(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  const char* call = "bpf_prog_attach";
+  const char* call = "bpf_link_create";
   CgroupTarget target;
   std::string problem = ParseCgroupTarget(info[0], &target);
   if (env.IsExceptionPending()) return RejectedPending(env);
@@ -238,27 +299,19 @@ Napi::Value CgroupAttach(const Napi::CallbackInfo& info) {
   BpfProgram* prog = BpfProgram::FromValue(env, info[1]);
   if (env.IsExceptionPending()) return RejectedPending(env);
   if (prog == nullptr) return RejectedErrno(env, EINVAL, call, "prog must be a BpfProgram");
-  uint32_t replace_id = 0;
-  if (!info[2].IsUndefined() && !info[2].IsNull() && !ReadProgId(info[2], &replace_id)) {
-    return RejectedErrno(env, EINVAL, call, "replaceProgId must be a positive integer");
-  }
+  if (!info[2].IsString()) return RejectedErrno(env, EINVAL, call, "pinPath must be a string");
   int fd;
   Resource::Lease lease = prog->Acquire(&fd);
   if (!lease) return RejectedErrno(env, EBADF, call, "program " + prog->info().name + " is closed");
-  return (new CgroupAttachWorker(env, std::move(target), std::move(lease), fd, replace_id))->Start();
+  return (new CgroupLinkWorker(env, std::move(target), std::move(lease), fd, info[2].As<Napi::String>().Utf8Value()))
+      ->Start();
 }
 
-// cgroupDetach(target, progId)
-Napi::Value CgroupDetach(const Napi::CallbackInfo& info) {
+// linkDetach(pinPath)
+Napi::Value LinkDetach(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  const char* call = "bpf_prog_detach2";
-  CgroupTarget target;
-  std::string problem = ParseCgroupTarget(info[0], &target);
-  if (env.IsExceptionPending()) return RejectedPending(env);
-  if (!problem.empty()) return RejectedErrno(env, EINVAL, call, problem);
-  uint32_t id;
-  if (!ReadProgId(info[1], &id)) return RejectedErrno(env, EINVAL, call, "progId must be a positive integer");
-  return (new CgroupDetachWorker(env, std::move(target), id))->Start();
+  if (!info[0].IsString()) return RejectedErrno(env, EINVAL, "bpf_link_detach", "pinPath must be a string");
+  return (new LinkDetachWorker(env, info[0].As<Napi::String>().Utf8Value()))->Start();
 }
 
 // cgroupQuery(target)
@@ -286,8 +339,8 @@ Napi::Value NetnsCookie(const Napi::CallbackInfo& info) {
 }  // namespace
 
 void RegisterCgroupFunctions(Napi::Env env, Napi::Object exports) {
-  exports.Set("cgroupAttach", Napi::Function::New<CgroupAttach>(env, "cgroupAttach"));
-  exports.Set("cgroupDetach", Napi::Function::New<CgroupDetach>(env, "cgroupDetach"));
+  exports.Set("cgroupLink", Napi::Function::New<CgroupLink>(env, "cgroupLink"));
+  exports.Set("linkDetach", Napi::Function::New<LinkDetach>(env, "linkDetach"));
   exports.Set("cgroupQuery", Napi::Function::New<CgroupQuery>(env, "cgroupQuery"));
   exports.Set("netnsCookie", Napi::Function::New<NetnsCookie>(env, "netnsCookie"));
 }

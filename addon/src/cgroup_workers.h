@@ -1,10 +1,12 @@
-// cgroup attach, detach and query for the host-services socket programs
-// (cgroup/connect4, sendmsg4, recvmsg4, getpeername4). Attachments use
-// BPF_F_ALLOW_MULTI, so programs of others on the same cgroup and hook keep
-// running; attaching with a replace id swaps kbp's program atomically
-// (BPF_F_REPLACE), so sockets are never without it during an upgrade. Like tc
-// filters, these attachments outlive the process: they stay until detached
-// or until the cgroup is removed. The directory must be on cgroup v2.
+// cgroup links for the host-services socket programs (cgroup/connect4,
+// sendmsg4, recvmsg4, getpeername4), pinned on a bpffs. A bpf_link runs
+// alongside whatever else is attached to the cgroup (links are always
+// multi-attach), survives the agent while its pin exists, and is updated in
+// place (bpf_link_update: atomic, sockets are never without a program) by the
+// next agent, which finds it by its pin: no CAP_SYS_ADMIN is needed to find or
+// replace kbp's program, unlike a bpf_prog_attach by program id. Removing the
+// pin (and detaching the link) removes the hook, so unpinning kbp's bpffs
+// folder never leaves a program attached to maps that are gone.
 #ifndef KBP_ADDON_CGROUP_WORKERS_H
 #define KBP_ADDON_CGROUP_WORKERS_H
 
@@ -41,27 +43,34 @@ class CgroupWorker : public PromiseWorker {
   void Work() override;
 };
 
-class CgroupAttachWorker : public CgroupWorker {
+// Attach prog to the cgroup's hook through the link pinned at pin_path: the
+// pinned link is updated to prog when it is a link of this cgroup and hook;
+// otherwise it is detached and replaced by a new link pinned there.
+class CgroupLinkWorker : public CgroupWorker {
  public:
-  // replace_id: a program attached there now to swap out atomically; 0 = add.
-  CgroupAttachWorker(Napi::Env env, CgroupTarget target, Resource::Lease lease, int prog_fd, uint32_t replace_id);
+  CgroupLinkWorker(Napi::Env env, CgroupTarget target, Resource::Lease lease, int prog_fd, std::string pin_path);
 
  private:
   void CgroupWork(int cgroup_fd) override;
   Napi::Value Result(Napi::Env env) override;
   Resource::Lease lease_;
   int prog_fd_;
-  uint32_t replace_id_;
+  std::string pin_path_;
+  uint32_t link_id_ = 0;
+  bool updated_ = false;
 };
 
-class CgroupDetachWorker : public CgroupWorker {
+// Detach the link pinned at a path (it stops running at once, whoever else
+// holds it); the pin stays for the caller to remove. False when there is no
+// pin or the link was detached already.
+class LinkDetachWorker : public PromiseWorker {
  public:
-  CgroupDetachWorker(Napi::Env env, CgroupTarget target, uint32_t prog_id);
+  LinkDetachWorker(Napi::Env env, std::string pin_path);
 
  private:
-  void CgroupWork(int cgroup_fd) override;
+  void Work() override;
   Napi::Value Result(Napi::Env env) override;
-  uint32_t prog_id_;
+  std::string pin_path_;
   bool detached_ = false;
 };
 
@@ -89,7 +98,7 @@ class NetnsCookieWorker : public PromiseWorker {
   uint64_t cookie_ = 0;
 };
 
-// Adds cgroupAttach, cgroupDetach, cgroupQuery and netnsCookie to the exports.
+// Adds cgroupLink, linkDetach, cgroupQuery and netnsCookie to the exports.
 void RegisterCgroupFunctions(Napi::Env env, Napi::Object exports);
 
 }  // namespace kbp

@@ -1,6 +1,6 @@
-// `kbp detach`: remove what agents left in this network namespace, on the
-// host-services cgroup and in the pin folder. Hooks first, then pins: a tc
-// hook or cgroup attachment must never outlive the maps its program reads. Only our handle/priority is touched, and only when the
+// `kbp detach`: remove what agents left in this network namespace and pin
+// folder. Hooks first, then pins: a tc hook or host-services cgroup link must
+// never outlive the maps its program reads. Only our handle/priority is touched, and only when the
 // program there is one of ours (name kbp_*). Running it twice is harmless.
 
 import fs from 'node:fs/promises';
@@ -8,7 +8,7 @@ import path from 'node:path';
 import { native, type NativeError } from '../native/binding.js';
 import { isBpffs } from './bpffs.js';
 import { KBP_TC_HANDLE } from '../maps/abi.js';
-import { cgroupProblem, detachHostServices, type HostServicesConfig } from './hostservices.js';
+import { LINKS_DIR, detachHostServices } from './hostservices.js';
 
 export interface DetachResult {
   detached: string[]; // device names
@@ -16,11 +16,7 @@ export interface DetachResult {
   problems: string[];
 }
 
-/**
- * hostServices: the cgroup whose kbp socket programs go too (null: none);
- * the default one (explicit false) is skipped quietly when it is no cgroup v2.
- */
-export async function runDetach(bpffs: string, out: (line: string) => void, hostServices: HostServicesConfig | null = null): Promise<DetachResult> {
+export async function runDetach(bpffs: string, out: (line: string) => void): Promise<DetachResult> {
   const n = native();
   const res: DetachResult = { detached: [], unpinned: [], problems: [] };
 
@@ -50,18 +46,14 @@ export async function runDetach(bpffs: string, out: (line: string) => void, host
     }
   }
 
-  if (hostServices) {
-    const problem = await cgroupProblem(n, hostServices.cgroup);
-    if (problem && hostServices.explicit) {
-      const msg = `left host-services hooks: --host-services-cgroup ${hostServices.cgroup}: ${problem}`;
-      res.problems.push(msg);
-      out(msg);
-    } else if (!problem) {
-      for (const line of await detachHostServices(n, hostServices.cgroup)) {
-        res.detached.push(`cgroup ${hostServices.cgroup}`);
-        out(line);
-      }
-    }
+  // The host-services links live as pins under bpffs/links (whatever cgroup
+  // they hang off): detached first, then unpinned.
+  if ((await fs.readdir(bpffs).catch(() => [] as string[])).includes(LINKS_DIR) && !(await isBpffs(bpffs))) {
+    throw new Error(`${bpffs} is not on a BPF filesystem: refusing to delete files there`);
+  }
+  for (const line of await detachHostServices(n, bpffs)) {
+    res.detached.push(line.split(' ').at(-1)!);
+    out(line);
   }
 
   let names: string[] = [];

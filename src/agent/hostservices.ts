@@ -14,13 +14,17 @@
 // anything is attached, and the agent attaches only after the first sync (as
 // for tc), so the programs never run against empty maps.
 //
-// Attachments use BPF_F_ALLOW_MULTI, so other programs on the cgroup (a CNI's,
-// systemd's) keep running; kbp's own program on a hook is found by name
-// (kbp_*) and replaced atomically (BPF_F_REPLACE). Like tc filters they stay
+// Each hook is a bpf_link pinned under <bpffs>/links/ (links run alongside
+// other programs on the cgroup: a CNI's, systemd's). Like tc filters they stay
 // when the agent exits, so host traffic keeps its Services while the agent
-// restarts; `kbp detach --host-services-cgroup PATH` removes them, before it
-// unpins the maps they read.
+// restarts; the next agent finds them by their pins and swaps its programs in
+// atomically (bpf_link_update; no CAP_SYS_ADMIN needed, unlike finding a
+// program attached by id). `kbp detach` detaches and unpins them before it
+// unpins the maps they read, and an agent started with the feature off does
+// the same, so no hook is left serving from maps nobody syncs.
 
+import fs from 'node:fs/promises';
+import path from 'node:path';
 import { bpfObjectPath } from '../paths.js';
 import * as abi from '../maps/abi.js';
 import type { BpfObject, BpfProgram, CgroupHook, Native, NativeError } from '../native/binding.js';
@@ -36,8 +40,9 @@ export const HOST_SERVICE_HOOKS: ReadonlyArray<{ hook: CgroupHook; program: stri
   { hook: 'getpeername4', program: 'kbp_sock_getpeername4' },
 ];
 
-/** The kernel keeps 15 characters of a program name (BPF_OBJ_NAME_LEN - 1): every kbp program starts with this. */
-const isKbpProgram = (name: string) => name.startsWith('kbp_');
+/** Folder under the bpffs pin root holding one link per hook (not kbp_*: migrate.ts reads those as maps). */
+export const LINKS_DIR = 'links';
+const linkPin = (bpffs: string, hook: CgroupHook) => path.join(bpffs, LINKS_DIR, `cgroup_${hook}`);
 
 /** --host-services-cgroup: where to attach; `explicit` false for the default (a missing cgroup v2 there is a warning, not an error). */
 export interface HostServicesConfig {
@@ -45,24 +50,11 @@ export interface HostServicesConfig {
   explicit: boolean;
 }
 
-/** kbp programs attached directly to the cgroup at the hook, as [id, name]. */
-async function kbpProgramsAt(n: Pick<Native, 'cgroupQuery' | 'progInfo'>, path: string, hook: CgroupHook): Promise<Array<{ id: number; name: string }>> {
-  const { progIds } = await n.cgroupQuery({ path, hook });
-  const out: Array<{ id: number; name: string }> = [];
-  for (const id of progIds) {
-    const name = await n.progInfo(id).then(
-      (i) => i.name,
-      () => '?', // unloaded between query and lookup: not attached any more
-    );
-    if (isKbpProgram(name)) out.push({ id, name });
-  }
-  return out;
-}
-
 export class HostServices {
   private constructor(
     private readonly native: Native,
     private readonly obj: BpfObject,
+    private readonly bpffs: string,
     private readonly cgroup: string,
     private readonly log: Logger,
   ) {}
@@ -74,7 +66,7 @@ export class HostServices {
     try {
       const progs = HOST_SERVICE_HOOKS.map(({ program }) => obj.program(program));
       log.info('BPF object loaded', { object: objPath, progs: progs.map((p) => `${p.name}:${p.info.id}`).join(','), cgroup });
-      return new HostServices(native, obj, cgroup, log);
+      return new HostServices(native, obj, bpffs, cgroup, log);
     } catch (err) {
       obj.close();
       throw err;
@@ -83,28 +75,29 @@ export class HostServices {
 
   /**
    * Writes this namespace's cookie (the programs act only on its sockets),
-   * then attaches every hook, replacing kbp's program there if one is
-   * attached and detaching any further kbp program (left by an interrupted
-   * run). Resolves with the hooks attached.
+   * then links every hook: the links an earlier agent pinned are updated in
+   * place, missing ones created. Resolves with the hooks and whether each
+   * link was updated or new.
    */
-  async attach(): Promise<CgroupHook[]> {
+  async attach(): Promise<Array<{ hook: CgroupHook; linkId: number; updated: boolean }>> {
     const cookie = await this.native.netnsCookie();
     await this.obj.map(abi.KBP_MAP_HOST_NS).update(abi.statKey(0), abi.hostNsValue.encode({ netns_cookie: cookie, flags: 0 }));
-    const done: CgroupHook[] = [];
+    await fs.mkdir(path.join(this.bpffs, LINKS_DIR), { recursive: true });
+    const done: Array<{ hook: CgroupHook; linkId: number; updated: boolean }> = [];
     for (const { hook, program } of HOST_SERVICE_HOOKS) {
       const prog: BpfProgram = this.obj.program(program);
-      const target = { path: this.cgroup, hook };
-      const [old, ...extra] = await kbpProgramsAt(this.native, this.cgroup, hook);
       try {
-        if (old?.id !== prog.info.id) await this.native.cgroupAttach(target, prog, old?.id);
+        done.push({ hook, ...(await this.native.cgroupLink({ path: this.cgroup, hook }, prog, linkPin(this.bpffs, hook))) });
       } catch (err) {
         throw Object.assign(new Error(`cannot attach ${program} to ${hook} of cgroup ${this.cgroup}: ${(err as Error).message}`), { code: (err as NativeError).code, cause: err });
       }
-      for (const e of extra) await this.native.cgroupDetach(target, e.id);
-      if (extra.length) this.log.warn('detached surplus kbp programs', { hook, cgroup: this.cgroup, progIds: extra.map((e) => e.id).join(',') });
-      done.push(hook);
     }
-    this.log.info('host services attached', { cgroup: this.cgroup, hooks: done.join(','), netnsCookie: cookie.toString() });
+    this.log.info('host services attached', {
+      cgroup: this.cgroup,
+      hooks: done.map((d) => d.hook).join(','),
+      updated: done.filter((d) => d.updated).length,
+      netnsCookie: cookie.toString(),
+    });
     return done;
   }
 
@@ -126,14 +119,27 @@ export async function cgroupProblem(n: Pick<Native, 'cgroupQuery'>, dir: string)
   }
 }
 
-/** `kbp detach`: every kbp program off every host-services hook of the cgroup. Resolves with one line per program detached. */
-export async function detachHostServices(n: Pick<Native, 'cgroupQuery' | 'cgroupDetach' | 'progInfo'>, cgroup: string): Promise<string[]> {
-  const lines: string[] = [];
-  for (const { hook } of HOST_SERVICE_HOOKS) {
-    for (const p of await kbpProgramsAt(n, cgroup, hook)) {
-      if (await n.cgroupDetach({ path: cgroup, hook }, p.id)) lines.push(`detached ${p.name} (prog id ${p.id}) from ${hook} of cgroup ${cgroup}`);
-    }
+/**
+ * Detach and unpin every host-services link pinned under bpffs (`kbp detach`,
+ * and an agent with the feature off). Resolves with one line per link.
+ */
+export async function detachHostServices(n: Pick<Native, 'linkDetach'>, bpffs: string): Promise<string[]> {
+  const dir = path.join(bpffs, LINKS_DIR);
+  let names: string[];
+  try {
+    names = (await fs.readdir(dir)).sort();
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
+    throw err;
   }
+  const lines: string[] = [];
+  for (const name of names) {
+    const pin = path.join(dir, name);
+    const detached = await n.linkDetach(pin);
+    await fs.unlink(pin);
+    lines.push(`${detached ? 'detached and unpinned' : 'unpinned'} ${pin}`);
+  }
+  await fs.rmdir(dir);
   return lines;
 }
 
@@ -144,12 +150,19 @@ export async function detachHostServices(n: Pick<Native, 'cgroupQuery' | 'cgroup
  * host, or no cgroup mount in this mount namespace) only warns.
  */
 export async function loadHostServices(n: Native, cfg: { bpffs: string; hostServices: HostServicesConfig | null }, log: Logger, maxEntries?: Record<string, number>): Promise<HostServices | undefined> {
-  if (!cfg.hostServices) return undefined;
+  const off = async () => {
+    for (const line of await detachHostServices(n, cfg.bpffs)) log.info(`host services off: ${line}`);
+  };
+  if (!cfg.hostServices) {
+    await off();
+    return undefined;
+  }
   const { cgroup, explicit } = cfg.hostServices;
   const problem = await cgroupProblem(n, cgroup);
   if (problem) {
     if (explicit) throw new Error(`--host-services-cgroup ${cgroup}: ${problem}`);
     log.warn('host services off: the node\'s own sockets do not reach ClusterIPs (give --host-services-cgroup a cgroup v2 mount, or "off")', { cgroup, reason: problem });
+    await off();
     return undefined;
   }
   return HostServices.load(n, cfg.bpffs, cgroup, log, maxEntries);

@@ -163,8 +163,8 @@ export function parseAgentArgs(args: string[], env: NodeJS.ProcessEnv = process.
   };
 }
 
-/** --host-services-cgroup PATH | off (also `kbp detach`); absent = the default. */
-export function parseHostServices(flag: string | undefined): HostServicesConfig | null {
+/** --host-services-cgroup PATH | off; absent = the default. */
+function parseHostServices(flag: string | undefined): HostServicesConfig | null {
   if (flag === undefined) return { cgroup: DEFAULT_HOST_SERVICES_CGROUP, explicit: false };
   if (flag === 'off') return null;
   if (!flag.startsWith('/')) throw new Error(`--host-services-cgroup: expected an absolute path or "off", got ${JSON.stringify(flag)}`);

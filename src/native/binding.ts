@@ -154,13 +154,15 @@ export interface Native {
   tcQuery(target: TcTarget): Promise<number | null>;
   listLinks(netns?: string): Promise<Array<{ ifindex: number; name: string; up: boolean }>>;
   /**
-   * Attach prog to the cgroup's hook with BPF_F_ALLOW_MULTI (others' programs
-   * there keep running); with replaceProgId, swap that attached program for
-   * prog atomically (BPF_F_REPLACE). The attachment outlives the process.
+   * Attach prog to the cgroup's hook through a bpf_link pinned at pinPath (on
+   * a bpffs): a link pinned there for the same cgroup and hook is updated to
+   * prog atomically (updated: true); any other is detached and replaced. Links
+   * run alongside others' programs on the cgroup and outlive the process
+   * while pinned. No CAP_SYS_ADMIN needed.
    */
-  cgroupAttach(target: CgroupTarget, prog: BpfProgram, replaceProgId?: number): Promise<void>;
-  /** Detach program progId from the cgroup's hook; false if it was not attached there. */
-  cgroupDetach(target: CgroupTarget, progId: number): Promise<boolean>;
+  cgroupLink(target: CgroupTarget, prog: BpfProgram, pinPath: string): Promise<{ linkId: number; updated: boolean }>;
+  /** Detach the link pinned at pinPath (the pin stays for the caller to remove); false when there is no pin or it was detached already. */
+  linkDetach(pinPath: string): Promise<boolean>;
   /** Programs attached to this cgroup itself at the hook, in run order. */
   cgroupQuery(target: CgroupTarget): Promise<{ progIds: number[]; attachFlags: number }>;
   /** SO_NETNS_COOKIE of the namespace (a netns file; the calling thread's when absent): bpf_get_netns_cookie() of its sockets. */

@@ -29,13 +29,9 @@ export function kbpInNode(cluster: Cluster, args: readonly string[], timeoutMs =
   return nsExec(cluster.nodeNs, process.execPath, [kbpBin(), ...args], { env: childEnv(), timeoutMs });
 }
 
-/**
- * `kbp detach --bpffs <the node's bpffs>`: removes every hook and pin; the
- * host-services hooks of `hostServicesCgroup` too (default: none looked at,
- * never the machine's own cgroup root).
- */
-export function kbpDetach(cluster: Cluster, hostServicesCgroup = 'off'): Promise<RunResult> {
-  return kbpInNode(cluster, ['detach', '--bpffs', cluster.bpffs, '--host-services-cgroup', hostServicesCgroup]);
+/** `kbp detach --bpffs <the node's bpffs>`: removes every hook (tc, host-services links) and pin. */
+export function kbpDetach(cluster: Cluster): Promise<RunResult> {
+  return kbpInNode(cluster, ['detach', '--bpffs', cluster.bpffs]);
 }
 
 export interface AgentOptions {

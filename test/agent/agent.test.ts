@@ -169,7 +169,7 @@ t.test('agent and detach on a real kernel', async (t) => {
   await waitExit(a2.child);
 
   // ---- detach: hooks first, then pins; idempotent
-  const d1 = await nsExec(ns, process.execPath, [kbp, 'detach', '--bpffs', bpffs, '--host-services-cgroup', 'off'], { env: childEnv() });
+  const d1 = await nsExec(ns, process.execPath, [kbp, 'detach', '--bpffs', bpffs], { env: childEnv() });
   t.same(d1.stdout.trim().split('\n').map((l) => l.replace(/prog id \d+/, 'prog id N')), [
     'detached kbp_from_pod (prog id N) from tc ingress of veth-a',
     'detached kbp_from_pod (prog id N) from tc ingress of veth-b',
@@ -188,7 +188,7 @@ t.test('agent and detach on a real kernel', async (t) => {
   t.equal(await hook('veth-a'), null);
   t.equal(await hook('veth-b'), null);
   t.same((await fs.readdir(bpffs)).filter((f) => f.startsWith('kbp_')), []);
-  const d2 = await nsExec(ns, process.execPath, [kbp, 'detach', '--bpffs', bpffs, '--host-services-cgroup', 'off'], { env: childEnv() });
+  const d2 = await nsExec(ns, process.execPath, [kbp, 'detach', '--bpffs', bpffs], { env: childEnv() });
   t.equal(d2.stdout.trim(), 'nothing to remove');
 });
 

@@ -1,5 +1,5 @@
 // Datapath tests of the host-services socket programs (bpf/kbp_sock.c), with
-// the addon's cgroup attach/detach/query and netnsCookie.
+// the addon's cgroup links (create/update/detach), cgroupQuery and netnsCookie.
 //
 // BPF_PROG_TEST_RUN does not run cgroup sock_addr programs (the kernel answers
 // ENOTSUPP, checked below), so these go through real sockets: a node
@@ -24,7 +24,7 @@
 import t from 'tap';
 import path from 'node:path';
 import { existsSync } from 'node:fs';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm, unlink } from 'node:fs/promises';
 import os from 'node:os';
 import * as abi from '../../src/maps/abi.js';
 import { native, type BpfObject, type CgroupHook, type NativeError } from '../../src/native/binding.js';
@@ -130,19 +130,30 @@ if (process.getuid?.() !== 0) {
     await t.rejects(n.netnsCookie('/nonexistent/netns'), { code: 'ENOENT' });
   });
 
-  t.test('cgroup attach/query/detach; refuses what is no cgroup v2 and unknown hooks', async (t) => {
-    const prog = obj.program('kbp_sock_connect4');
+  const linksDir = path.join(cluster.bpffs, 'links');
+  await mkdir(linksDir);
+  const pin = (name: string) => path.join(linksDir, name);
+
+  t.test('cgroup links: create, update in place, move to another hook, detach; refuses what is no cgroup v2 and unknown hooks', async (t) => {
+    const connect = obj.program('kbp_sock_connect4');
+    const sendmsg = obj.program('kbp_sock_sendmsg4');
     const target = { path: cg.path, hook: 'connect4' as CgroupHook };
     t.same((await n.cgroupQuery(target)).progIds, [], 'nothing attached to a fresh cgroup');
-    await n.cgroupAttach(target, prog);
-    const q = await n.cgroupQuery(target);
-    t.same(q.progIds, [prog.info.id], 'attached');
-    t.equal(q.attachFlags & 2, 2, 'BPF_F_ALLOW_MULTI');
-    await n.cgroupAttach(target, prog, prog.info.id);
-    t.same((await n.cgroupQuery(target)).progIds, [prog.info.id], 'replace (BPF_F_REPLACE) keeps one attachment');
-    t.equal(await n.cgroupDetach(target, prog.info.id), true, 'detached');
-    t.equal(await n.cgroupDetach(target, prog.info.id), false, 'a second detach finds nothing');
-    t.same((await n.cgroupQuery(target)).progIds, []);
+    const l1 = await n.cgroupLink(target, connect, pin('probe'));
+    t.equal(l1.updated, false, 'a new link');
+    t.same((await n.cgroupQuery(target)).progIds, [connect.info.id], 'attached');
+    const l2 = await n.cgroupLink(target, connect, pin('probe'));
+    t.same({ updated: l2.updated, linkId: l2.linkId }, { updated: true, linkId: l1.linkId }, 'the pinned link is updated in place');
+    t.same((await n.cgroupQuery(target)).progIds, [connect.info.id], 'still one attachment');
+    const l3 = await n.cgroupLink({ path: cg.path, hook: 'sendmsg4' }, sendmsg, pin('probe'));
+    t.equal(l3.updated, false, 'a pin of another hook: replaced by a new link');
+    t.same((await n.cgroupQuery(target)).progIds, [], 'connect4 is free again');
+    t.same((await n.cgroupQuery({ path: cg.path, hook: 'sendmsg4' })).progIds, [sendmsg.info.id], 'sendmsg4 has it');
+    t.equal(await n.linkDetach(pin('probe')), true, 'detached');
+    t.same((await n.cgroupQuery({ path: cg.path, hook: 'sendmsg4' })).progIds, [], 'nothing attached while the pin still exists');
+    t.equal(await n.linkDetach(pin('probe')), false, 'a detached link is not detached twice');
+    await unlink(pin('probe'));
+    t.equal(await n.linkDetach(pin('probe')), false, 'no pin: false');
     const plain = await mkdtemp(path.join(os.tmpdir(), 'kbp-sock-plain-'));
     try {
       await t.rejects(n.cgroupQuery({ path: plain, hook: 'connect4' }), { code: 'ENOTDIR', message: /not a cgroup v2 directory/ });
@@ -150,7 +161,9 @@ if (process.getuid?.() !== 0) {
       await rm(plain, { recursive: true, force: true });
     }
     await t.rejects(n.cgroupQuery({ path: cg.path, hook: 'bind4' as CgroupHook }), { code: 'EINVAL' });
-    await t.rejects(n.cgroupAttach({ path: '/nonexistent/cgroup', hook: 'connect4' }, prog), { code: 'ENOENT' });
+    await t.rejects(n.cgroupLink({ path: '/nonexistent/cgroup', hook: 'connect4' }, connect, pin('x')), { code: 'ENOENT' });
+    await t.rejects(n.cgroupLink(target, connect, '/tmp/not-a-bpffs-pin'), { code: /^(EPERM|EINVAL|ENOENT)$/ }, 'a pin outside a bpffs is refused');
+    t.same((await n.cgroupQuery(target)).progIds, [], 'and leaves nothing attached');
   });
 
   t.test('before attach: the node namespace cannot reach the ClusterIP (the negative control)', async (t) => {
@@ -160,7 +173,7 @@ if (process.getuid?.() !== 0) {
 
   // From here on the four programs stay attached (removed with the cgroup).
   t.test('attach all four hooks', async (t) => {
-    for (const { hook, program } of HOST_SERVICE_HOOKS) await n.cgroupAttach({ path: cg.path, hook }, obj.program(program));
+    for (const { hook, program } of HOST_SERVICE_HOOKS) await n.cgroupLink({ path: cg.path, hook }, obj.program(program), pin(hook));
     for (const { hook, program } of HOST_SERVICE_HOOKS) t.same((await n.cgroupQuery({ path: cg.path, hook })).progIds, [obj.program(program).info.id], hook);
   });
 

@@ -151,14 +151,33 @@ if (process.getuid?.() !== 0) {
       t.equal(now[hook]?.length, 1, `${hook}: still one program`);
       t.not(now[hook]?.[0], old[hook]?.[0], `${hook}: the new agent's program replaced the old one`);
     }
+    t.match(await agent.logTail(200), /msg="host services attached".*updated=4/, 'the pinned links were updated in place');
     const again = await hostProbe.http(vip, http.port, { count: 10 });
     t.same(failures(again), [], 'after the restart: 10/10');
   });
 
+  withAgent('an agent started with --host-services-cgroup off removes the links; pods are unaffected', async (t) => {
+    await agent.stop();
+    agent = await Agent.start(tb, sc.cluster, sc.nodeProbe, { manifestsDir: sc.manifestsDir, hostServicesCgroup: 'off' });
+    await agent.waitHealthy(30_000);
+    const hooks = await attached();
+    for (const { hook } of HOST_SERVICE_HOOKS) t.same(hooks[hook], [], `${hook}: nothing attached`);
+    t.notOk(existsSync(path.join(sc.cluster.bpffs, 'links')), 'no link pins left');
+    const [r] = await hostProbe.http(vip, http.port, { timeoutMs: 1000 });
+    t.equal(r?.ok, false, `the node's request fails (${r?.error})`);
+    const p = await podProbe.http(vip, http.port, { count: 5 });
+    t.same(failures(p), [], 'pods still reach the ClusterIP through tc');
+    await agent.stop();
+    agent = await Agent.start(tb, sc.cluster, sc.nodeProbe, { manifestsDir: sc.manifestsDir, hostServicesCgroup: cg.path });
+    await agent.waitHealthy(30_000);
+    const back = await hostProbe.http(vip, http.port, { count: 5 });
+    t.same(failures(back), [], 'on again: the node reaches the ClusterIP');
+  });
+
   withAgent('kbp detach removes the socket hooks before the pins; the node no longer reaches the ClusterIP', async (t) => {
     await agent.stop();
-    const out = await kbpDetach(sc.cluster, cg.path);
-    t.match(out.stdout, /detached kbp_sock_connec \(prog id \d+\) from connect4 of cgroup/, 'detach names the socket hooks');
+    const out = await kbpDetach(sc.cluster);
+    t.match(out.stdout, /detached and unpinned \S+\/links\/cgroup_connect4/, 'detach names the socket hooks');
     const hooks = await attached();
     for (const { hook } of HOST_SERVICE_HOOKS) t.same(hooks[hook], [], `${hook}: nothing attached`);
     t.same((await readdir(sc.cluster.bpffs)).filter((f) => f.startsWith('kbp_')), [], 'no kbp_* pins left');
