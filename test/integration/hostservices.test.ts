@@ -18,15 +18,13 @@ import { readdir } from 'node:fs/promises';
 import path from 'node:path';
 import * as abi from '../../src/maps/abi.js';
 import { native, type BpfMap } from '../../src/native/binding.js';
-import { projectRoot } from '../../src/paths.js';
 import { HOST_SERVICE_HOOKS } from '../../src/agent/hostservices.js';
 import { Agent, kbpDetach } from '../../src/testbed/agent.js';
 import { TestCgroup } from '../../src/testbed/cgroup.js';
-import { readServiceSpec, type ServiceSpec } from '../../src/testbed/manifests.js';
 import { cleanupStale, listNamespaces, Testbed } from '../../src/testbed/netns.js';
 import { Probe } from '../../src/testbed/programs.js';
 import type { HttpResult } from '../../src/testbed/probe-protocol.js';
-import { serviceScenario, tally, type ServiceScenario } from '../../src/testbed/scenario.js';
+import { exampleWithUdp, serviceScenario, tally, type ServiceScenario } from '../../src/testbed/scenario.js';
 
 const UDP_PORT = 5300;
 
@@ -34,16 +32,7 @@ if (process.getuid?.() !== 0) {
   t.plan(0, 'needs root (network namespaces, bpffs, tc, cgroups)');
 } else {
   await cleanupStale();
-  const example = await readServiceSpec(path.join(projectRoot, 'examples', 'my-nginx'));
-  const http = example.ports.find((p) => p.protocol === 'TCP' && p.name === 'http');
-  if (!http) throw new Error('examples/my-nginx: no TCP port named http');
-  const spec: ServiceSpec = {
-    ...example,
-    ports: [...example.ports, { name: 'echo', port: UDP_PORT, targetPort: http.targetPort, protocol: 'UDP' }],
-  };
-  const vip = spec.clusterIP;
-  const [podA, podB] = spec.endpoints.map((e) => e.podName);
-  if (!podA || !podB) throw new Error('examples/my-nginx: expected 2 endpoints');
+  const { spec, http, vip, podA, podB } = await exampleWithUdp(UDP_PORT);
 
   const n = native();
   const tb = Testbed.create();
