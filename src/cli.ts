@@ -11,8 +11,9 @@ const usage = `Usage: kbp <command> [options]
 Commands:
   agent --kubeconfig PATH [...] run the node agent (or --manifests DIR without a
                                 cluster; kbp agent --help for flags)
-  detach [--bpffs DIR]          remove kbp's tc hooks in this network namespace,
-                                then its pinned maps under DIR (default ${DEFAULT_BPFFS})
+  detach [--bpffs DIR]          remove kbp's tc hooks in this network namespace and
+                                its host-services cgroup links pinned under DIR,
+                                then its pinned maps there (default ${DEFAULT_BPFFS})
   cleanup-iptables [--dry-run]  remove kube-proxy's iptables chains and the rules
                                 jumping into them (kubelet's and others' stay)
   bench [compare] [--quick]     side by side with the real kube-proxy (iptables
@@ -36,8 +37,10 @@ Options:
 
 const detachUsage = `Usage: kbp detach [--bpffs DIR]
 
-Detaches every kbp program from tc ingress in the current network namespace,
-then unpins every kbp_* object under DIR (default ${DEFAULT_BPFFS}). Idempotent.
+Detaches every kbp program from tc ingress in the current network namespace
+and every host-services cgroup link pinned under DIR/links (whatever cgroup it
+is on), then unpins every kbp_* object under DIR (default ${DEFAULT_BPFFS}).
+Idempotent.
 `;
 
 const benchUsage = `Usage: kbp bench [compare] [options]   (kbp bench compare --help)

@@ -12,6 +12,6 @@ export function addonPath(): string {
 }
 
 /** Compiled BPF objects (make bpf). */
-export function bpfObjectPath(name: 'kbp_pod' | 'kbp_node' | 'kbp_xdp' | 'kbp_noop' | 'kbp_noop_xdp'): string {
+export function bpfObjectPath(name: 'kbp_pod' | 'kbp_node' | 'kbp_xdp' | 'kbp_sock' | 'kbp_noop' | 'kbp_noop_xdp'): string {
   return path.join(projectRoot, 'build', 'bpf', `${name}.bpf.o`);
 }

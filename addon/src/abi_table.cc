@@ -139,6 +139,27 @@ KBP_CHECK_TILES(kbp_src_range_key, kSrcRangeKey);
 constexpr Field kSrcRange[] = {KBP_FIELD(kbp_src_range, flags)};
 KBP_CHECK_TILES(kbp_src_range, kSrcRange);
 
+constexpr Field kHostNs[] = {
+    KBP_FIELD(kbp_host_ns, netns_cookie),
+    KBP_FIELD(kbp_host_ns, flags),
+    KBP_FIELD(kbp_host_ns, pad),
+};
+KBP_CHECK_TILES(kbp_host_ns, kHostNs);
+
+constexpr Field kSockRevKey[] = {
+    KBP_FIELD(kbp_sock_rev_key, cookie), KBP_FIELD(kbp_sock_rev_key, addr), KBP_FIELD(kbp_sock_rev_key, port),
+    KBP_FIELD(kbp_sock_rev_key, proto),  KBP_FIELD(kbp_sock_rev_key, pad),
+};
+KBP_CHECK_TILES(kbp_sock_rev_key, kSockRevKey);
+
+constexpr Field kSockRev[] = {
+    KBP_FIELD(kbp_sock_rev, vip),
+    KBP_FIELD(kbp_sock_rev, port),
+    KBP_FIELD(kbp_sock_rev, pad),
+    KBP_FIELD(kbp_sock_rev, svc_id),
+};
+KBP_CHECK_TILES(kbp_sock_rev, kSockRev);
+
 constexpr Struct kStructs[] = {
     KBP_STRUCT(kbp_svc_key, kSvcKey),         KBP_STRUCT(kbp_svc_value, kSvcValue),
     KBP_STRUCT(kbp_backend_key, kBackendKey), KBP_STRUCT(kbp_backend, kBackend),
@@ -148,6 +169,8 @@ constexpr Struct kStructs[] = {
     KBP_STRUCT(kbp_affinity_value, kAffinityValue), KBP_STRUCT(kbp_snat_key, kSnatKey),
     KBP_STRUCT(kbp_snat_value, kSnatValue),         KBP_STRUCT(kbp_config, kConfig),
     KBP_STRUCT(kbp_src_range_key, kSrcRangeKey),    KBP_STRUCT(kbp_src_range, kSrcRange),
+    KBP_STRUCT(kbp_host_ns, kHostNs),               KBP_STRUCT(kbp_sock_rev_key, kSockRevKey),
+    KBP_STRUCT(kbp_sock_rev, kSockRev),
 };
 
 #undef KBP_FIELD
@@ -191,6 +214,8 @@ Napi::Value Constants(const Napi::CallbackInfo& info) {
   KBP_STR(KBP_MAP_SNAT);
   KBP_STR(KBP_MAP_CONFIG);
   KBP_STR(KBP_MAP_SRC_RANGES);
+  KBP_STR(KBP_MAP_SOCK_REVNAT);
+  KBP_STR(KBP_MAP_HOST_NS);
 
   KBP_NUM(KBP_SERVICES_MAX);
   KBP_NUM(KBP_BACKENDS_MAX);
@@ -199,6 +224,7 @@ Napi::Value Constants(const Napi::CallbackInfo& info) {
   KBP_NUM(KBP_AFFINITY_MAX);
   KBP_NUM(KBP_SNAT_MAX);
   KBP_NUM(KBP_SRC_RANGES_MAX);
+  KBP_NUM(KBP_SOCK_REVNAT_MAX);
 
   KBP_NUM(KBP_TC_HANDLE);
   KBP_NUM(KBP_TC_PRIORITY);
@@ -253,6 +279,8 @@ Napi::Value Constants(const Napi::CallbackInfo& info) {
   KBP_NUM(KBP_STAT_HAIRPIN);
   KBP_NUM(KBP_STAT_DROP_SOURCE_RANGE);
   KBP_NUM(KBP_STAT_XDP_FORWARD);
+  KBP_NUM(KBP_STAT_SOCK_XLATE);
+  KBP_NUM(KBP_STAT_SOCK_REJECT);
   KBP_NUM(KBP_STAT_MAX);
   KBP_NUM(KBP_STAT_SLOTS);
 

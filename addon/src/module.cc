@@ -14,6 +14,7 @@
 #include "bpf_map.h"
 #include "bpf_object.h"
 #include "bpf_program.h"
+#include "cgroup_workers.h"
 #include "errors.h"
 #include "libbpf_log.h"
 #include "link_list_worker.h"
@@ -214,6 +215,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("layout", Napi::Function::New<Layout>(env, "layout"));
   exports.Set("constants", Napi::Function::New<Constants>(env, "constants"));
   exports.Set("numPossibleCpus", Napi::Function::New<NumPossibleCpus>(env, "numPossibleCpus"));
+  RegisterCgroupFunctions(env, exports);
   return exports;
 }
 

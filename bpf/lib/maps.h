@@ -91,4 +91,24 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } kbp_config_v1 SEC(".maps");
 
+/* Host services (bpf/kbp_sock.c): the node namespace's cookie, one entry. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, struct kbp_host_ns);
+	__uint(max_entries, 1);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} kbp_hostns_v1 SEC(".maps");
+
+/* Host sockets pointed at a backend -> the frontend they asked for (see
+ * struct kbp_sock_rev_key). LRU: a closed socket's entry is never used again
+ * (cookies are not reused) and ages out. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__type(key, struct kbp_sock_rev_key);
+	__type(value, struct kbp_sock_rev);
+	__uint(max_entries, KBP_SOCK_REVNAT_MAX);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} kbp_sockrev_v1 SEC(".maps");
+
 #endif /* KBP_LIB_MAPS_H */

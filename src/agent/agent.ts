@@ -27,6 +27,7 @@ import { DeviceAttacher } from './devices.js';
 import { HealthCheckServers } from './healthcheck.js';
 import { MapMigration } from './migrate.js';
 import { Uplinks } from './uplinks.js';
+import { loadHostServices } from './hostservices.js';
 import type { AgentConfig } from './options.js';
 
 export const PROGRAM_NAME = 'kbp_from_pod';
@@ -73,6 +74,8 @@ export async function runAgent(cfg: AgentConfig, log = new Logger(undefined, cfg
     // The node program reuses the maps the pod program pinned.
     const uplinks = cfg.nodeDevicePatterns.length ? await Uplinks.load(n, cfg.bpffs, cfg.nodeDevicePatterns, log.child({ component: 'uplinks' }), maxEntries, cfg.nodePortAcceleration === 'xdp') : undefined;
     if (uplinks) cleanups.push(() => uplinks.close());
+    const hostServices = await loadHostServices(n, cfg, log.child({ component: 'hostservices' }), maxEntries);
+    if (hostServices) cleanups.push(() => hostServices.close());
 
     const state = new ProxyState(cfg.nodeName, log.child({ component: 'desired' }));
     state.useNodeIps(cfg.nodeIps);
@@ -209,6 +212,7 @@ export async function runAgent(cfg: AgentConfig, log = new Logger(undefined, cfg
     try {
       await devices.start();
       uplinksAttached = await uplinks?.attach();
+      await hostServices?.attach();
     } catch (err) {
       await migration.abort();
       throw err;

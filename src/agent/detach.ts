@@ -1,14 +1,16 @@
 // `kbp detach`: remove what agents left in this network namespace and pin
-// folder. Hooks first, then pins: a tc hook or an XDP program must never
-// outlive the maps its program reads. Only our tc handle/priority and a
-// device's XDP program are touched, and only when the program there is one of
-// ours (name kbp_*). Running it twice is harmless.
+// folder. Hooks first, then pins: an XDP program, a tc hook or a
+// host-services cgroup link must never outlive the maps its program reads.
+// Only our tc handle/priority, a device's XDP program and our cgroup links are
+// touched, and only when the program there is one of ours (name kbp_*).
+// Running it twice is harmless.
 
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { native, type NativeError } from '../native/binding.js';
 import { isBpffs } from './bpffs.js';
 import { KBP_TC_HANDLE } from '../maps/abi.js';
+import { LINKS_DIR, detachHostServices } from './hostservices.js';
 
 export interface DetachResult {
   detached: string[]; // device names
@@ -27,7 +29,9 @@ export async function runDetach(bpffs: string, out: (line: string) => void): Pro
       throw err;
     });
     if (xdp && !xdp.name.startsWith('kbp_')) {
-      out(`left ${link.name}: XDP program ${xdp.name} (id ${xdp.progId}) is not ours`);
+      const msg = `left ${link.name}: XDP program ${xdp.name} (id ${xdp.progId}) is not ours`;
+      res.problems.push(msg);
+      out(msg);
     } else if (xdp && (await n.xdpDetach({ ifindex: link.ifindex }, xdp.name))) {
       res.detached.push(link.name);
       out(`detached ${xdp.name} (prog id ${xdp.progId}) from XDP of ${link.name}`);
@@ -55,6 +59,16 @@ export async function runDetach(bpffs: string, out: (line: string) => void): Pro
       res.detached.push(link.name);
       out(`detached ${name} (prog id ${progId}) from tc ingress of ${link.name}`);
     }
+  }
+
+  // The host-services links live as pins under bpffs/links (whatever cgroup
+  // they hang off): detached first, then unpinned.
+  if ((await fs.readdir(bpffs).catch(() => [] as string[])).includes(LINKS_DIR) && !(await isBpffs(bpffs))) {
+    throw new Error(`${bpffs} is not on a BPF filesystem: refusing to delete files there`);
+  }
+  for (const line of await detachHostServices(n, bpffs)) {
+    res.detached.push(line.split(' ').at(-1)!);
+    out(line);
   }
 
   let names: string[] = [];

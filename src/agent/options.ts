@@ -10,6 +10,7 @@ import { parseGlobs } from './devices.js';
 import { isIPv4 } from '../maps/abi.js';
 import { API_FLAG_OPTIONS, apiUsage, parseApiOptions, type ApiServerConfig } from '../api/options.js';
 import { MAP_SIZE_KEYS, parseMapSizes } from './mapsizes.js';
+import { DEFAULT_HOST_SERVICES_CGROUP, type HostServicesConfig } from './hostservices.js';
 
 export const DEFAULT_POD_DEVICES = 'veth*,lxc*,cali*';
 export const DEFAULT_BPFFS = '/sys/fs/bpf/kbp';
@@ -42,6 +43,8 @@ export interface AgentConfig {
   retryMs: number;
   /** --map-sizes: map name -> max entries, only the maps given (the rest keep abi.h's defaults). */
   mapSizes: Record<string, number>;
+  /** --host-services-cgroup: socket-level ClusterIPs for the node's own namespace; null = off. */
+  hostServices: HostServicesConfig | null;
 }
 
 export const agentUsage = `Usage: kbp agent (--kubeconfig PATH | --manifests DIR) [options]
@@ -91,6 +94,15 @@ ${apiUsage}  --min-sync-period DUR   least time between two syncs (default: 100m
                           (default: ${Object.entries(MAP_SIZE_KEYS).map(([k, [, n]]) => `${k}=${n}`).join(',')});
                           pinned maps keep their size: a different one is an
                           error until \`kbp detach\` removes the pins
+  --host-services-cgroup PATH
+                          cgroup v2 directory whose processes' sockets in this
+                          (the node's) network namespace reach ClusterIPs:
+                          connect/sendmsg go to a backend, getpeername and UDP
+                          replies show the ClusterIP (host network, as
+                          kube-proxy's OUTPUT chain). Pods' sockets are left to
+                          tc. "off" for none (default: ${DEFAULT_HOST_SERVICES_CGROUP}, the
+                          cgroup v2 root; when that is no cgroup v2 mount the
+                          agent warns and runs without)
   --log-level LEVEL       debug, info, warn or error (default: info)
 `;
 
@@ -122,6 +134,7 @@ export function parseAgentArgs(args: string[], env: NodeJS.ProcessEnv = process.
       'conntrack-gc-interval': { type: 'string' },
       'log-level': { type: 'string' },
       'map-sizes': { type: 'string' },
+      'host-services-cgroup': { type: 'string' },
       ...API_FLAG_OPTIONS,
     },
   });
@@ -166,5 +179,14 @@ export function parseAgentArgs(args: string[], env: NodeJS.ProcessEnv = process.
     ctGcIntervalMs: parseDuration(values['conntrack-gc-interval'] ?? '30s', '--conntrack-gc-interval'),
     retryMs: Math.max(minSyncMs, 1000),
     mapSizes: parseMapSizes(values['map-sizes'] ?? ''),
+    hostServices: parseHostServices(values['host-services-cgroup']),
   };
+}
+
+/** --host-services-cgroup PATH | off; absent = the default. */
+function parseHostServices(flag: string | undefined): HostServicesConfig | null {
+  if (flag === undefined) return { cgroup: DEFAULT_HOST_SERVICES_CGROUP, explicit: false };
+  if (flag === 'off') return null;
+  if (!flag.startsWith('/')) throw new Error(`--host-services-cgroup: expected an absolute path or "off", got ${JSON.stringify(flag)}`);
+  return { cgroup: flag, explicit: true };
 }

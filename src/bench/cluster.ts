@@ -167,7 +167,7 @@ async function startAgent(tb: Testbed, kubeconfig: string, label: string, profil
   const prof = profileDir ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`, '--heap-prof', `--heap-prof-dir=${profileDir}`] : [];
   const child = tb.spawn(
     null,
-    [process.execPath, ...prof, kbpBin(), 'agent', '--kubeconfig', kubeconfig, '--node-name', NODE, '--pod-devices', 'kbpbench-nomatch-*', '--bpffs', bpffs, '--api-listen', `127.0.0.1:${apiPort}`, '--log-level', 'info'],
+    [process.execPath, ...prof, kbpBin(), 'agent', '--host-services-cgroup', 'off', '--kubeconfig', kubeconfig, '--node-name', NODE, '--pod-devices', 'kbpbench-nomatch-*', '--bpffs', bpffs, '--api-listen', `127.0.0.1:${apiPort}`, '--log-level', 'info'],
     { logFile, env: childEnv(), stopTimeoutMs: 10_000 },
   );
   const end = Date.now() + 600_000;

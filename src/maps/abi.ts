@@ -23,6 +23,8 @@ export const KBP_MAP_AFFINITY = 'kbp_affinity_v1';
 export const KBP_MAP_SNAT = 'kbp_snat4_v1';
 export const KBP_MAP_CONFIG = 'kbp_config_v1';
 export const KBP_MAP_SRC_RANGES = 'kbp_srcrange_v1';
+export const KBP_MAP_SOCK_REVNAT = 'kbp_sockrev_v1';
+export const KBP_MAP_HOST_NS = 'kbp_hostns_v1';
 
 export const KBP_SERVICES_MAX = 1 << 20;
 export const KBP_BACKENDS_MAX = 1 << 18;
@@ -31,6 +33,7 @@ export const KBP_CT_MAX = 1 << 19;
 export const KBP_AFFINITY_MAX = 1 << 18;
 export const KBP_SNAT_MAX = 1 << 18;
 export const KBP_SRC_RANGES_MAX = 1 << 16;
+export const KBP_SOCK_REVNAT_MAX = 1 << 16;
 
 export const KBP_TC_HANDLE = 0x6b62;
 export const KBP_TC_PRIORITY = 1;
@@ -88,7 +91,9 @@ export const KBP_STAT_ICMP_REVNAT = 16;
 export const KBP_STAT_HAIRPIN = 17;
 export const KBP_STAT_DROP_SOURCE_RANGE = 18;
 export const KBP_STAT_XDP_FORWARD = 19;
-export const KBP_STAT_MAX = 20;
+export const KBP_STAT_SOCK_XLATE = 20;
+export const KBP_STAT_SOCK_REJECT = 21;
+export const KBP_STAT_MAX = 22;
 export const KBP_STAT_SLOTS = 64;
 
 export const KBP_SNAT_PORT_MIN = 61000;
@@ -117,6 +122,8 @@ export const STAT_NAMES: readonly string[] = [
   'hairpin',
   'drop_source_range',
   'xdp_forward',
+  'sock_xlate',
+  'sock_reject',
 ];
 
 /** Every constant above under its C name, for comparison with native().constants(). */
@@ -131,6 +138,8 @@ export const ABI_CONSTANTS: Readonly<Record<string, number | string>> = {
   KBP_MAP_SNAT,
   KBP_MAP_CONFIG,
   KBP_MAP_SRC_RANGES,
+  KBP_MAP_SOCK_REVNAT,
+  KBP_MAP_HOST_NS,
   KBP_SERVICES_MAX,
   KBP_BACKENDS_MAX,
   KBP_REVNAT_MAX,
@@ -138,6 +147,7 @@ export const ABI_CONSTANTS: Readonly<Record<string, number | string>> = {
   KBP_AFFINITY_MAX,
   KBP_SNAT_MAX,
   KBP_SRC_RANGES_MAX,
+  KBP_SOCK_REVNAT_MAX,
   KBP_TC_HANDLE,
   KBP_TC_PRIORITY,
   KBP_SCOPE_EXTERNAL,
@@ -186,6 +196,8 @@ export const ABI_CONSTANTS: Readonly<Record<string, number | string>> = {
   KBP_STAT_HAIRPIN,
   KBP_STAT_DROP_SOURCE_RANGE,
   KBP_STAT_XDP_FORWARD,
+  KBP_STAT_SOCK_XLATE,
+  KBP_STAT_SOCK_REJECT,
   KBP_STAT_MAX,
   KBP_STAT_SLOTS,
   KBP_SNAT_PORT_MIN,
@@ -590,9 +602,51 @@ export function parseCidr(cidr: string): [string, number] {
   return [ip!, n];
 }
 
+/** struct kbp_host_ns: the node namespace's cookie for the host-services programs (0 = none). */
+export interface HostNs {
+  netns_cookie: bigint;
+  flags: number;
+}
+
+export const hostNsValue = struct<HostNs>('kbp_host_ns', 16, [
+  f('netns_cookie', 0, 8, 'u64'),
+  f('flags', 8, 4, 'u32'),
+  f('pad', 12, 4, 'pad'),
+]);
+
+/** struct kbp_sock_rev_key: a host socket (cookie) pointed at a backend. */
+export interface SockRevKey {
+  cookie: bigint;
+  addr: string;
+  port: number;
+  proto: number;
+}
+
+export const sockRevKey = struct<SockRevKey>('kbp_sock_rev_key', 16, [
+  f('cookie', 0, 8, 'u64'),
+  f('addr', 8, 4, 'ipv4'),
+  f('port', 12, 2, 'be16'),
+  f('proto', 14, 1, 'u8'),
+  f('pad', 15, 1, 'pad'),
+]);
+
+/** struct kbp_sock_rev: the frontend that socket asked for. */
+export interface SockRev {
+  vip: string;
+  port: number;
+  svc_id: number;
+}
+
+export const sockRevValue = struct<SockRev>('kbp_sock_rev', 12, [
+  f('vip', 0, 4, 'ipv4'),
+  f('port', 4, 2, 'be16'),
+  f('pad', 6, 2, 'pad'),
+  f('svc_id', 8, 4, 'u32'),
+]);
+
 /** Every struct codec, by C name. */
 export const STRUCTS: Readonly<Record<string, StructCodec<unknown>>> = Object.fromEntries(
-  [svcKey, svcValue, backendKey, backendValue, revnatKey, revnatValue, ctKey, ctValue, statValue, affinityKey, affinityValue, snatKey, snatValue, configValue, srcRangeKey, srcRangeValue].map((c) => [c.cName, c as StructCodec<unknown>]),
+  [svcKey, svcValue, backendKey, backendValue, revnatKey, revnatValue, ctKey, ctValue, statValue, affinityKey, affinityValue, snatKey, snatValue, configValue, srcRangeKey, srcRangeValue, hostNsValue, sockRevKey, sockRevValue].map((c) => [c.cName, c as StructCodec<unknown>]),
 );
 
 /** Key and value codec of each map, by map name. */
@@ -604,6 +658,7 @@ export const MAP_CODECS = {
   [KBP_MAP_AFFINITY]: { key: affinityKey, value: affinityValue },
   [KBP_MAP_SNAT]: { key: snatKey, value: snatValue },
   [KBP_MAP_SRC_RANGES]: { key: srcRangeKey, value: srcRangeValue },
+  [KBP_MAP_SOCK_REVNAT]: { key: sockRevKey, value: sockRevValue },
 } as const;
 
 /** The stats map key is a plain __u32 index. */

@@ -114,6 +114,15 @@ export interface TcTarget {
   priority?: number; // default KBP_TC_PRIORITY
 }
 
+/** The cgroup sock_addr hooks kbp attaches to (host services, bpf/kbp_sock.c). */
+export type CgroupHook = 'connect4' | 'sendmsg4' | 'recvmsg4' | 'getpeername4';
+
+export interface CgroupTarget {
+  /** A cgroup v2 directory (anything else rejects with ENOTDIR). */
+  path: string;
+  hook: CgroupHook;
+}
+
 export interface LinkEvent {
   type: 'add' | 'del';
   ifindex: number;
@@ -154,6 +163,20 @@ export interface Native {
   /** The device's native-mode XDP program, or null. */
   xdpQuery(target: TcTarget): Promise<{ progId: number; name: string } | null>;
   listLinks(netns?: string): Promise<Array<{ ifindex: number; name: string; up: boolean }>>;
+  /**
+   * Attach prog to the cgroup's hook through a bpf_link pinned at pinPath (on
+   * a bpffs): a link pinned there for the same cgroup and hook is updated to
+   * prog atomically (updated: true); any other is detached and replaced. Links
+   * run alongside others' programs on the cgroup and outlive the process
+   * while pinned. No CAP_SYS_ADMIN needed.
+   */
+  cgroupLink(target: CgroupTarget, prog: BpfProgram, pinPath: string): Promise<{ linkId: number; updated: boolean }>;
+  /** Detach the link pinned at pinPath (the pin stays for the caller to remove); false when there is no pin or it was detached already. */
+  linkDetach(pinPath: string): Promise<boolean>;
+  /** Programs attached to this cgroup itself at the hook, in run order. */
+  cgroupQuery(target: CgroupTarget): Promise<{ progIds: number[]; attachFlags: number }>;
+  /** SO_NETNS_COOKIE of the namespace (a netns file; the calling thread's when absent): bpf_get_netns_cookie() of its sockets. */
+  netnsCookie(netns?: string): Promise<bigint>;
   /**
    * Netlink RTMGRP_LINK subscription; callbacks run on the JS thread. Throws
    * (synchronously) if the namespace cannot be entered. onError gets ENOBUFS

@@ -183,7 +183,7 @@ export class ApiNode {
     const logFile = path.join(this.logDir, `${label}.log`);
     const child = this.tb.spawn(
       this.cluster.nodeNs,
-      [process.execPath, kbpBin(), 'agent', '--kubeconfig', this.relay.kubeconfigPath, '--node-name', this.cluster.nodeName, '--pod-devices', POD_DEVICE_GLOB,
+      [process.execPath, kbpBin(), 'agent', '--host-services-cgroup', 'off', '--kubeconfig', this.relay.kubeconfigPath, '--node-name', this.cluster.nodeName, '--pod-devices', POD_DEVICE_GLOB,
         '--bpffs', this.cluster.bpffs, '--api-listen', '127.0.0.1:10256', '--log-level', 'debug', ...extraArgs],
       { logFile, env: childEnv(), stopTimeoutMs: 5000 },
     );

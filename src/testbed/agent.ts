@@ -29,7 +29,7 @@ export function kbpInNode(cluster: Cluster, args: readonly string[], timeoutMs =
   return nsExec(cluster.nodeNs, process.execPath, [kbpBin(), ...args], { env: childEnv(), timeoutMs });
 }
 
-/** `kbp detach --bpffs <the node's bpffs>`: removes every hook and pin. */
+/** `kbp detach --bpffs <the node's bpffs>`: removes every hook (tc, host-services links) and pin. */
 export function kbpDetach(cluster: Cluster): Promise<RunResult> {
   return kbpInNode(cluster, ['detach', '--bpffs', cluster.bpffs]);
 }
@@ -44,6 +44,12 @@ export interface AgentOptions {
   extraArgs?: string[];
   /** Another kbp's bin/kbp.js (an earlier version built by scripts/kbp-version.sh); default: this checkout's. */
   kbpBin?: string;
+  /**
+   * --host-services-cgroup: a cgroup of the test's own (src/testbed/cgroup.ts).
+   * Default "off" for this checkout's agent, so a test agent never attaches
+   * to the machine's cgroup root; an earlier kbpBin gets no flag (it has none).
+   */
+  hostServicesCgroup?: string;
 }
 
 export class Agent {
@@ -76,6 +82,7 @@ export class Agent {
       cluster.bpffs,
       '--api-listen',
       apiListen,
+      ...(opts.hostServicesCgroup !== undefined || !opts.kbpBin ? ['--host-services-cgroup', opts.hostServicesCgroup ?? 'off'] : []),
       ...(opts.extraArgs ?? []),
     ];
     const child = tb.spawn(cluster.nodeNs, argv, { logFile, env: childEnv(), stopTimeoutMs: 5000 });

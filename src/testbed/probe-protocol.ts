@@ -14,6 +14,8 @@ export interface HttpResult {
   backend: string | null;
   /** The client address:port the backend saw. */
   seenFrom: string | null;
+  /** The connection's peer as the client's socket names it (getpeername), address:port. */
+  peer?: string | null;
   body: string;
   error: string | null;
   start: number;
@@ -24,6 +26,8 @@ export interface UdpResult {
   ok: boolean;
   /** Source of the reply as the client's socket received it. */
   from: { address: string; port: number } | null;
+  /** connect: the socket's peer (getpeername), address:port. */
+  peer?: string | null;
   body: string;
   error: string | null;
 }

@@ -121,8 +121,10 @@ export class Probe {
     });
   }
 
-  static async start(tb: Testbed, ns: string): Promise<Probe> {
-    const child = tb.spawn(ns, programArgv('probe'), { env: childEnv(), stdio: ['pipe', 'pipe', 'inherit'] });
+  /** opts.wrap: rewrites the probe's argv, e.g. TestCgroup.wrap to start it inside a cgroup. */
+  static async start(tb: Testbed, ns: string, opts: { wrap?: (argv: string[]) => string[] } = {}): Promise<Probe> {
+    const argv = programArgv('probe');
+    const child = tb.spawn(ns, opts.wrap ? opts.wrap(argv) : argv, { env: childEnv(), stdio: ['pipe', 'pipe', 'inherit'] });
     const probe = new Probe(ns, child);
     await new Promise<void>((resolve, reject) => {
       const timer = setTimeout(() => reject(new Error(`probe in ${ns}: not ready within 15 s`)), 15_000);

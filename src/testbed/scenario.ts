@@ -7,7 +7,8 @@
 import { copyFile, readdir } from 'node:fs/promises';
 import path from 'node:path';
 import { Probe, startPodServer } from './programs.js';
-import { writeService, type ServiceSpec } from './manifests.js';
+import { readServiceSpec, writeService, type ServicePortSpec, type ServiceSpec } from './manifests.js';
+import { projectRoot } from '../paths.js';
 import type { Testbed } from './netns.js';
 import { Cluster, type Pod } from './topology.js';
 import type { HttpResult } from './probe-protocol.js';
@@ -55,6 +56,24 @@ export async function serviceScenario(tb: Testbed, spec: ServiceSpec, opts: Scen
     await writeService(manifestsDir, spec);
   }
   return { tb, cluster, spec, manifestsDir, backends, client, clientProbe, nodeProbe };
+}
+
+/**
+ * The seed example's Service (examples/my-nginx) plus a UDP echo port on its
+ * http targetPort, as the ClusterIP e2e tests use it: the spec, its http
+ * port, ClusterIP and its two backend pods.
+ */
+export async function exampleWithUdp(udpPort: number): Promise<{ spec: ServiceSpec; http: ServicePortSpec; vip: string; podA: string; podB: string }> {
+  const example = await readServiceSpec(path.join(projectRoot, 'examples', 'my-nginx'));
+  const http = example.ports.find((p) => p.protocol === 'TCP' && p.name === 'http');
+  if (!http) throw new Error('examples/my-nginx: no TCP port named http');
+  const spec: ServiceSpec = {
+    ...example,
+    ports: [...example.ports, { name: 'echo', port: udpPort, targetPort: http.targetPort, protocol: 'UDP' }],
+  };
+  const [podA, podB] = spec.endpoints.map((e) => e.podName);
+  if (!podA || !podB) throw new Error('examples/my-nginx: expected 2 endpoints');
+  return { spec, http, vip: spec.clusterIP, podA, podB };
 }
 
 /** Why each failed request failed (error, else the HTTP status). */

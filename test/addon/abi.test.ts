@@ -81,6 +81,9 @@ t.test('layout() has the static sizes of abi.h', async (t) => {
     kbp_config: 8,
     kbp_src_range_key: 12,
     kbp_src_range: 4,
+    kbp_host_ns: 16,
+    kbp_sock_rev_key: 16,
+    kbp_sock_rev: 12,
   });
 });
 
@@ -115,7 +118,9 @@ t.test('constants() exports every #define and enum member of abi.h', async (t) =
     KBP_TC_HANDLE: 0x6b62,
     KBP_TC_PRIORITY: 1,
     KBP_STAT_NEW_FLOW: 0,
-    KBP_STAT_MAX: 20,
+    KBP_STAT_MAX: 22,
+    KBP_MAP_SOCK_REVNAT: 'kbp_sockrev_v1',
+    KBP_MAP_HOST_NS: 'kbp_hostns_v1',
     KBP_HAIRPIN_ADDR: 0xa9fe2a01,
     KBP_SVC_F_VIP_MARKER: 32,
     KBP_CT_REFRESH_NS: 1e9,

@@ -79,7 +79,7 @@ t.test('agent and detach on a real kernel', async (t) => {
     const logFile = path.join(logs, `${label}.log`);
     const child = tb.spawn(
       ns,
-      [process.execPath, kbp, 'agent', '--manifests', dir, '--node-name', 'n1', '--pod-devices', 'veth-*', '--bpffs', bpffs, '--api-listen', API, ...extra],
+      [process.execPath, kbp, 'agent', '--host-services-cgroup', 'off', '--manifests', dir, '--node-name', 'n1', '--pod-devices', 'veth-*', '--bpffs', bpffs, '--api-listen', API, ...extra],
       { logFile, env: childEnv() },
     );
     const log = () => fs.readFile(logFile, 'utf8').catch(() => '');
@@ -177,8 +177,10 @@ t.test('agent and detach on a real kernel', async (t) => {
     `unpinned ${bpffs}/kbp_backend_v2`,
     `unpinned ${bpffs}/kbp_config_v1`,
     `unpinned ${bpffs}/kbp_ct4_v2`,
+    `unpinned ${bpffs}/kbp_hostns_v1`,
     `unpinned ${bpffs}/kbp_revnat_v1`,
     `unpinned ${bpffs}/kbp_snat4_v1`,
+    `unpinned ${bpffs}/kbp_sockrev_v1`,
     `unpinned ${bpffs}/kbp_srcrange_v1`,
     `unpinned ${bpffs}/kbp_stats_v2`,
     `unpinned ${bpffs}/kbp_svc_v1`,
@@ -196,14 +198,14 @@ t.test('agent refuses a --bpffs that is not a bpffs, and says how to mount one',
   t.teardown(() => tb.teardown());
   const dir = await tb.tempDir('plain');
   const m = await tb.tempDir('m');
-  const child = tb.spawn(null, [process.execPath, kbp, 'agent', '--manifests', m, '--bpffs', dir, '--api-listen', 'off'], { env: childEnv() });
+  const child = tb.spawn(null, [process.execPath, kbp, 'agent', '--host-services-cgroup', 'off', '--manifests', m, '--bpffs', dir, '--api-listen', 'off'], { env: childEnv() });
   let err = '';
   child.stderr!.on('data', (b) => (err += b));
   const exit = await waitExit(child);
   t.equal(exit.code, 1);
   t.match(err, `--bpffs ${dir} is not on a BPF filesystem (bpffs); mount one with: mkdir -p ${dir} && mount -t bpf bpf ${dir}`);
   const missing = path.join(dir, 'sub', 'kbp');
-  const c2 = tb.spawn(null, [process.execPath, kbp, 'agent', '--manifests', m, '--bpffs', missing, '--api-listen', 'off'], { env: childEnv() });
+  const c2 = tb.spawn(null, [process.execPath, kbp, 'agent', '--host-services-cgroup', 'off', '--manifests', m, '--bpffs', missing, '--api-listen', 'off'], { env: childEnv() });
   let err2 = '';
   c2.stderr!.on('data', (b) => (err2 += b));
   t.equal((await waitExit(c2)).code, 1);

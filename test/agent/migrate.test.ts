@@ -122,7 +122,7 @@ if (process.getuid?.() !== 0) {
     const stats = await obj.map(abi.KBP_MAP_STATS).lookup(abi.statKey(abi.KBP_STAT_NEW_FLOW));
     t.same(abi.decodePerCpuStat(stats!, n.numPossibleCpus()), { packets: 7n, bytes: 700n }, 'old counters added');
     const pins = (await readdir(bpffs)).sort();
-    t.same(pins.filter((p) => p.endsWith('_v1') && !['kbp_svc_v1', 'kbp_revnat_v1', 'kbp_affinity_v1', 'kbp_snat4_v1', 'kbp_config_v1', abi.KBP_MAP_SRC_RANGES].includes(p)), [], 'v1-only pins gone');
+    t.same(pins.filter((p) => p.endsWith('_v1') && !['kbp_svc_v1', 'kbp_revnat_v1', 'kbp_affinity_v1', 'kbp_snat4_v1', 'kbp_config_v1', abi.KBP_MAP_SRC_RANGES, abi.KBP_MAP_SOCK_REVNAT, abi.KBP_MAP_HOST_NS].includes(p)), [], 'v1-only pins gone');
     t.notOk(m.pending, 'done');
     t.comment(lines.filter((l) => /entries copied|step done/.test(l)).join('\n'));
     t.match(lines.join('\n'), /msg="entries copied" phase=initial map=kbp_ct4_v1 into=kbp_ct4_v2 scanned=3 inserted=2 updated=0 unchanged=0 skipped=1/, 'counts logged');

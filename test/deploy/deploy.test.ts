@@ -42,6 +42,7 @@ import { nodeObject, serviceObjects } from '../../src/testbed/manifests.js';
 import { nsExec, run, Testbed } from '../../src/testbed/netns.js';
 import { Probe, childEnv, startPodServer } from '../../src/testbed/programs.js';
 import { Cluster } from '../../src/testbed/topology.js';
+import { TestCgroup } from '../../src/testbed/cgroup.js';
 import { kbpBin } from '../../src/testbed/agent.js';
 import { agentUsage } from '../../src/agent/options.js';
 import { InformerSource } from '../../src/k8s/informers.js';
@@ -208,8 +209,11 @@ t.test('deploy/ manifests', { skip, timeout: 400_000 }, async (t) => {
   Object.assign(cm.data, { KUBERNETES_SERVICE_HOST: '127.0.0.1', KUBERNETES_SERVICE_PORT: String(RELAY_PORT) });
   const dsRun = containerRun(overlay, 'agent', { 'spec.nodeName': NODE, 'status.hostIP': NODE_IP });
   // What the pod's mounts map: /sys/fs/bpf is the host's bpffs (here the
-  // test's private one), /etc/kbp/tls the Secret.
-  const agentArgs = dsRun.args.map((a) => a.replace('=/sys/fs/bpf', `=${cluster.bpffs}`).replace('=/etc/kbp/tls', `=${tlsDir}`));
+  // test's private one), /etc/kbp/tls the Secret, /run/kbp/cgroup the host's
+  // cgroup v2 root (here a cgroup of the test's own: never the machine's root).
+  const cgroup = await TestCgroup.create(tb);
+  const agentArgs = dsRun.args.map((a) => a.replace('=/sys/fs/bpf', `=${cluster.bpffs}`).replace('=/etc/kbp/tls', `=${tlsDir}`).replace('=/run/kbp/cgroup', `=${cgroup.path}`));
+  t.ok(agentArgs.includes(`--host-services-cgroup=${cgroup.path}`), 'the DaemonSet turns host services on, on the mounted cgroup root');
   t.ok(agentArgs.includes(`--api-listen=${NODE_IP}:10256`) && agentArgs.includes(`--node-name=${NODE}`), `DaemonSet args: ${agentArgs.join(' ')}`);
   const caps = dsRun.container.securityContext?.capabilities?.add ?? [];
   t.same(dsRun.container.securityContext?.capabilities?.drop, ['ALL']);
@@ -258,6 +262,13 @@ t.test('deploy/ manifests', { skip, timeout: 400_000 }, async (t) => {
     const results = await probe.http(VIP, 80, { count: 20 });
     t.equal(results.filter((r) => r.ok).length, 20, 'ClusterIP: 20/20 requests answered');
     t.same([...new Set(results.map((r) => r.backend))].sort(), ['web-a', 'web-b'], 'both backends');
+    // Host services with exactly these capabilities: a process of the node's
+    // namespace inside the cgroup the agent was given reaches the ClusterIP.
+    t.match(text, /msg="host services attached"/, 'host services attached');
+    const hostProbe = await Probe.start(tb, cluster.nodeNs, { wrap: (argv) => cgroup.wrap(argv) });
+    const fromNode = await hostProbe.http(VIP, 80, { count: 10 });
+    t.equal(fromNode.filter((r) => r.ok).length, 10, 'from the node namespace: 10/10 requests answered');
+    t.same([...new Set(fromNode.map((r) => r.peer))], [`${VIP}:80`], 'peer is the ClusterIP');
 
     const api = `https://${NODE_IP}:10256`;
     t.equal((await curl(client.ns, `${api}/readyz`, caFile)).status, 200, '/readyz without a token (the readiness probe)');

@@ -127,7 +127,7 @@ t.test('agent with --kubeconfig against a real API server', { skip }, async (t) 
     const logFile = path.join(logDir, `${label}.log`);
     const child = tb.spawn(
       cluster.nodeNs,
-      [process.execPath, kbpBin(), 'agent', '--kubeconfig', relay.kubeconfigPath, '--node-name', NODE, '--pod-devices', POD_DEVICE_GLOB, '--bpffs', cluster.bpffs, '--api-listen', '127.0.0.1:10256', '--log-level', 'debug'],
+      [process.execPath, kbpBin(), 'agent', '--host-services-cgroup', 'off', '--kubeconfig', relay.kubeconfigPath, '--node-name', NODE, '--pod-devices', POD_DEVICE_GLOB, '--bpffs', cluster.bpffs, '--api-listen', '127.0.0.1:10256', '--log-level', 'debug'],
       { logFile, env: childEnv(), stopTimeoutMs: 5000 },
     );
     const log = () => readFile(logFile, 'utf8').catch(() => '');

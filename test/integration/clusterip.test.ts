@@ -8,14 +8,12 @@
 
 import t, { type Test } from 'tap';
 import { readdir } from 'node:fs/promises';
-import path from 'node:path';
-import { projectRoot } from '../../src/paths.js';
 import { Agent, kbpDetach } from '../../src/testbed/agent.js';
-import { readServiceSpec, writeService, type ServiceSpec } from '../../src/testbed/manifests.js';
+import { writeService } from '../../src/testbed/manifests.js';
 import { cleanupStale, listNamespaces, Testbed } from '../../src/testbed/netns.js';
 import { Probe } from '../../src/testbed/programs.js';
 import type { HttpResult } from '../../src/testbed/probe-protocol.js';
-import { serviceScenario, tally, type ServiceScenario } from '../../src/testbed/scenario.js';
+import { exampleWithUdp, serviceScenario, tally, type ServiceScenario } from '../../src/testbed/scenario.js';
 
 const UDP_PORT = 5300; // frontend port of the Service's UDP echo port
 const UNKNOWN_PORT = 81; // a port the Service does not have
@@ -27,16 +25,7 @@ if (process.getuid?.() !== 0) {
   t.plan(0, 'needs root (network namespaces, bpffs, tc)');
 } else {
   await cleanupStale();
-  const example = await readServiceSpec(path.join(projectRoot, 'examples', 'my-nginx'));
-  const http = example.ports.find((p) => p.protocol === 'TCP' && p.name === 'http');
-  if (!http) throw new Error('examples/my-nginx: no TCP port named http');
-  const spec: ServiceSpec = {
-    ...example,
-    ports: [...example.ports, { name: 'echo', port: UDP_PORT, targetPort: http.targetPort, protocol: 'UDP' }],
-  };
-  const vip = spec.clusterIP;
-  const [podA, podB] = spec.endpoints.map((e) => e.podName);
-  if (!podA || !podB) throw new Error('examples/my-nginx: expected 2 endpoints');
+  const { spec, http, vip, podA, podB } = await exampleWithUdp(UDP_PORT);
 
   const tb = Testbed.create();
   let sc!: ServiceScenario;

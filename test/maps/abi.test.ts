@@ -72,6 +72,14 @@ t.test('round trip of every codec, with the exact bytes', async (t) => {
     { codec: abi.configValue, value: { node_ip: '172.18.0.11', flags: 0 }, hex: 'ac12000b' + '00000000' },
     { codec: abi.srcRangeKey, value: { prefixlen: 56, svc_id: 258, addr: '172.18.0.0' }, hex: '38000000' + '02010000' + 'ac120000' },
     { codec: abi.srcRangeValue, value: { flags: 0 }, hex: '00000000' },
+    { codec: abi.hostNsValue, value: { netns_cookie: 0x0102030405060708n, flags: 0 }, hex: '0807060504030201' + '00000000' + '00000000' },
+    {
+      codec: abi.sockRevKey,
+      value: { cookie: 0x1122n, addr: '10.244.1.5', port: 8080, proto: abi.IPPROTO_UDP },
+      // cookie le | addr be | port be | proto | pad
+      hex: '2211000000000000' + '0af40105' + '1f90' + '11' + '00',
+    },
+    { codec: abi.sockRevValue, value: { vip: '10.96.0.10', port: 53, svc_id: 258 }, hex: '0a60000a' + '0035' + '0000' + '02010000' },
   ];
   t.equal(cases.length, Object.keys(abi.STRUCTS).length, 'one case per struct');
   for (const c of cases) {

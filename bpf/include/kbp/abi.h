@@ -6,7 +6,9 @@
  * includes it (and exports sizes and offsets from it), and the TypeScript codecs
  * are tested against those exported sizes and offsets. Change a struct here and
  * bump KBP_ABI_VERSION together with the "_vN" suffix of the map names, so a
- * new agent never reinterprets maps pinned by an old one.
+ * new agent never reinterprets maps pinned by an old one. A new map (with
+ * structs of its own) starts at "_v1" and leaves the version as it is: no pin
+ * is reinterpreted, and an older agent refuses the unknown pin (migrate.ts).
  *
  * Byte order: addresses and ports are network order (as on the wire, so the
  * datapath compares them without swapping); every other integer is host order.
@@ -30,6 +32,8 @@
 #define KBP_MAP_SNAT      "kbp_snat4_v1"
 #define KBP_MAP_CONFIG    "kbp_config_v1"
 #define KBP_MAP_SRC_RANGES "kbp_srcrange_v1"
+#define KBP_MAP_SOCK_REVNAT "kbp_sockrev_v1"
+#define KBP_MAP_HOST_NS   "kbp_hostns_v1"
 
 /* Default capacities; the agent may resize before load (bpf_map__set_max_entries). */
 #define KBP_SERVICES_MAX  (1u << 20) /* frontends x (1 + slots) + VIP markers */
@@ -39,6 +43,7 @@
 #define KBP_AFFINITY_MAX  (1u << 18)
 #define KBP_SNAT_MAX      (1u << 18)
 #define KBP_SRC_RANGES_MAX (1u << 16)
+#define KBP_SOCK_REVNAT_MAX (1u << 16)
 
 /* tc filter identity: kbp owns this handle/priority on every hook it attaches. */
 #define KBP_TC_HANDLE     0x6b62 /* "kb" */
@@ -248,6 +253,39 @@ struct kbp_config {
 	__u32  flags;   /* reserved, zero */
 };
 
+/* ---- host services: socket-level balancing for the node's own network namespace ---- */
+
+/* The cgroup sock_addr programs (bpf/kbp_sock.c) translate ClusterIP
+ * frontends at connect()/sendmsg() for sockets of the node's own network
+ * namespace only: the one whose cookie (SO_NETNS_COOKIE, bpf_get_netns_cookie)
+ * the agent writes here before it attaches them. 0 = not written: they leave
+ * every socket alone. Pods keep going through tc. */
+struct kbp_host_ns {
+	__u64 netns_cookie; /* the node namespace's cookie, host order; 0 = none */
+	__u32 flags;        /* reserved, zero */
+	__u32 pad;          /* zero */
+};
+
+/* Socket reverse NAT: a socket the connect/sendmsg program pointed at a backend
+ * instead of a frontend, so that recvmsg (UDP reply source) and getpeername
+ * give the application the frontend back. The socket cookie tells sockets
+ * apart (never reused while the machine runs); the backend address tells the
+ * frontends of one unconnected UDP socket apart. */
+struct kbp_sock_rev_key {
+	__u64  cookie;  /* bpf_get_socket_cookie, host order */
+	__be32 addr;    /* backend address, network order */
+	__be16 port;    /* backend port, network order */
+	__u8   proto;   /* IPPROTO_TCP / IPPROTO_UDP */
+	__u8   pad;     /* zero */
+};
+
+struct kbp_sock_rev {
+	__be32 vip;    /* frontend address the application used, network order */
+	__be16 port;   /* frontend port, network order */
+	__u16  pad;    /* zero */
+	__u32  svc_id; /* frontend id at translation time (revnat key) */
+};
+
 /* ---- stats: per-CPU counters, index = KBP_STAT_* ---- */
 
 enum kbp_stat {
@@ -277,6 +315,10 @@ enum kbp_stat {
 	KBP_STAT_XDP_FORWARD,         /* service flow translated by the XDP program on an uplink
 	                               * (--nodeport-acceleration xdp), counted besides its outcome
 	                               * (NEW_FLOW, SNAT, ESTABLISHED); tc then passes it untouched */
+	KBP_STAT_SOCK_XLATE,          /* host socket (bpf/kbp_sock.c): connect or sendmsg to a
+	                               * ClusterIP pointed at a backend; bytes are 0 */
+	KBP_STAT_SOCK_REJECT,         /* host socket: ClusterIP without a usable backend,
+	                               * connect/sendmsg refused (ECONNREFUSED) */
 	KBP_STAT_MAX,
 };
 
@@ -312,6 +354,9 @@ KBP_STATIC_ASSERT(sizeof(struct kbp_snat_value) == 24, "kbp_snat_value size");
 KBP_STATIC_ASSERT(sizeof(struct kbp_config) == 8, "kbp_config size");
 KBP_STATIC_ASSERT(sizeof(struct kbp_src_range_key) == 12, "kbp_src_range_key size");
 KBP_STATIC_ASSERT(sizeof(struct kbp_src_range) == 4, "kbp_src_range size");
+KBP_STATIC_ASSERT(sizeof(struct kbp_host_ns) == 16, "kbp_host_ns size");
+KBP_STATIC_ASSERT(sizeof(struct kbp_sock_rev_key) == 16, "kbp_sock_rev_key size");
+KBP_STATIC_ASSERT(sizeof(struct kbp_sock_rev) == 12, "kbp_sock_rev size");
 KBP_STATIC_ASSERT(KBP_STAT_MAX <= KBP_STAT_SLOTS, "stat reasons fit the stats map");
 
 #endif /* KBP_ABI_H */

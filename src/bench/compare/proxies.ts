@@ -104,6 +104,9 @@ export async function startKbp(tb: Testbed, node: ProxyNode, opts: StartOptions 
       process.execPath,
       kbpBin(),
       'agent',
+      // the pods are the clients; the node's own sockets are not measured
+      '--host-services-cgroup',
+      'off',
       '--kubeconfig',
       node.relay.kubeconfigPath,
       '--node-name',

@@ -24,14 +24,17 @@ function errText(err: unknown): string {
   return e.code ? `${e.code}: ${e.message}` : String(e.message ?? err);
 }
 
-function getOnce(host: string, port: number, path: string, timeoutMs: number): Promise<{ status: number; body: string }> {
+function getOnce(host: string, port: number, path: string, timeoutMs: number): Promise<{ status: number; body: string; peer: string | null }> {
   return new Promise((resolve, reject) => {
+    let peer: string | null = null;
     const req = request({ host, port, path, method: 'GET', agent: false, timeout: timeoutMs }, (res) => {
       const chunks: Buffer[] = [];
       res.on('data', (c: Buffer) => chunks.push(c));
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks).toString('utf8') }));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks).toString('utf8'), peer }));
       res.on('error', reject);
     });
+    // remoteAddress is the kernel's getpeername() of the connected socket.
+    req.on('socket', (s) => s.once('connect', () => (peer = s.remoteAddress ? `${s.remoteAddress}:${s.remotePort}` : null)));
     req.on('timeout', () => req.destroy(Object.assign(new Error(`no answer within ${timeoutMs} ms`), { code: 'ETIMEDOUT' })));
     req.on('error', reject);
     req.end();
@@ -41,7 +44,7 @@ function getOnce(host: string, port: number, path: string, timeoutMs: number): P
 async function httpOnce(host: string, port: number, path: string, timeoutMs: number): Promise<HttpResult> {
   const start = now();
   try {
-    const { status, body } = await getOnce(host, port, path, timeoutMs);
+    const { status, body, peer } = await getOnce(host, port, path, timeoutMs);
     const end = now();
     let backend: string | null = null;
     let seenFrom: string | null = null;
@@ -52,7 +55,7 @@ async function httpOnce(host: string, port: number, path: string, timeoutMs: num
     } catch {
       // not a testbed server; body is still reported
     }
-    return { ok: status === 200, status, backend, seenFrom, body, error: null, start, end };
+    return { ok: status === 200, status, backend, seenFrom, peer, body, error: null, start, end };
   } catch (err) {
     return { ok: false, status: 0, backend: null, seenFrom: null, body: '', error: errText(err), start, end: now() };
   }
@@ -64,10 +67,11 @@ function udpOnce(host: string, port: number, payload: string, timeoutMs: number,
     // whose source is not exactly host:port, hiding a broken reverse NAT. A
     // connected one is what gets ICMP errors (the kernel matches them to it).
     const sock = createSocket('udp4');
+    let peer: string | null = null;
     const done = (r: UdpResult) => {
       clearTimeout(timer);
       sock.close();
-      resolve(r);
+      resolve(connect ? { ...r, peer } : r);
     };
     const timer = setTimeout(
       () => done({ ok: false, from: null, body: '', error: `ETIMEDOUT: no reply within ${timeoutMs} ms` }),
@@ -84,7 +88,12 @@ function udpOnce(host: string, port: number, payload: string, timeoutMs: number,
       sock.send(payload, port, host, sent);
       return;
     }
-    sock.connect(port, host, () => sock.send(payload, sent));
+    sock.connect(port, host, () => {
+      // remoteAddress() is the kernel's getpeername() of the connected socket.
+      const a = sock.remoteAddress();
+      peer = `${a.address}:${a.port}`;
+      sock.send(payload, sent);
+    });
   });
 }
 
