@@ -10,6 +10,7 @@
 //              checksums changed); each checksum keeps its verification
 //              residue, so a valid checksum stays valid and a broken one stays
 //              broken by the same amount; a UDP checksum of 0 ("none") stays 0
+//              and a set one never becomes 0
 // A new flow's backend is random in the datapath, so the model names the
 // allowed backends (the active ones, or the client's sticky one under
 // ClientIP affinity) and the allowed SNAT ports, and learns which one the
@@ -42,14 +43,21 @@
 //    length is translated like a good one (its checksum stays as wrong as it
 //    was), and the stack drops it after tc, as it would without kbp.
 //  - an IPv4 ethertype with a version nibble other than 4: untouched, uncounted.
+// XDP in front of the node-facing program (README, "XDP"; see xdpRule): a
+// forward service flow (new, masqueraded, hairpin or established, to any
+// frontend, external scope) whose L4 checksum is complete is translated or
+// dropped in XDP exactly as the node-facing program would do it, and tc then
+// sees a packet that is no service traffic any more (untouched, counted as
+// pass); everything else, a forward flow whose checksum field holds only the
+// pseudo-header sum included, passes to tc byte-identical and uncounted.
 // Time does not pass in the model: the fuzz clears both the maps and the model
 // long before any idle lifetime (30 s at the shortest) could run out.
 
 export type Verdict = 'untouched' | 'drop' | 'translate' | 'reject';
 
 export type DropReason = 'no_backend' | 'unknown_port' | 'fragment' | 'malformed' | 'ct_clash' | 'no_config' | 'snat_ports';
-/** How the datapath counts a packet (its stats map); null: not counted. */
-export type CountedAs = 'pass' | 'new_flow' | 'established' | 'revnat' | 'snat' | 'reject' | 'icmp_revnat' | `drop_${DropReason}` | null;
+/** How the datapath counts a packet (its stats map); null: not counted. xdp_forward: translated in XDP (besides its outcome). */
+export type CountedAs = 'pass' | 'new_flow' | 'established' | 'revnat' | 'snat' | 'reject' | 'icmp_revnat' | 'xdp_forward' | `drop_${DropReason}` | null;
 
 export interface ModelBackend {
   id: number;
@@ -163,6 +171,21 @@ export function l4Residue(b: Buffer, l4off: number, proto: number): number {
 /** One's-complement equality: 0x0000 and 0xffff are both zero. */
 const sameResidue = (a: number, b: number) => a === b || (a % 0xffff === 0 && b % 0xffff === 0);
 
+/**
+ * Whether a TCP/UDP packet's checksum field holds only the pseudo-header sum
+ * (folded, not inverted): what a local sender's CHECKSUM_PARTIAL packet
+ * carries through a veth, and what XDP leaves to tc (README, "XDP"). The
+ * pseudo header's length is the segment length the IPv4 header states (total
+ * length minus header length, a 16-bit field: RFC 793, RFC 768), not the
+ * frame's. A UDP checksum of 0 is no checksum at all, i.e. complete.
+ */
+export function pseudoHeaderOnly(b: Buffer, p: Parsed): boolean {
+  const csum = b.readUInt16BE(p.l4off + (p.proto === TCP ? 16 : 6));
+  if (p.proto === UDP && csum === 0) return false;
+  const len = (b.readUInt16BE(ETH + 2) - p.ihl) & 0xffff;
+  return csum === fold(sumWords(b, ETH + 12, ETH + 20) + p.proto + len);
+}
+
 // ---- tables ----
 
 interface Flow {
@@ -189,6 +212,12 @@ export interface Expectation {
   counted: CountedAs;
   /** Short description, for failure messages. */
   what: string;
+  /**
+   * A packet of a forward service flow to a frontend (new, masqueraded,
+   * hairpin, established, or one the forward path drops: no backend, clash,
+   * no config, SNAT ports); not a REJECT answer. What XDP may take (xdpRule).
+   */
+  forward?: boolean;
   /**
    * Checks the datapath's result; returns null when it is what the model
    * allows (and then commits what the model learned: the flow and its
@@ -245,7 +274,11 @@ export class DatapathModel {
     if (p.fragment) return this.clusterIps.has(p.daddr) ? drop('fragment', 'fragment to a ClusterIP') : untouched(pkt, 'pass', 'fragment, not to a ClusterIP');
     if (!p.l4ok) return this.clusterIps.has(p.daddr) ? drop('malformed', 'truncated L4 to a ClusterIP') : untouched(pkt, 'pass', 'truncated L4');
     const fe = this.frontends.get(`${p.daddr}:${p.dport}/${p.proto}`);
-    if (fe) return this.forward(pkt, p, !fromNode && fe.forPods ? fe.forPods : fe, fromNode);
+    if (fe) {
+      const exp = this.forward(pkt, p, !fromNode && fe.forPods ? fe.forPods : fe, fromNode);
+      exp.forward = exp.verdict !== 'reject';
+      return exp;
+    }
     // Replies: the node-facing program looks up the SNAT table first, the
     // pod-facing one the reply table.
     const t = tuple(p.saddr, p.daddr, p.sport, p.dport, p.proto);
@@ -261,6 +294,39 @@ export class DatapathModel {
     }
     if (this.clusterIps.has(p.daddr)) return drop('unknown_port', 'ClusterIP, port not served');
     return untouched(pkt, 'pass', 'not service traffic');
+  }
+
+  /**
+   * What kbp_xdp_node in front of the node-facing program must do with a
+   * packet whose tc expectation (expect(pkt, true)) is `exp`:
+   *   forward  act exactly as `exp` says the node-facing program acts (the
+   *            same translation, or one of the drops it allows, counted the
+   *            same) and count xdp_forward when it translated; the result
+   *            then reaches tc, where it is no service traffic (see
+   *            expectBehindXdp)
+   *   pass     XDP_PASS with the packet byte-identical and nothing counted:
+   *            tc decides it as if XDP were not there
+   * README: XDP balances, masquerades and DNATs new and established flows to
+   * a frontend; replies, ICMP, REJECT answers, fragments, anything it does not
+   * know, and packets whose L4 checksum field holds only a pseudo-header sum
+   * pass to tc unchanged.
+   */
+  xdpRule(pkt: Buffer, exp: Expectation): 'forward' | 'pass' {
+    const p = parse(pkt);
+    return p && exp.forward && !pseudoHeaderOnly(pkt, p) ? 'forward' : 'pass';
+  }
+
+  /**
+   * What the node-facing program must do with the packet XDP translated:
+   * leave it alone (it goes from the client, or its masquerade, to a backend:
+   * no frontend, no reply of a recorded flow), counted as pass. Judged by
+   * the model's own rules, as any packet arriving at tc, and refused if those
+   * say anything else.
+   */
+  expectBehindXdp(out: Buffer): Expectation {
+    const exp = this.expect(out, true);
+    if (exp.verdict === 'untouched' && exp.counted === 'pass') return exp;
+    return { ...exp, check: () => `model: the translated packet would be ${exp.verdict} (${exp.what}) at tc, want untouched (pass)` };
   }
 
   private forward(pkt: Buffer, p: Parsed, fe: ModelFrontend, fromNode: boolean): Expectation {
@@ -433,6 +499,9 @@ function checkRewrite(pkt: Buffer, p: Parsed, out: Buffer, to: Rewrite): string 
   if (!sameResidue(ipResidue(pkt, p.ihl), ipResidue(out, p.ihl))) return `IPv4 checksum residue ${ipResidue(pkt, p.ihl).toString(16)} -> ${ipResidue(out, p.ihl).toString(16)}`;
   if (p.proto === UDP && pkt.readUInt16BE(l4Csum) === 0) {
     if (out.readUInt16BE(l4Csum) !== 0) return 'UDP checksum 0 (none) was filled in';
+  } else if (p.proto === UDP && out.readUInt16BE(l4Csum) === 0) {
+    // A computed 0 is sent as 0xffff (RFC 768); 0 would turn the check off.
+    return 'UDP checksum became 0 (none)';
   } else if (!sameResidue(l4Residue(pkt, p.l4off, p.proto), l4Residue(out, p.l4off, p.proto))) {
     return `L4 checksum residue ${l4Residue(pkt, p.l4off, p.proto).toString(16)} -> ${l4Residue(out, p.l4off, p.proto).toString(16)}`;
   }
