@@ -79,6 +79,8 @@ export const FUZZ_FRONTENDS: ModelFrontend[] = [
   // externalTrafficPolicy Cluster: local backends masqueraded too.
   { svcId: 5, vip: NODE_IP, port: 30080, proto: 'tcp', backends: [LOCAL_A, REMOTE_B], kind: 'nodePort', masquerade: true },
   { svcId: 6, vip: '172.16.0.1', port: 443, proto: 'tcp', backends: [REMOTE_B], kind: 'loadBalancer', masquerade: true },
+  // loadBalancerSourceRanges: the clients in 10/8 may connect, 192.168.0.2 may not.
+  { svcId: 12, vip: '172.16.0.2', port: 443, proto: 'tcp', backends: [LOCAL_A, REMOTE_B], kind: 'loadBalancer', masquerade: true, sourceRanges: ['10.0.0.0/8'] },
   // externalTrafficPolicy Local: a local backend keeps the client's address;
   // pods use the internal-scope entry (every endpoint).
   {
@@ -117,6 +119,7 @@ export function toFixture(fes: readonly ModelFrontend[]): FixtureFrontend[] {
       (fe.masquerade ? abi.KBP_SVC_F_MASQUERADE : 0) |
       (fe.forPods ? abi.KBP_SVC_F_INTERNAL_SCOPE : 0),
     affinityTimeout: fe.affinityTimeout,
+    sourceRanges: fe.sourceRanges,
     scope,
   });
   return fes.flatMap((fe) => [one(fe, abi.KBP_SCOPE_EXTERNAL), ...(fe.forPods ? [one(fe.forPods, abi.KBP_SCOPE_INTERNAL)] : [])]);

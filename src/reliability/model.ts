@@ -35,6 +35,8 @@
 //    dropped (the two replies could not be told apart); a closing flow's reply
 //    tuple may be taken over. A flow is closing once a FIN or RST was seen on
 //    one of its later packets; a bare SYN on a closing flow starts a new flow.
+//    A new flow to a frontend with loadBalancerSourceRanges from a source
+//    outside them is dropped, whatever the endpoints.
 //  - Not to a frontend: on the node-facing program a reply to a masqueraded
 //    client goes back to the client, from the frontend; on both, a reply of a
 //    recorded flow leaves from the frontend the client addressed. Anything else
@@ -55,7 +57,7 @@
 
 export type Verdict = 'untouched' | 'drop' | 'translate' | 'reject';
 
-export type DropReason = 'no_backend' | 'unknown_port' | 'fragment' | 'malformed' | 'ct_clash' | 'no_config' | 'snat_ports';
+export type DropReason = 'no_backend' | 'unknown_port' | 'fragment' | 'malformed' | 'ct_clash' | 'no_config' | 'snat_ports' | 'source_range';
 /** How the datapath counts a packet (its stats map); null: not counted. xdp_forward: translated in XDP (besides its outcome). */
 export type CountedAs = 'pass' | 'new_flow' | 'established' | 'revnat' | 'snat' | 'reject' | 'icmp_revnat' | 'xdp_forward' | `drop_${DropReason}` | null;
 
@@ -83,6 +85,8 @@ export interface ModelFrontend {
   masquerade?: boolean;
   /** KBP_SVC_F_INTERNAL_SCOPE (externalTrafficPolicy Local): the pod program uses this frontend (same address and port, its own id and backends) instead. */
   forPods?: ModelFrontend;
+  /** loadBalancerSourceRanges (CIDRs): a new flow from a source outside all of them drops, from either program (kube-proxy's KUBE-FW chain). */
+  sourceRanges?: string[];
 }
 
 const TCP = 6;
@@ -114,6 +118,15 @@ export interface Parsed {
 }
 
 const ip4 = (b: Buffer, o: number) => `${b[o]}.${b[o + 1]}.${b[o + 2]}.${b[o + 3]}`;
+
+const ipNumber = (ip: string) => ip.split('.').reduce((n, x) => n * 256 + Number(x), 0);
+
+/** Whether an address lies in a CIDR ("a.b.c.d/len"). */
+function inCidr(ip: string, cidr: string): boolean {
+  const [net, len] = cidr.split('/');
+  const size = 2 ** (32 - Number(len));
+  return Math.floor(ipNumber(ip) / size) === Math.floor(ipNumber(net!) / size);
+}
 
 /** null: not IPv4 as far as the datapath is concerned (untouched, not counted). */
 export function parse(b: Buffer): Parsed | null {
@@ -345,6 +358,7 @@ export class DatapathModel {
     // its backend and is recorded again as a new flow of this one: no
     // endpoint check, no affinity.
     const rebind = live !== undefined;
+    if (fe.sourceRanges && !fe.sourceRanges.some((cidr) => inCidr(p.saddr, cidr))) return drop('source_range', `new flow to ${fe.vip}:${fe.port} from ${p.saddr}, outside its source ranges`);
     const active = fe.backends.filter((b) => !b.terminating);
     if (!rebind && active.length === 0) {
       return fe.reject ? reject(pkt, p, `frontend ${fe.vip}:${fe.port} without endpoints`) : drop('no_backend', `frontend ${fe.vip}:${fe.port} without active backend`);
