@@ -26,7 +26,7 @@ import { DatapathFixture, TC_ACT_OK, TC_ACT_SHOT, XDP_DROP, XDP_PASS, type Fixtu
 import { buildPacket, TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN } from '../bench/packets.js';
 import * as abi from '../maps/abi.js';
 import type { BpfMap } from '../native/binding.js';
-import { DatapathModel, pseudoHeaderOnly, parse, type CountedAs, type Expectation, type ModelFrontend } from './model.js';
+import { DatapathModel, HAIRPIN_ADDR, pseudoHeaderOnly, parse, type CountedAs, type Expectation, type ModelFrontend } from './model.js';
 
 // ---- seeded PRNG (mulberry32) ----
 
@@ -191,12 +191,14 @@ export class PacketGenerator {
     return 'valid';
   }
 
-  /** A well-formed packet from a client (few addresses and ports, so flows repeat and meet) to a frontend. */
+  /** A well-formed packet from a client (few addresses and ports, so flows repeat and meet), or from one of the frontend's local backends, to a frontend. */
   valid(opts: { ipOptions?: Buffer; fragment?: { moreFragments: boolean; offset: number }; partialChecksum?: boolean } = {}): Buffer {
     const r = this.rng;
     const fe = r.pick(FUZZ_FRONTENDS);
+    // Now and then a pod reaching its own Service: it may get itself as backend (hairpin).
+    const pods = fe.backends.filter((b) => b.local !== false);
     return buildPacket({
-      saddr: r.pick(CLIENTS),
+      saddr: pods.length && r.chance(0.05) ? r.pick(pods).ip : r.pick(CLIENTS),
       daddr: fe.vip,
       proto: fe.proto,
       sport: 40000 + r.int(6),
@@ -219,7 +221,7 @@ export class PacketGenerator {
     const payload = r.bytes(r.int(32));
     if (r.chance(0.25)) return buildPacket({ saddr: f.client, daddr: f.fe.vip, proto, sport: f.clientPort, dport: f.fe.port, tcpFlags, payload });
     if (f.snat) return buildPacket({ saddr: f.backend.ip, daddr: f.snat.addr, proto, sport: f.backend.port, dport: f.snat.port, tcpFlags, payload });
-    return buildPacket({ saddr: f.backend.ip, daddr: f.client, proto, sport: f.backend.port, dport: f.clientPort, tcpFlags, payload });
+    return buildPacket({ saddr: f.backend.ip, daddr: f.hairpin ? HAIRPIN_ADDR : f.client, proto, sport: f.backend.port, dport: f.clientPort, tcpFlags, payload });
   }
 
   next(cat: Category): Buffer {
@@ -317,7 +319,7 @@ export class PacketGenerator {
     if (!flows.length) return this.valid();
     const f = r.pick(flows);
     const proto = f.proto === abi.IPPROTO_TCP ? 'tcp' : 'udp';
-    const src = f.snat ? { saddr: f.snat.addr, sport: f.snat.port } : { saddr: f.client, sport: f.clientPort };
+    const src = f.snat ? { saddr: f.snat.addr, sport: f.snat.port } : { saddr: f.hairpin ? HAIRPIN_ADDR : f.client, sport: f.clientPort };
     return buildPacket({ ...src, daddr: f.backend.ip, dport: f.backend.port, proto, tcpFlags: r.pick(FLAG_SETS), payload: r.bytes(r.int(32)), udpZeroChecksum: proto === 'udp' && r.chance(0.2) });
   }
 

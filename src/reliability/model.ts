@@ -28,7 +28,9 @@
 //  - To a frontend (address, port, protocol): a flow recorded and still open
 //    follows its backend; otherwise a new flow picks an active backend (none:
 //    drop, or, for a frontend whose Service has no endpoints at all, an ICMP
-//    port unreachable from the frontend sent back out: see reject), and on the node-facing program a backend on another node gets the
+//    port unreachable from the frontend sent back out: see reject), a pod
+//    that gets itself as backend sees the flow from 169.254.42.1 (port kept;
+//    its reply goes back to it from the frontend), and on the node-facing program a backend on another node gets the
 //    client masqueraded to the node (the NodePort address the client used, or
 //    the configured node IP) with a free port in 61000-65535. A new flow whose
 //    reply tuple belongs to another open flow through another frontend is
@@ -59,7 +61,7 @@ export type Verdict = 'untouched' | 'drop' | 'translate' | 'reject';
 
 export type DropReason = 'no_backend' | 'unknown_port' | 'fragment' | 'malformed' | 'ct_clash' | 'no_config' | 'snat_ports' | 'source_range';
 /** How the datapath counts a packet (its stats map); null: not counted. xdp_forward: translated in XDP (besides its outcome). */
-export type CountedAs = 'pass' | 'new_flow' | 'established' | 'revnat' | 'snat' | 'reject' | 'icmp_revnat' | 'xdp_forward' | `drop_${DropReason}` | null;
+export type CountedAs = 'pass' | 'new_flow' | 'established' | 'revnat' | 'snat' | 'hairpin' | 'reject' | 'icmp_revnat' | 'xdp_forward' | `drop_${DropReason}` | null;
 
 export interface ModelBackend {
   id: number;
@@ -206,10 +208,14 @@ interface Flow {
   backend: ModelBackend;
   closing: boolean;
   snat?: { addr: string; port: number };
+  /** The client is its own backend: it sees the flow from HAIRPIN_ADDR. */
+  hairpin?: boolean;
 }
 interface ReplyEntry {
   fe: ModelFrontend; // the frontend the client addressed
   closing: boolean;
+  /** Hairpin: the pod the reply (addressed to HAIRPIN_ADDR) goes back to. */
+  client?: string;
 }
 interface SnatEntry {
   fe: ModelFrontend;
@@ -218,6 +224,12 @@ interface SnatEntry {
 }
 
 const tuple = (saddr: string, daddr: string, sport: number, dport: number, proto: number) => `${saddr}:${sport}>${daddr}:${dport}/${proto}`;
+
+/** A pod that gets itself as backend (README, hairpin): it sees the flow from HAIRPIN_ADDR, port kept. */
+const isHairpin = (p: Parsed, b: ModelBackend) => b.ip === p.saddr;
+
+/** The reply tuple of an unmasqueraded flow of p to backend b: backend -> client (or -> HAIRPIN_ADDR). */
+const replyTuple = (p: Parsed, b: ModelBackend) => tuple(b.ip, isHairpin(p, b) ? HAIRPIN_ADDR : p.saddr, b.port, p.sport, p.proto);
 
 export interface Expectation {
   /** A new flow's verdict and count are settled by check(). */
@@ -272,10 +284,10 @@ export class DatapathModel {
   }
 
   /** Recorded flows, for the generator to aim replies and repeats at. */
-  flowTuples(): Array<{ proto: number; client: string; clientPort: number; fe: ModelFrontend; backend: ModelBackend; snat?: { addr: string; port: number } }> {
+  flowTuples(): Array<{ proto: number; client: string; clientPort: number; fe: ModelFrontend; backend: ModelBackend; snat?: { addr: string; port: number }; hairpin?: boolean }> {
     return [...this.flows.entries()].map(([k, f]) => {
       const m = /^(.+):(\d+)>.+\/(\d+)$/.exec(k)!;
-      return { proto: Number(m[3]), client: m[1]!, clientPort: Number(m[2]), fe: f.fe, backend: f.backend, snat: f.snat };
+      return { proto: Number(m[3]), client: m[1]!, clientPort: Number(m[2]), fe: f.fe, backend: f.backend, snat: f.snat, hairpin: f.hairpin };
     });
   }
 
@@ -301,7 +313,7 @@ export class DatapathModel {
       return translate(pkt, p, 'revnat', 'reply to a masqueraded client', { daddr: sn.client, dport: sn.clientPort, saddr: sn.fe.vip, sport: sn.fe.port });
     }
     if (rep) {
-      return translate(pkt, p, 'revnat', 'reply of a recorded flow', { saddr: rep.fe.vip, sport: rep.fe.port }, () => {
+      return translate(pkt, p, 'revnat', 'reply of a recorded flow', { saddr: rep.fe.vip, sport: rep.fe.port, ...(rep.client ? { daddr: rep.client } : {}) }, () => {
         if (p.tcpFlags & (FIN | RST)) rep.closing = true;
       });
     }
@@ -348,7 +360,7 @@ export class DatapathModel {
     const bareSyn = (p.tcpFlags & (SYN | ACK)) === SYN;
     const live = flow && !(flow.closing && bareSyn) ? flow : undefined;
     if (live && live.fe.svcId === fe.svcId) {
-      const to = { daddr: live.backend.ip, dport: live.backend.port, ...(live.snat ? { saddr: live.snat.addr, sport: live.snat.port } : {}) };
+      const to = { daddr: live.backend.ip, dport: live.backend.port, ...(live.snat ? { saddr: live.snat.addr, sport: live.snat.port } : live.hairpin ? { saddr: HAIRPIN_ADDR } : {}) };
       return translate(pkt, p, 'established', `established flow to ${fe.vip}:${fe.port}`, to, () => {
         if (p.tcpFlags & (FIN | RST)) live.closing = true;
       });
@@ -392,6 +404,7 @@ export class DatapathModel {
         if (!b) return `${what}: retval ${retval}, went to ${op ? `${op.daddr}:${op.dport}` : 'an unparsable packet'}`;
         if (masquerade(b) && !natAddr) return `${what}: masqueraded without a node IP`;
         let snat: Flow['snat'];
+        const hairpin = isHairpin(p, b) && !masquerade(b);
         if (masquerade(b)) {
           const port = op.sport;
           if (op.saddr !== natAddr || port < SNAT_PORT_MIN || port > SNAT_PORT_MAX) return `${what}: source ${op.saddr}:${port}, want ${natAddr}:${SNAT_PORT_MIN}-${SNAT_PORT_MAX}`;
@@ -400,13 +413,13 @@ export class DatapathModel {
         } else if (this.clashes(p, fe, b)) {
           return `${what}: took ${b.ip}:${b.port}, whose reply tuple belongs to another open flow`;
         }
-        const err = checkRewrite(pkt, p, out, { daddr: b.ip, dport: b.port, ...(snat ? { saddr: snat.addr, sport: snat.port } : {}) });
+        const err = checkRewrite(pkt, p, out, { daddr: b.ip, dport: b.port, ...(snat ? { saddr: snat.addr, sport: snat.port } : hairpin ? { saddr: HAIRPIN_ADDR } : {}) });
         if (err) return `${what}: ${err}`;
         // Commit what the datapath recorded.
-        exp.counted = snat ? 'snat' : 'new_flow';
-        this.flows.set(key, { fe, backend: b, closing: false, snat });
+        exp.counted = snat ? 'snat' : hairpin ? 'hairpin' : 'new_flow';
+        this.flows.set(key, { fe, backend: b, closing: false, snat, hairpin });
         if (snat) this.snat.set(tuple(b.ip, snat.addr, b.port, snat.port, p.proto), { fe, client: p.saddr, clientPort: p.sport });
-        else this.replies.set(tuple(b.ip, p.saddr, b.port, p.sport, p.proto), { fe, closing: false });
+        else this.replies.set(replyTuple(p, b), { fe, closing: false, client: hairpin ? p.saddr : undefined });
         if (fe.affinityTimeout && !rebind) this.affinity.set(affKey, [b]);
         return null;
       },
@@ -444,7 +457,7 @@ export class DatapathModel {
 
   /** Would a new flow of p to backend b take over the open reply tuple of a flow through another frontend? */
   private clashes(p: Parsed, fe: ModelFrontend, b: ModelBackend): boolean {
-    const r = this.replies.get(tuple(b.ip, p.saddr, b.port, p.sport, p.proto));
+    const r = this.replies.get(replyTuple(p, b));
     return !!r && !r.closing && (r.fe.vip !== p.daddr || r.fe.port !== p.dport);
   }
 }
@@ -535,7 +548,7 @@ const ICMP_ERROR_TYPES = new Set([3, 4, 5, 11, 12]);
 /** The ones the datapath translates (source quench and redirect are left alone). */
 const ICMP_TRANSLATED_TYPES = new Set([3, 11, 12]);
 /** The source a pod that reaches itself through a frontend sees (hairpin). */
-const HAIRPIN_ADDR = '169.254.42.1';
+export const HAIRPIN_ADDR = '169.254.42.1';
 
 function isIcmpError(pkt: Buffer, p: Parsed): boolean {
   const off = ETH + p.ihl;
