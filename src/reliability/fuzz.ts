@@ -2,25 +2,31 @@
 // BPF_PROG_TEST_RUN of both entry programs (kbp_from_pod, kbp_from_node),
 // each judged by the independent model in model.ts (what the packet must
 // become: untouched, dropped, or translated to which tuple with its checksums
-// carried over). At the end, the datapath's per-reason counters must equal the
-// model's.
+// carried over). A share of the node-facing packets (half by default) takes
+// the uplink pipeline of --nodeport-acceleration xdp instead: kbp_xdp_node,
+// then, unless XDP dropped it, kbp_from_node on XDP's output. The pipeline's
+// end result must be what the model expects of kbp_from_node alone, and the
+// XDP stage must follow the model's XDP rule (DatapathModel.xdpRule). At the
+// end, the datapath's per-reason counters must equal the model's.
 //
 // Packets: valid TCP/UDP to every frontend and replies of the flows the model
 // knows (the state the malformed ones must not disturb), with random TCP
 // flags; IP options; fragments; truncated at every length; bad total lengths,
 // version nibbles and checksums; ICMP errors quoting a known flow's header;
 // unknown ports and protocols on ClusterIPs; other ethertypes; random bytes
-// (some forced to look like IPv4); and random bit flips of valid packets.
+// (some forced to look like IPv4); random bit flips of valid packets; and
+// valid packets whose L4 checksum field holds only the pseudo-header sum (a
+// local sender's CHECKSUM_PARTIAL, which XDP leaves to tc).
 //
 // Flows are cleared from the kernel maps and the model together every
 // `resetEvery` packets, so no idle lifetime (30 s at the shortest) can run out
 // during a run: the model has no clock.
 
-import { DatapathFixture, type FixtureFrontend } from '../bench/fixtures.js';
+import { DatapathFixture, TC_ACT_OK, TC_ACT_SHOT, XDP_DROP, XDP_PASS, type FixtureFrontend } from '../bench/fixtures.js';
 import { buildPacket, TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN } from '../bench/packets.js';
 import * as abi from '../maps/abi.js';
 import type { BpfMap } from '../native/binding.js';
-import { DatapathModel, type CountedAs, type ModelFrontend } from './model.js';
+import { DatapathModel, HAIRPIN_ADDR, pseudoHeaderOnly, parse, type CountedAs, type Expectation, type ModelFrontend } from './model.js';
 
 // ---- seeded PRNG (mulberry32) ----
 
@@ -73,6 +79,8 @@ export const FUZZ_FRONTENDS: ModelFrontend[] = [
   // externalTrafficPolicy Cluster: local backends masqueraded too.
   { svcId: 5, vip: NODE_IP, port: 30080, proto: 'tcp', backends: [LOCAL_A, REMOTE_B], kind: 'nodePort', masquerade: true },
   { svcId: 6, vip: '172.16.0.1', port: 443, proto: 'tcp', backends: [REMOTE_B], kind: 'loadBalancer', masquerade: true },
+  // loadBalancerSourceRanges: the clients in 10/8 may connect, 192.168.0.2 may not.
+  { svcId: 12, vip: '172.16.0.2', port: 443, proto: 'tcp', backends: [LOCAL_A, REMOTE_B], kind: 'loadBalancer', masquerade: true, sourceRanges: ['10.0.0.0/8'] },
   // externalTrafficPolicy Local: a local backend keeps the client's address;
   // pods use the internal-scope entry (every endpoint).
   {
@@ -111,6 +119,7 @@ export function toFixture(fes: readonly ModelFrontend[]): FixtureFrontend[] {
       (fe.masquerade ? abi.KBP_SVC_F_MASQUERADE : 0) |
       (fe.forPods ? abi.KBP_SVC_F_INTERNAL_SCOPE : 0),
     affinityTimeout: fe.affinityTimeout,
+    sourceRanges: fe.sourceRanges,
     scope,
   });
   return fes.flatMap((fe) => [one(fe, abi.KBP_SCOPE_EXTERNAL), ...(fe.forPods ? [one(fe.forPods, abi.KBP_SCOPE_INTERNAL)] : [])]);
@@ -136,7 +145,8 @@ export type Category =
   | 'other-protocol'
   | 'not-ipv4'
   | 'random'
-  | 'bit-flip';
+  | 'bit-flip'
+  | 'partial-checksum';
 
 const WEIGHTS: Array<[Category, number]> = [
   ['valid', 24],
@@ -153,6 +163,7 @@ const WEIGHTS: Array<[Category, number]> = [
   ['not-ipv4', 2],
   ['random', 6],
   ['bit-flip', 7],
+  ['partial-checksum', 4],
 ];
 const WEIGHT_TOTAL = WEIGHTS.reduce((n, [, w]) => n + w, 0);
 
@@ -180,19 +191,21 @@ export class PacketGenerator {
     return 'valid';
   }
 
-  /** A well-formed packet from a client (few addresses and ports, so flows repeat and meet) to a frontend. */
-  valid(opts: { ipOptions?: Buffer; fragment?: { moreFragments: boolean; offset: number } } = {}): Buffer {
+  /** A well-formed packet from a client (few addresses and ports, so flows repeat and meet), or from one of the frontend's local backends, to a frontend. */
+  valid(opts: { ipOptions?: Buffer; fragment?: { moreFragments: boolean; offset: number }; partialChecksum?: boolean } = {}): Buffer {
     const r = this.rng;
     const fe = r.pick(FUZZ_FRONTENDS);
+    // Now and then a pod reaching its own Service: it may get itself as backend (hairpin).
+    const pods = fe.backends.filter((b) => b.local !== false);
     return buildPacket({
-      saddr: r.pick(CLIENTS),
+      saddr: pods.length && r.chance(0.05) ? r.pick(pods).ip : r.pick(CLIENTS),
       daddr: fe.vip,
       proto: fe.proto,
       sport: 40000 + r.int(6),
       dport: fe.port,
       tcpFlags: r.pick(FLAG_SETS),
       payload: r.bytes(r.int(64)),
-      udpZeroChecksum: fe.proto === 'udp' && r.chance(0.2),
+      udpZeroChecksum: fe.proto === 'udp' && !opts.partialChecksum && r.chance(0.2),
       ...opts,
     });
   }
@@ -208,7 +221,7 @@ export class PacketGenerator {
     const payload = r.bytes(r.int(32));
     if (r.chance(0.25)) return buildPacket({ saddr: f.client, daddr: f.fe.vip, proto, sport: f.clientPort, dport: f.fe.port, tcpFlags, payload });
     if (f.snat) return buildPacket({ saddr: f.backend.ip, daddr: f.snat.addr, proto, sport: f.backend.port, dport: f.snat.port, tcpFlags, payload });
-    return buildPacket({ saddr: f.backend.ip, daddr: f.client, proto, sport: f.backend.port, dport: f.clientPort, tcpFlags, payload });
+    return buildPacket({ saddr: f.backend.ip, daddr: f.hairpin ? HAIRPIN_ADDR : f.client, proto, sport: f.backend.port, dport: f.clientPort, tcpFlags, payload });
   }
 
   next(cat: Category): Buffer {
@@ -282,6 +295,8 @@ export class PacketGenerator {
         }
         return p;
       }
+      case 'partial-checksum':
+        return this.valid({ partialChecksum: true });
       case 'bit-flip': {
         const p = r.chance(0.6) ? this.valid() : this.reply();
         for (let i = 1 + r.int(3); i > 0; i--) {
@@ -304,7 +319,7 @@ export class PacketGenerator {
     if (!flows.length) return this.valid();
     const f = r.pick(flows);
     const proto = f.proto === abi.IPPROTO_TCP ? 'tcp' : 'udp';
-    const src = f.snat ? { saddr: f.snat.addr, sport: f.snat.port } : { saddr: f.client, sport: f.clientPort };
+    const src = f.snat ? { saddr: f.snat.addr, sport: f.snat.port } : { saddr: f.hairpin ? HAIRPIN_ADDR : f.client, sport: f.clientPort };
     return buildPacket({ ...src, daddr: f.backend.ip, dport: f.backend.port, proto, tcpFlags: r.pick(FLAG_SETS), payload: r.bytes(r.int(32)), udpZeroChecksum: proto === 'udp' && r.chance(0.2) });
   }
 
@@ -345,16 +360,34 @@ export interface FuzzOptions {
   resetEvery?: number;
   /** Stop at the first mismatch (default true). */
   stopOnFailure?: boolean;
+  /** Share of node-facing packets that go through XDP, then tc (default 0.5). */
+  xdpShare?: number;
 }
 
 export interface FuzzFailure {
   index: number;
   category: Category;
-  program: 'pod' | 'node';
+  /** xdp: the uplink pipeline (kbp_xdp_node, then kbp_from_node on its output). */
+  program: 'pod' | 'node' | 'xdp';
   message: string;
   packetHex: string;
+  /** Output of the stage the message is about (XDP's or tc's). */
   outputHex: string;
   retval: number;
+}
+
+/** The uplink pipeline's share of the run. */
+export interface XdpShare {
+  /** Packets run through kbp_xdp_node (then kbp_from_node unless dropped). */
+  packets: number;
+  /** Changed by XDP (XDP_PASS, bytes rewritten): counted xdp_forward. */
+  translated: number;
+  /** XDP_DROP. */
+  dropped: number;
+  /** XDP_PASS unchanged: left to tc. */
+  passed: number;
+  /** Of those passed: forward service flows left to tc because their L4 checksum field held only the pseudo-header sum. */
+  pseudoHeaderOnly: number;
 }
 
 export interface FuzzReport {
@@ -371,6 +404,7 @@ export interface FuzzReport {
   runErrors: string[];
   /** Generated frames the kernel's test run refuses (see testRunAccepts), replaced by others. */
   refused: number;
+  xdp: XdpShare;
 }
 
 /**
@@ -394,6 +428,45 @@ async function clearMap(m: BpfMap): Promise<void> {
   }
 }
 
+interface StageResult {
+  /** null: as the model says. */
+  message: string | null;
+  retval: number;
+  out: Buffer;
+  /** How the datapath counted the packet along the way, in the model's terms. */
+  counted: CountedAs[];
+  xdp?: 'translated' | 'dropped' | 'passed';
+}
+
+/**
+ * One packet through the uplink pipeline: kbp_xdp_node, then (XDP_PASS)
+ * kbp_from_node on XDP's output. `exp` is what the model expects of
+ * kbp_from_node alone; the pipeline must end there, and XDP must keep to
+ * the model's XDP rule on the way.
+ */
+async function runUplink(fx: DatapathFixture, model: DatapathModel, pkt: Buffer, exp: Expectation): Promise<StageResult> {
+  const rule = model.xdpRule(pkt, exp);
+  const x = await fx.runXdp(pkt);
+  const outcome = x.retval === XDP_DROP ? 'dropped' : x.retval !== XDP_PASS ? null : x.data.equals(pkt) ? 'passed' : 'translated';
+  const atXdp = (message: string | null): StageResult => ({ message: message && `XDP: ${message}`, retval: x.retval, out: x.data, counted: [exp.counted], xdp: outcome ?? undefined });
+  if (!outcome) return atXdp(`${exp.what}: retval ${x.retval}, want XDP_PASS or XDP_DROP`);
+  let behind: Expectation;
+  if (rule === 'pass') {
+    if (outcome !== 'passed') return atXdp(`${exp.what}: ${outcome}, want passed to tc unchanged`);
+    behind = exp;
+  } else {
+    // XDP acts as kbp_from_node would: exp judges its output (and commits the flow).
+    if (outcome === 'passed') return atXdp(`${exp.what}: passed to tc unchanged, want it handled in XDP`);
+    const message = exp.check(outcome === 'dropped' ? TC_ACT_SHOT : TC_ACT_OK, x.data);
+    if (message || outcome === 'dropped') return atXdp(message);
+    behind = model.expectBehindXdp(x.data);
+  }
+  const tc = await fx.runNode(x.data);
+  const message = behind.check(tc.retval, tc.data);
+  const counted: CountedAs[] = behind === exp ? [exp.counted] : [exp.counted, 'xdp_forward', behind.counted];
+  return { message: message && `tc behind XDP: ${message}`, retval: tc.retval, out: tc.data, counted, xdp: outcome };
+}
+
 export async function runFuzz(opts: FuzzOptions, onProgress?: (done: number) => void): Promise<FuzzReport> {
   const fx = await DatapathFixture.open();
   try {
@@ -404,7 +477,20 @@ export async function runFuzz(opts: FuzzOptions, onProgress?: (done: number) => 
     const model = new DatapathModel(FUZZ_FRONTENDS, NODE_IP);
     const gen = new PacketGenerator(rng, model);
     const resetEvery = opts.resetEvery ?? 20_000;
-    const report: FuzzReport = { seed: opts.seed, packets: 0, seconds: 0, packetsPerSecond: 0, byCategory: {}, byVerdict: {}, failures: [], counters: {}, runErrors: [], refused: 0 };
+    const xdpShare = opts.xdpShare ?? 0.5;
+    const report: FuzzReport = {
+      seed: opts.seed,
+      packets: 0,
+      seconds: 0,
+      packetsPerSecond: 0,
+      byCategory: {},
+      byVerdict: {},
+      failures: [],
+      counters: {},
+      runErrors: [],
+      refused: 0,
+      xdp: { packets: 0, translated: 0, dropped: 0, passed: 0, pseudoHeaderOnly: 0 },
+    };
     const counted = new Map<CountedAs, number>();
     const t0 = performance.now();
     for (let i = 0; i < opts.packets; i++) {
@@ -421,23 +507,34 @@ export async function runFuzz(opts: FuzzOptions, onProgress?: (done: number) => 
         continue;
       }
       const fromNode = rng.chance(0.5);
+      const viaXdp = fromNode && rng.chance(xdpShare);
       const exp = model.expect(pkt, fromNode);
-      let res;
+      let res: StageResult;
       try {
-        res = await (fromNode ? fx.runNode(pkt) : fx.run(pkt));
+        if (viaXdp) {
+          res = await runUplink(fx, model, pkt, exp);
+        } else {
+          const r = await (fromNode ? fx.runNode(pkt) : fx.run(pkt));
+          res = { message: exp.check(r.retval, r.data), retval: r.retval, out: r.data, counted: [exp.counted] };
+        }
       } catch (err) {
-        report.runErrors.push(`packet ${i} (${cat}, ${pkt.length} B): ${(err as Error).message}`);
+        report.runErrors.push(`packet ${i} (${cat}, ${pkt.length} B${viaXdp ? ', through XDP' : ''}): ${(err as Error).message}`);
         if (opts.stopOnFailure !== false) break;
         continue;
       }
-      const out = res.data;
-      const msg = exp.check(res.retval, out);
       report.packets++;
       report.byCategory[cat] = (report.byCategory[cat] ?? 0) + 1;
       report.byVerdict[exp.verdict] = (report.byVerdict[exp.verdict] ?? 0) + 1;
-      counted.set(exp.counted, (counted.get(exp.counted) ?? 0) + 1);
-      if (msg) {
-        report.failures.push({ index: i, category: cat, program: fromNode ? 'node' : 'pod', message: msg, packetHex: pkt.toString('hex'), outputHex: out.toString('hex'), retval: res.retval });
+      for (const c of res.counted) counted.set(c, (counted.get(c) ?? 0) + 1);
+      if (viaXdp) {
+        report.xdp.packets++;
+        if (res.xdp) report.xdp[res.xdp]++;
+        const p = parse(pkt);
+        if (res.xdp === 'passed' && exp.forward && p && pseudoHeaderOnly(pkt, p)) report.xdp.pseudoHeaderOnly++;
+      }
+      if (res.message) {
+        const program = viaXdp ? 'xdp' : fromNode ? 'node' : 'pod';
+        report.failures.push({ index: i, category: cat, program, message: res.message, packetHex: pkt.toString('hex'), outputHex: res.out.toString('hex'), retval: res.retval });
         if (opts.stopOnFailure !== false) break;
       }
     }

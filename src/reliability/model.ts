@@ -10,6 +10,7 @@
 //              checksums changed); each checksum keeps its verification
 //              residue, so a valid checksum stays valid and a broken one stays
 //              broken by the same amount; a UDP checksum of 0 ("none") stays 0
+//              and a set one never becomes 0
 // A new flow's backend is random in the datapath, so the model names the
 // allowed backends (the active ones, or the client's sticky one under
 // ClientIP affinity) and the allowed SNAT ports, and learns which one the
@@ -27,13 +28,17 @@
 //  - To a frontend (address, port, protocol): a flow recorded and still open
 //    follows its backend; otherwise a new flow picks an active backend (none:
 //    drop, or, for a frontend whose Service has no endpoints at all, an ICMP
-//    port unreachable from the frontend sent back out: see reject), and on the node-facing program a backend on another node gets the
+//    port unreachable from the frontend sent back out: see reject), a pod
+//    that gets itself as backend sees the flow from 169.254.42.1 (port kept;
+//    its reply goes back to it from the frontend), and on the node-facing program a backend on another node gets the
 //    client masqueraded to the node (the NodePort address the client used, or
 //    the configured node IP) with a free port in 61000-65535. A new flow whose
 //    reply tuple belongs to another open flow through another frontend is
 //    dropped (the two replies could not be told apart); a closing flow's reply
 //    tuple may be taken over. A flow is closing once a FIN or RST was seen on
 //    one of its later packets; a bare SYN on a closing flow starts a new flow.
+//    A new flow to a frontend with loadBalancerSourceRanges from a source
+//    outside them is dropped, whatever the endpoints.
 //  - Not to a frontend: on the node-facing program a reply to a masqueraded
 //    client goes back to the client, from the frontend; on both, a reply of a
 //    recorded flow leaves from the frontend the client addressed. Anything else
@@ -42,14 +47,21 @@
 //    length is translated like a good one (its checksum stays as wrong as it
 //    was), and the stack drops it after tc, as it would without kbp.
 //  - an IPv4 ethertype with a version nibble other than 4: untouched, uncounted.
+// XDP in front of the node-facing program (README, "XDP"; see xdpRule): a
+// forward service flow (new, masqueraded, hairpin or established, to any
+// frontend, external scope) whose L4 checksum is complete is translated or
+// dropped in XDP exactly as the node-facing program would do it, and tc then
+// sees a packet that is no service traffic any more (untouched, counted as
+// pass); everything else, a forward flow whose checksum field holds only the
+// pseudo-header sum included, passes to tc byte-identical and uncounted.
 // Time does not pass in the model: the fuzz clears both the maps and the model
 // long before any idle lifetime (30 s at the shortest) could run out.
 
 export type Verdict = 'untouched' | 'drop' | 'translate' | 'reject';
 
-export type DropReason = 'no_backend' | 'unknown_port' | 'fragment' | 'malformed' | 'ct_clash' | 'no_config' | 'snat_ports';
-/** How the datapath counts a packet (its stats map); null: not counted. */
-export type CountedAs = 'pass' | 'new_flow' | 'established' | 'revnat' | 'snat' | 'reject' | 'icmp_revnat' | `drop_${DropReason}` | null;
+export type DropReason = 'no_backend' | 'unknown_port' | 'fragment' | 'malformed' | 'ct_clash' | 'no_config' | 'snat_ports' | 'source_range';
+/** How the datapath counts a packet (its stats map); null: not counted. xdp_forward: translated in XDP (besides its outcome). */
+export type CountedAs = 'pass' | 'new_flow' | 'established' | 'revnat' | 'snat' | 'hairpin' | 'reject' | 'icmp_revnat' | 'xdp_forward' | `drop_${DropReason}` | null;
 
 export interface ModelBackend {
   id: number;
@@ -75,6 +87,8 @@ export interface ModelFrontend {
   masquerade?: boolean;
   /** KBP_SVC_F_INTERNAL_SCOPE (externalTrafficPolicy Local): the pod program uses this frontend (same address and port, its own id and backends) instead. */
   forPods?: ModelFrontend;
+  /** loadBalancerSourceRanges (CIDRs): a new flow from a source outside all of them drops, from either program (kube-proxy's KUBE-FW chain). */
+  sourceRanges?: string[];
 }
 
 const TCP = 6;
@@ -106,6 +120,15 @@ export interface Parsed {
 }
 
 const ip4 = (b: Buffer, o: number) => `${b[o]}.${b[o + 1]}.${b[o + 2]}.${b[o + 3]}`;
+
+const ipNumber = (ip: string) => ip.split('.').reduce((n, x) => n * 256 + Number(x), 0);
+
+/** Whether an address lies in a CIDR ("a.b.c.d/len"). */
+function inCidr(ip: string, cidr: string): boolean {
+  const [net, len] = cidr.split('/');
+  const size = 2 ** (32 - Number(len));
+  return Math.floor(ipNumber(ip) / size) === Math.floor(ipNumber(net!) / size);
+}
 
 /** null: not IPv4 as far as the datapath is concerned (untouched, not counted). */
 export function parse(b: Buffer): Parsed | null {
@@ -163,6 +186,21 @@ export function l4Residue(b: Buffer, l4off: number, proto: number): number {
 /** One's-complement equality: 0x0000 and 0xffff are both zero. */
 const sameResidue = (a: number, b: number) => a === b || (a % 0xffff === 0 && b % 0xffff === 0);
 
+/**
+ * Whether a TCP/UDP packet's checksum field holds only the pseudo-header sum
+ * (folded, not inverted): what a local sender's CHECKSUM_PARTIAL packet
+ * carries through a veth, and what XDP leaves to tc (README, "XDP"). The
+ * pseudo header's length is the segment length the IPv4 header states (total
+ * length minus header length, a 16-bit field: RFC 793, RFC 768), not the
+ * frame's. A UDP checksum of 0 is no checksum at all, i.e. complete.
+ */
+export function pseudoHeaderOnly(b: Buffer, p: Parsed): boolean {
+  const csum = b.readUInt16BE(p.l4off + (p.proto === TCP ? 16 : 6));
+  if (p.proto === UDP && csum === 0) return false;
+  const len = (b.readUInt16BE(ETH + 2) - p.ihl) & 0xffff;
+  return csum === fold(sumWords(b, ETH + 12, ETH + 20) + p.proto + len);
+}
+
 // ---- tables ----
 
 interface Flow {
@@ -170,10 +208,14 @@ interface Flow {
   backend: ModelBackend;
   closing: boolean;
   snat?: { addr: string; port: number };
+  /** The client is its own backend: it sees the flow from HAIRPIN_ADDR. */
+  hairpin?: boolean;
 }
 interface ReplyEntry {
   fe: ModelFrontend; // the frontend the client addressed
   closing: boolean;
+  /** Hairpin: the pod the reply (addressed to HAIRPIN_ADDR) goes back to. */
+  client?: string;
 }
 interface SnatEntry {
   fe: ModelFrontend;
@@ -183,12 +225,24 @@ interface SnatEntry {
 
 const tuple = (saddr: string, daddr: string, sport: number, dport: number, proto: number) => `${saddr}:${sport}>${daddr}:${dport}/${proto}`;
 
+/** A pod that gets itself as backend (README, hairpin): it sees the flow from HAIRPIN_ADDR, port kept. */
+const isHairpin = (p: Parsed, b: ModelBackend) => b.ip === p.saddr;
+
+/** The reply tuple of an unmasqueraded flow of p to backend b: backend -> client (or -> HAIRPIN_ADDR). */
+const replyTuple = (p: Parsed, b: ModelBackend) => tuple(b.ip, isHairpin(p, b) ? HAIRPIN_ADDR : p.saddr, b.port, p.sport, p.proto);
+
 export interface Expectation {
   /** A new flow's verdict and count are settled by check(). */
   verdict: Verdict;
   counted: CountedAs;
   /** Short description, for failure messages. */
   what: string;
+  /**
+   * A packet of a forward service flow to a frontend (new, masqueraded,
+   * hairpin, established, or one the forward path drops: no backend, clash,
+   * no config, SNAT ports); not a REJECT answer. What XDP may take (xdpRule).
+   */
+  forward?: boolean;
   /**
    * Checks the datapath's result; returns null when it is what the model
    * allows (and then commits what the model learned: the flow and its
@@ -230,10 +284,10 @@ export class DatapathModel {
   }
 
   /** Recorded flows, for the generator to aim replies and repeats at. */
-  flowTuples(): Array<{ proto: number; client: string; clientPort: number; fe: ModelFrontend; backend: ModelBackend; snat?: { addr: string; port: number } }> {
+  flowTuples(): Array<{ proto: number; client: string; clientPort: number; fe: ModelFrontend; backend: ModelBackend; snat?: { addr: string; port: number }; hairpin?: boolean }> {
     return [...this.flows.entries()].map(([k, f]) => {
       const m = /^(.+):(\d+)>.+\/(\d+)$/.exec(k)!;
-      return { proto: Number(m[3]), client: m[1]!, clientPort: Number(m[2]), fe: f.fe, backend: f.backend, snat: f.snat };
+      return { proto: Number(m[3]), client: m[1]!, clientPort: Number(m[2]), fe: f.fe, backend: f.backend, snat: f.snat, hairpin: f.hairpin };
     });
   }
 
@@ -245,7 +299,11 @@ export class DatapathModel {
     if (p.fragment) return this.clusterIps.has(p.daddr) ? drop('fragment', 'fragment to a ClusterIP') : untouched(pkt, 'pass', 'fragment, not to a ClusterIP');
     if (!p.l4ok) return this.clusterIps.has(p.daddr) ? drop('malformed', 'truncated L4 to a ClusterIP') : untouched(pkt, 'pass', 'truncated L4');
     const fe = this.frontends.get(`${p.daddr}:${p.dport}/${p.proto}`);
-    if (fe) return this.forward(pkt, p, !fromNode && fe.forPods ? fe.forPods : fe, fromNode);
+    if (fe) {
+      const exp = this.forward(pkt, p, !fromNode && fe.forPods ? fe.forPods : fe, fromNode);
+      exp.forward = exp.verdict !== 'reject';
+      return exp;
+    }
     // Replies: the node-facing program looks up the SNAT table first, the
     // pod-facing one the reply table.
     const t = tuple(p.saddr, p.daddr, p.sport, p.dport, p.proto);
@@ -255,12 +313,45 @@ export class DatapathModel {
       return translate(pkt, p, 'revnat', 'reply to a masqueraded client', { daddr: sn.client, dport: sn.clientPort, saddr: sn.fe.vip, sport: sn.fe.port });
     }
     if (rep) {
-      return translate(pkt, p, 'revnat', 'reply of a recorded flow', { saddr: rep.fe.vip, sport: rep.fe.port }, () => {
+      return translate(pkt, p, 'revnat', 'reply of a recorded flow', { saddr: rep.fe.vip, sport: rep.fe.port, ...(rep.client ? { daddr: rep.client } : {}) }, () => {
         if (p.tcpFlags & (FIN | RST)) rep.closing = true;
       });
     }
     if (this.clusterIps.has(p.daddr)) return drop('unknown_port', 'ClusterIP, port not served');
     return untouched(pkt, 'pass', 'not service traffic');
+  }
+
+  /**
+   * What kbp_xdp_node in front of the node-facing program must do with a
+   * packet whose tc expectation (expect(pkt, true)) is `exp`:
+   *   forward  act exactly as `exp` says the node-facing program acts (the
+   *            same translation, or one of the drops it allows, counted the
+   *            same) and count xdp_forward when it translated; the result
+   *            then reaches tc, where it is no service traffic (see
+   *            expectBehindXdp)
+   *   pass     XDP_PASS with the packet byte-identical and nothing counted:
+   *            tc decides it as if XDP were not there
+   * README: XDP balances, masquerades and DNATs new and established flows to
+   * a frontend; replies, ICMP, REJECT answers, fragments, anything it does not
+   * know, and packets whose L4 checksum field holds only a pseudo-header sum
+   * pass to tc unchanged.
+   */
+  xdpRule(pkt: Buffer, exp: Expectation): 'forward' | 'pass' {
+    const p = parse(pkt);
+    return p && exp.forward && !pseudoHeaderOnly(pkt, p) ? 'forward' : 'pass';
+  }
+
+  /**
+   * What the node-facing program must do with the packet XDP translated:
+   * leave it alone (it goes from the client, or its masquerade, to a backend:
+   * no frontend, no reply of a recorded flow), counted as pass. Judged by
+   * the model's own rules, as any packet arriving at tc, and refused if those
+   * say anything else.
+   */
+  expectBehindXdp(out: Buffer): Expectation {
+    const exp = this.expect(out, true);
+    if (exp.verdict === 'untouched' && exp.counted === 'pass') return exp;
+    return { ...exp, check: () => `model: the translated packet would be ${exp.verdict} (${exp.what}) at tc, want untouched (pass)` };
   }
 
   private forward(pkt: Buffer, p: Parsed, fe: ModelFrontend, fromNode: boolean): Expectation {
@@ -269,7 +360,7 @@ export class DatapathModel {
     const bareSyn = (p.tcpFlags & (SYN | ACK)) === SYN;
     const live = flow && !(flow.closing && bareSyn) ? flow : undefined;
     if (live && live.fe.svcId === fe.svcId) {
-      const to = { daddr: live.backend.ip, dport: live.backend.port, ...(live.snat ? { saddr: live.snat.addr, sport: live.snat.port } : {}) };
+      const to = { daddr: live.backend.ip, dport: live.backend.port, ...(live.snat ? { saddr: live.snat.addr, sport: live.snat.port } : live.hairpin ? { saddr: HAIRPIN_ADDR } : {}) };
       return translate(pkt, p, 'established', `established flow to ${fe.vip}:${fe.port}`, to, () => {
         if (p.tcpFlags & (FIN | RST)) live.closing = true;
       });
@@ -279,6 +370,7 @@ export class DatapathModel {
     // its backend and is recorded again as a new flow of this one: no
     // endpoint check, no affinity.
     const rebind = live !== undefined;
+    if (fe.sourceRanges && !fe.sourceRanges.some((cidr) => inCidr(p.saddr, cidr))) return drop('source_range', `new flow to ${fe.vip}:${fe.port} from ${p.saddr}, outside its source ranges`);
     const active = fe.backends.filter((b) => !b.terminating);
     if (!rebind && active.length === 0) {
       return fe.reject ? reject(pkt, p, `frontend ${fe.vip}:${fe.port} without endpoints`) : drop('no_backend', `frontend ${fe.vip}:${fe.port} without active backend`);
@@ -312,6 +404,7 @@ export class DatapathModel {
         if (!b) return `${what}: retval ${retval}, went to ${op ? `${op.daddr}:${op.dport}` : 'an unparsable packet'}`;
         if (masquerade(b) && !natAddr) return `${what}: masqueraded without a node IP`;
         let snat: Flow['snat'];
+        const hairpin = isHairpin(p, b) && !masquerade(b);
         if (masquerade(b)) {
           const port = op.sport;
           if (op.saddr !== natAddr || port < SNAT_PORT_MIN || port > SNAT_PORT_MAX) return `${what}: source ${op.saddr}:${port}, want ${natAddr}:${SNAT_PORT_MIN}-${SNAT_PORT_MAX}`;
@@ -320,13 +413,13 @@ export class DatapathModel {
         } else if (this.clashes(p, fe, b)) {
           return `${what}: took ${b.ip}:${b.port}, whose reply tuple belongs to another open flow`;
         }
-        const err = checkRewrite(pkt, p, out, { daddr: b.ip, dport: b.port, ...(snat ? { saddr: snat.addr, sport: snat.port } : {}) });
+        const err = checkRewrite(pkt, p, out, { daddr: b.ip, dport: b.port, ...(snat ? { saddr: snat.addr, sport: snat.port } : hairpin ? { saddr: HAIRPIN_ADDR } : {}) });
         if (err) return `${what}: ${err}`;
         // Commit what the datapath recorded.
-        exp.counted = snat ? 'snat' : 'new_flow';
-        this.flows.set(key, { fe, backend: b, closing: false, snat });
+        exp.counted = snat ? 'snat' : hairpin ? 'hairpin' : 'new_flow';
+        this.flows.set(key, { fe, backend: b, closing: false, snat, hairpin });
         if (snat) this.snat.set(tuple(b.ip, snat.addr, b.port, snat.port, p.proto), { fe, client: p.saddr, clientPort: p.sport });
-        else this.replies.set(tuple(b.ip, p.saddr, b.port, p.sport, p.proto), { fe, closing: false });
+        else this.replies.set(replyTuple(p, b), { fe, closing: false, client: hairpin ? p.saddr : undefined });
         if (fe.affinityTimeout && !rebind) this.affinity.set(affKey, [b]);
         return null;
       },
@@ -364,7 +457,7 @@ export class DatapathModel {
 
   /** Would a new flow of p to backend b take over the open reply tuple of a flow through another frontend? */
   private clashes(p: Parsed, fe: ModelFrontend, b: ModelBackend): boolean {
-    const r = this.replies.get(tuple(b.ip, p.saddr, b.port, p.sport, p.proto));
+    const r = this.replies.get(replyTuple(p, b));
     return !!r && !r.closing && (r.fe.vip !== p.daddr || r.fe.port !== p.dport);
   }
 }
@@ -433,6 +526,9 @@ function checkRewrite(pkt: Buffer, p: Parsed, out: Buffer, to: Rewrite): string 
   if (!sameResidue(ipResidue(pkt, p.ihl), ipResidue(out, p.ihl))) return `IPv4 checksum residue ${ipResidue(pkt, p.ihl).toString(16)} -> ${ipResidue(out, p.ihl).toString(16)}`;
   if (p.proto === UDP && pkt.readUInt16BE(l4Csum) === 0) {
     if (out.readUInt16BE(l4Csum) !== 0) return 'UDP checksum 0 (none) was filled in';
+  } else if (p.proto === UDP && out.readUInt16BE(l4Csum) === 0) {
+    // A computed 0 is sent as 0xffff (RFC 768); 0 would turn the check off.
+    return 'UDP checksum became 0 (none)';
   } else if (!sameResidue(l4Residue(pkt, p.l4off, p.proto), l4Residue(out, p.l4off, p.proto))) {
     return `L4 checksum residue ${l4Residue(pkt, p.l4off, p.proto).toString(16)} -> ${l4Residue(out, p.l4off, p.proto).toString(16)}`;
   }
@@ -452,7 +548,7 @@ const ICMP_ERROR_TYPES = new Set([3, 4, 5, 11, 12]);
 /** The ones the datapath translates (source quench and redirect are left alone). */
 const ICMP_TRANSLATED_TYPES = new Set([3, 11, 12]);
 /** The source a pod that reaches itself through a frontend sees (hairpin). */
-const HAIRPIN_ADDR = '169.254.42.1';
+export const HAIRPIN_ADDR = '169.254.42.1';
 
 function isIcmpError(pkt: Buffer, p: Parsed): boolean {
   const off = ETH + p.ihl;
