@@ -23,6 +23,7 @@ export const MAP_SIZE_KEYS = {
   conntrack: [abi.KBP_MAP_CT, abi.KBP_CT_MAX],
   snat: [abi.KBP_MAP_SNAT, abi.KBP_SNAT_MAX],
   affinity: [abi.KBP_MAP_AFFINITY, abi.KBP_AFFINITY_MAX],
+  sockrev: [abi.KBP_MAP_SOCK_REVNAT, abi.KBP_SOCK_REVNAT_MAX],
 } as const satisfies Record<string, readonly [string, number]>;
 
 export type MapSizeKey = keyof typeof MAP_SIZE_KEYS;

@@ -55,7 +55,7 @@ const VIP = '10.96.0.70';
 const RELAY_PORT = 6443;
 const RENDERINGS = ['base', 'overlays/node-devices', 'overlays/api-node-ip', 'overlays/xdp', 'overlays/map-sizes', 'overlays/privileged', 'overlays/replace-kube-proxy', 'uninstall'];
 const COMPOSED = ['node-devices', 'replace-kube-proxy', 'api-node-ip', 'map-sizes', 'xdp'];
-const MAP_SIZE_KEYS = new Set(['services', 'backends', 'revnat', 'conntrack', 'snat', 'affinity']);
+const MAP_SIZE_KEYS = new Set(['services', 'backends', 'revnat', 'conntrack', 'snat', 'affinity', 'sockrev']);
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 const skip = await k8sSkipReason('network namespaces, bpffs, tc', { kustomize: true });
