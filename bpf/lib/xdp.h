@@ -5,7 +5,9 @@
  * balanced, recorded and translated exactly as kbp_from_node does it (the same
  * lb4_forward, the same pinned maps); the stack then forwards the rewritten
  * packet, and kbp_from_node at tc, which stays attached, finds nothing left to
- * do. Everything XDP cannot or need not do passes to tc unchanged: replies
+ * do. With KBP_CONFIG_F_XDP_TX, a translated packet whose route leaves through
+ * the uplink it came in on (a backend on another node) is sent straight back
+ * out (XDP_TX) instead, as a router would forward it. Everything XDP cannot or need not do passes to tc unchanged: replies
  * (reverse NAT), ICMP, fragments, REJECT answers (they need an skb to grow),
  * and packets whose L4 checksum field holds only a pseudo-header sum. */
 #ifndef KBP_LIB_XDP_H
@@ -43,11 +45,57 @@ static __always_inline bool xdp4_pseudo_csum_only(struct kbp_ctx *ctx, const str
 	return *check == csum_pseudo4(p->saddr, p->daddr, p->proto, l4_len);
 }
 
+/* The TTL byte shares a 16-bit checksum word with the protocol byte. */
+static __always_inline void xdp4_dec_ttl(struct iphdr *ip)
+{
+	__u16 old = *(__u16 *)&ip->ttl;
+
+	ip->ttl--;
+	ip->check = csum_replace2(ip->check, old, *(__u16 *)&ip->ttl);
+}
+
+/*
+ * For a packet lb4_forward translated: if the agent allowed it
+ * (KBP_CONFIG_F_XDP_TX) and the kernel's FIB sends the packet's new
+ * destination out of the device it arrived on through a resolved neighbour,
+ * turn it around as the stack's forwarding would (TTL decremented, MACs of
+ * the route) and return XDP_TX. Otherwise (no flag, another device, no
+ * neighbour entry yet, TTL expiring: the stack answers those) XDP_PASS.
+ */
+static __always_inline int xdp4_forward(struct kbp_ctx *ctx, const struct pkt4 *p)
+{
+	struct ethhdr *eth = ctx_data(ctx);
+	struct iphdr *ip = (void *)(eth + 1);
+	struct bpf_fib_lookup fib = {};
+	struct kbp_config *cfg;
+	__u32 zero = 0;
+
+	cfg = bpf_map_lookup_elem(&kbp_config_v1, &zero);
+	if (!cfg || !(cfg->flags & KBP_CONFIG_F_XDP_TX))
+		return XDP_PASS;
+	if ((void *)(ip + 1) > ctx_data_end(ctx) || ip->ttl <= 1)
+		return XDP_PASS;
+	fib.family = 2; /* AF_INET */
+	fib.tos = ip->tos;
+	fib.l4_protocol = p->proto;
+	fib.tot_len = bpf_ntohs(ip->tot_len);
+	fib.ipv4_src = ip->saddr;
+	fib.ipv4_dst = ip->daddr;
+	fib.ifindex = ctx->ingress_ifindex;
+	if (bpf_fib_lookup(ctx, &fib, sizeof(fib), 0) != BPF_FIB_LKUP_RET_SUCCESS || fib.ifindex != ctx->ingress_ifindex)
+		return XDP_PASS;
+	xdp4_dec_ttl(ip);
+	__builtin_memcpy(eth->h_dest, fib.dmac, ETH_ALEN);
+	__builtin_memcpy(eth->h_source, fib.smac, ETH_ALEN);
+	return XDP_TX;
+}
+
 /*
  * The whole XDP decision for one packet on an uplink. Counts what it did
  * (the outcome and KBP_STAT_XDP_FORWARD, or the drop reason).
- * Returns XDP_PASS (translated, or left to tc) or XDP_DROP (a drop reason of
- * lb4_forward, the same packets kbp_from_node drops).
+ * Returns XDP_PASS (translated, or left to tc), XDP_TX (translated and sent
+ * back out, see xdp4_forward) or XDP_DROP (a drop reason of lb4_forward, the
+ * same packets kbp_from_node drops).
  */
 static __always_inline int lb4_xdp(struct kbp_ctx *ctx)
 {
@@ -75,7 +123,10 @@ static __always_inline int lb4_xdp(struct kbp_ctx *ctx)
 	}
 	stats_count(stat, len);
 	stats_count(KBP_STAT_XDP_FORWARD, len);
-	return XDP_PASS;
+	ret = xdp4_forward(ctx, &p);
+	if (ret == XDP_TX)
+		stats_count(KBP_STAT_XDP_TX, len);
+	return ret;
 }
 
 #endif /* KBP_LIB_XDP_H */

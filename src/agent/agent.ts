@@ -72,7 +72,7 @@ export async function runAgent(cfg: AgentConfig, log = new Logger(undefined, cfg
     await syncer.restore();
 
     // The node program reuses the maps the pod program pinned.
-    const uplinks = cfg.nodeDevicePatterns.length ? await Uplinks.load(n, cfg.bpffs, cfg.nodeDevicePatterns, log.child({ component: 'uplinks' }), maxEntries, cfg.nodePortAcceleration === 'xdp') : undefined;
+    const uplinks = cfg.nodeDevicePatterns.length ? await Uplinks.load(n, cfg.bpffs, cfg.nodeDevicePatterns, log.child({ component: 'uplinks' }), maxEntries, cfg.nodePortAcceleration) : undefined;
     if (uplinks) cleanups.push(() => uplinks.close());
     const hostServices = await loadHostServices(n, cfg, log.child({ component: 'hostservices' }), maxEntries);
     if (hostServices) cleanups.push(() => hostServices.close());

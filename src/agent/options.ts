@@ -17,7 +17,7 @@ export const DEFAULT_BPFFS = '/sys/fs/bpf/kbp';
 export const DEFAULT_API_LISTEN = '127.0.0.1:10256';
 
 /** Where the objects come from: a manifest folder, a kubeconfig file, or the pod's in-cluster config. */
-export const NODEPORT_ACCELERATIONS = ['none', 'xdp'] as const;
+export const NODEPORT_ACCELERATIONS = ['none', 'xdp', 'xdp-tx'] as const;
 export type NodePortAcceleration = (typeof NODEPORT_ACCELERATIONS)[number];
 
 export type AgentSource = { kind: 'manifests'; dir: string } | { kind: 'kubeconfig'; path: string } | { kind: 'in-cluster' };
@@ -68,13 +68,18 @@ when the agent exits; \`kbp detach\` removes them.
                           NodePort, LoadBalancer and externalIP traffic enters
                           there (default: none, ClusterIP only)
   --nodeport-acceleration MODE
-                          none or xdp: with xdp, new and established flows to
-                          NodePort/LoadBalancer/externalIP frontends are
-                          translated by an XDP program on the uplinks (native
-                          mode) before the kernel builds an skb; tc stays
-                          attached behind it for everything else. A device whose
-                          driver cannot run XDP is logged and stays on tc alone
-                          (default: none; needs --node-devices)
+                          none, xdp or xdp-tx: with xdp, new and established
+                          flows to frontends reached through an uplink are
+                          translated by an XDP program there (native mode)
+                          before the kernel builds an skb, and the stack
+                          forwards them; tc stays attached behind it for
+                          everything else. xdp-tx also sends a translated packet
+                          whose route leaves through the same uplink (a backend
+                          on another node) straight back out with XDP_TX: for
+                          drivers that support it (native XDP NICs do; a veth
+                          only when its peer runs NAPI, e.g. GRO on). A device
+                          whose driver cannot run XDP is logged and stays on tc
+                          alone (default: none; needs --node-devices)
   --node-ip IP[,IP]       this node's IPv4 addresses for NodePort frontends, the
                           first also the masquerade source (default: the Node's
                           InternalIP, then ExternalIP addresses)
@@ -150,7 +155,7 @@ export function parseAgentArgs(args: string[], env: NodeJS.ProcessEnv = process.
   const nodeDevices = values['node-devices'] ?? '';
   const acceleration = values['nodeport-acceleration'] ?? 'none';
   if (!(NODEPORT_ACCELERATIONS as readonly string[]).includes(acceleration)) {
-    throw new Error(`--nodeport-acceleration: expected ${NODEPORT_ACCELERATIONS.join(' or ')}, got ${JSON.stringify(acceleration)}`);
+    throw new Error(`--nodeport-acceleration: expected one of ${NODEPORT_ACCELERATIONS.join(', ')}, got ${JSON.stringify(acceleration)}`);
   }
   if (acceleration !== 'none' && !nodeDevices) throw new Error('--nodeport-acceleration: needs --node-devices (the uplinks to accelerate)');
   const nodeIps = (values['node-ip'] ?? '')

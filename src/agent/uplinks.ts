@@ -13,7 +13,9 @@
 // With --nodeport-acceleration xdp, kbp_xdp_node (same pins) also goes on
 // every uplink, after tc: it translates new and established flows to
 // frontends before an skb exists and passes everything else to tc, so a
-// device whose driver refuses XDP simply keeps tc alone (logged once).
+// device whose driver refuses XDP simply keeps tc alone (logged once). With
+// xdp-tx the config flag KBP_CONFIG_F_XDP_TX lets it send a translated packet
+// back out of its uplink itself when the route says so.
 //
 // The datapath translates at tc ingress, before routing, so the node forwards
 // packets whose source is one of its own addresses: masqueraded requests
@@ -27,6 +29,7 @@ import type { BpfMap, BpfObject, Native } from '../native/binding.js';
 import { bpfObjectPath } from '../paths.js';
 import * as abi from '../maps/abi.js';
 import type { Logger } from '../log.js';
+import type { NodePortAcceleration } from './options.js';
 import { DeviceAttacher } from './devices.js';
 
 export const NODE_PROGRAM_NAME = 'kbp_from_node';
@@ -46,10 +49,12 @@ export class Uplinks {
     private readonly config: BpfMap,
     private readonly patterns: RegExp[],
     private readonly log: Logger,
+    /** kbp_config flags written with the node address. */
+    private readonly configFlags: number,
   ) {}
 
-  /** Loads kbp_node (and kbp_xdp with `xdp`) with the maps pinned under bpffs (loaded there by the pod program first). */
-  static async load(native: Native, bpffs: string, patterns: RegExp[], log: Logger, maxEntries?: Record<string, number>, xdp = false): Promise<Uplinks> {
+  /** Loads kbp_node (and kbp_xdp unless acceleration is none) with the maps pinned under bpffs (loaded there by the pod program first). */
+  static async load(native: Native, bpffs: string, patterns: RegExp[], log: Logger, maxEntries?: Record<string, number>, acceleration: NodePortAcceleration = 'none'): Promise<Uplinks> {
     // Same capacities as the pod object, or libbpf refuses to reuse its pins.
     const load = async (name: 'kbp_node' | 'kbp_xdp', prog: string) => {
       const objPath = bpfObjectPath(name);
@@ -65,8 +70,9 @@ export class Uplinks {
     };
     const obj = await load('kbp_node', NODE_PROGRAM_NAME);
     try {
-      const xdpObj = xdp ? await load('kbp_xdp', XDP_PROGRAM_NAME) : undefined;
-      return new Uplinks(native, obj, xdpObj, obj.map(abi.KBP_MAP_CONFIG), patterns, log);
+      const xdpObj = acceleration !== 'none' ? await load('kbp_xdp', XDP_PROGRAM_NAME) : undefined;
+      const flags = acceleration === 'xdp-tx' ? abi.KBP_CONFIG_F_XDP_TX : 0;
+      return new Uplinks(native, obj, xdpObj, obj.map(abi.KBP_MAP_CONFIG), patterns, log, flags);
     } catch (err) {
       obj.close();
       throw err;
@@ -83,7 +89,7 @@ export class Uplinks {
       }
       return;
     }
-    await this.config.update(abi.statKey(0), abi.configValue.encode({ node_ip: ip, flags: 0 }));
+    await this.config.update(abi.statKey(0), abi.configValue.encode({ node_ip: ip, flags: this.configFlags }));
     this.log.info('node config written', { nodeIp: ip });
     this.nodeIp = ip;
   }
@@ -93,10 +99,24 @@ export class Uplinks {
     await this.acceptLocal();
     this.devices = new DeviceAttacher({ native: this.native, prog: this.obj.program(NODE_PROGRAM_NAME), patterns: this.patterns, log: this.log, relistMs: 10_000 });
     await this.devices.start();
-    if (!this.xdpObj) return { tc: this.devices.attached };
+    if (!this.xdpObj) {
+      await this.removeStaleXdp();
+      return { tc: this.devices.attached };
+    }
     this.xdpDevices = new DeviceAttacher({ native: this.native, prog: this.xdpObj.program(XDP_PROGRAM_NAME), patterns: this.patterns, log: this.log, hook: 'xdp', relistMs: 10_000 });
     await this.xdpDevices.start();
     return { tc: this.devices.attached, xdp: this.xdpDevices.attached };
+  }
+
+  /** Without acceleration, a kbp_xdp_node an earlier agent left on an uplink goes (another owner's program stays). */
+  private async removeStaleXdp(): Promise<void> {
+    for (const [ifindex, device] of this.devices?.attached ?? []) {
+      try {
+        if (await this.native.xdpDetach({ ifindex }, XDP_PROGRAM_NAME)) this.log.info(`removed ${XDP_PROGRAM_NAME} an earlier agent left (--nodeport-acceleration none)`, { device, ifindex });
+      } catch (err) {
+        this.log.warn(`cannot remove ${XDP_PROGRAM_NAME} from the uplink; it keeps translating NodePort flows on the same maps`, { device, ifindex, err });
+      }
+    }
   }
 
   private async acceptLocal(): Promise<void> {

@@ -37,6 +37,7 @@ export const KBP_SOCK_REVNAT_MAX = 1 << 16;
 
 export const KBP_TC_HANDLE = 0x6b62;
 export const KBP_TC_PRIORITY = 1;
+export const KBP_CONFIG_F_XDP_TX = 1 << 0;
 
 export const KBP_SCOPE_EXTERNAL = 0;
 export const KBP_SCOPE_INTERNAL = 1;
@@ -93,7 +94,8 @@ export const KBP_STAT_DROP_SOURCE_RANGE = 18;
 export const KBP_STAT_XDP_FORWARD = 19;
 export const KBP_STAT_SOCK_XLATE = 20;
 export const KBP_STAT_SOCK_REJECT = 21;
-export const KBP_STAT_MAX = 22;
+export const KBP_STAT_XDP_TX = 22;
+export const KBP_STAT_MAX = 23;
 export const KBP_STAT_SLOTS = 64;
 
 export const KBP_SNAT_PORT_MIN = 61000;
@@ -124,6 +126,7 @@ export const STAT_NAMES: readonly string[] = [
   'xdp_forward',
   'sock_xlate',
   'sock_reject',
+  'xdp_tx',
 ];
 
 /** Every constant above under its C name, for comparison with native().constants(). */
@@ -150,6 +153,7 @@ export const ABI_CONSTANTS: Readonly<Record<string, number | string>> = {
   KBP_SOCK_REVNAT_MAX,
   KBP_TC_HANDLE,
   KBP_TC_PRIORITY,
+  KBP_CONFIG_F_XDP_TX,
   KBP_SCOPE_EXTERNAL,
   KBP_SCOPE_INTERNAL,
   KBP_SVC_F_CLUSTER_IP,
@@ -198,6 +202,7 @@ export const ABI_CONSTANTS: Readonly<Record<string, number | string>> = {
   KBP_STAT_XDP_FORWARD,
   KBP_STAT_SOCK_XLATE,
   KBP_STAT_SOCK_REJECT,
+  KBP_STAT_XDP_TX,
   KBP_STAT_MAX,
   KBP_STAT_SLOTS,
   KBP_SNAT_PORT_MIN,

@@ -28,6 +28,7 @@ import { Agent } from './agent.js';
 import { ip, nsExec, type Testbed } from './netns.js';
 import { Probe } from './programs.js';
 import { Cluster } from './topology.js';
+import { bpfObjectPath } from '../paths.js';
 
 export const FABRIC_PREFIX = '172.18.0';
 export const FABRIC_CIDR_LEN = 24;
@@ -118,6 +119,18 @@ export class MultiNodeCluster {
    */
   async clientChecksumsComplete(): Promise<void> {
     await nsExec(this.clientNs, 'ethtool', ['-K', UPLINK, 'tx', 'off']);
+  }
+
+  /**
+   * Lets the nodes' uplinks send with XDP_TX: a veth hands an XDP_TX'd frame
+   * to its peer's XDP receive path, which the fabric-side ends get by running
+   * an XDP program of their own (kbp_noop_xdp, XDP_PASS). Without one the
+   * frame is dropped (no NAPI); with only GRO on, frames were accepted but
+   * never delivered on this kernel (6.18; seen with tcpdump on the peer). A
+   * NIC needs nothing of this.
+   */
+  async fabricNapi(): Promise<void> {
+    for (const n of this.nodes) await nsExec(this.fabricNs, 'ip', ['link', 'set', 'dev', `f-${n.name}`, 'xdpdrv', 'obj', bpfObjectPath('kbp_noop_xdp'), 'sec', 'xdp']);
   }
 
   /** Routes `dest` (e.g. a load balancer IP, /32) from the external client through node n, as a load balancer would. */

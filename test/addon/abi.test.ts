@@ -118,7 +118,7 @@ t.test('constants() exports every #define and enum member of abi.h', async (t) =
     KBP_TC_HANDLE: 0x6b62,
     KBP_TC_PRIORITY: 1,
     KBP_STAT_NEW_FLOW: 0,
-    KBP_STAT_MAX: 22,
+    KBP_STAT_MAX: 23,
     KBP_MAP_SOCK_REVNAT: 'kbp_sockrev_v1',
     KBP_MAP_HOST_NS: 'kbp_hostns_v1',
     KBP_HAIRPIN_ADDR: 0xa9fe2a01,

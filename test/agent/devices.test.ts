@@ -184,5 +184,6 @@ t.test('--nodeport-acceleration', async (t) => {
   t.equal(parseAgentArgs(base).nodePortAcceleration, 'none', 'default none');
   t.equal(parseAgentArgs([...base, '--node-devices', 'eth0', '--nodeport-acceleration', 'xdp']).nodePortAcceleration, 'xdp');
   t.throws(() => parseAgentArgs([...base, '--nodeport-acceleration', 'xdp']), /needs --node-devices/);
-  t.throws(() => parseAgentArgs([...base, '--node-devices', 'eth0', '--nodeport-acceleration', 'dpdk']), /expected none or xdp/);
+  t.equal(parseAgentArgs([...base, '--node-devices', 'eth0', '--nodeport-acceleration', 'xdp-tx']).nodePortAcceleration, 'xdp-tx');
+  t.throws(() => parseAgentArgs([...base, '--node-devices', 'eth0', '--nodeport-acceleration', 'dpdk']), /expected one of none, xdp, xdp-tx/);
 });

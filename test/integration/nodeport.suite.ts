@@ -66,7 +66,8 @@ if (process.getuid?.() !== 0) {
   let external!: Probe;
   let podProbe!: Probe;
   let healthy = false;
-  const xdp = acceleration === 'xdp';
+  const xdp = acceleration !== 'none';
+  const xdpTx = acceleration === 'xdp-tx';
   const stat = (n: number, name: string): Promise<number> => agents[n - 1]!.stat(name);
 
   t.teardown(async () => {
@@ -86,6 +87,7 @@ if (process.getuid?.() !== 0) {
     for (const n of mc.nodes) await writeNode(dir, n.name, n.ip);
     [external, podProbe] = await Promise.all([Probe.start(tb, mc.clientNs), Probe.start(tb, clientPod.ns)]);
     if (xdp) await mc.clientChecksumsComplete();
+    if (xdpTx) await mc.fabricNapi();
     agents.push(...(await mc.startAgents(dir, ['--nodeport-acceleration', acceleration])));
   });
 
@@ -118,6 +120,7 @@ if (process.getuid?.() !== 0) {
   withAgents('external client -> node1:nodePort, backend on node2: 50/50 succeed, the backend sees node1 (SNAT)', async (t) => {
     const n1 = mc.node(1);
     const xdpBefore = await stat(1, 'xdp_forward');
+    const txBefore = await stat(1, 'xdp_tx');
     const start = now();
     const results = await external.http(n1.ip, 30080, { count: 50, timeoutMs: 2000 });
     const ms = now() - start;
@@ -125,6 +128,10 @@ if (process.getuid?.() !== 0) {
     // Each request is a new connection: SYN, ACK, request, FIN at least.
     if (xdp) t.ok(xdpForwarded >= 50 * 4, `node1's XDP program translated the requests (${xdpForwarded} packets)`);
     else t.equal(xdpForwarded, 0, 'no XDP translation without --nodeport-acceleration');
+    const sentBack = (await stat(1, 'xdp_tx')) - txBefore;
+    // The SYN may pass through the stack while node1 resolves node2's MAC.
+    if (xdpTx) t.ok(sentBack >= 50 * 3, `node1 sent them on to node2 with XDP_TX (${sentBack} packets)`);
+    else t.equal(sentBack, 0, 'no XDP_TX without --nodeport-acceleration xdp-tx');
     t.same(failures(results), [], 'no request failed');
     t.same([...tally(results).keys()], [BACKEND.podName], 'answered by the backend on node2');
     t.same(seenAddresses(results), [n1.ip], 'the backend saw node1\'s address (masqueraded)');

@@ -248,9 +248,14 @@ struct kbp_src_range {
 
 /* ---- config: one entry the agent writes before attaching to node devices ---- */
 
+/* kbp_config flags. */
+#define KBP_CONFIG_F_XDP_TX (1u << 0) /* --nodeport-acceleration xdp-tx: the XDP program sends
+                                       * a translated packet whose route leaves through the
+                                       * uplink it arrived on straight back out (XDP_TX) */
+
 struct kbp_config {
 	__be32 node_ip; /* this node's address: SNAT source for LoadBalancer/externalIP flows */
-	__u32  flags;   /* reserved, zero */
+	__u32  flags;   /* KBP_CONFIG_F_* */
 };
 
 /* ---- host services: socket-level balancing for the node's own network namespace ---- */
@@ -319,6 +324,8 @@ enum kbp_stat {
 	                               * ClusterIP pointed at a backend; bytes are 0 */
 	KBP_STAT_SOCK_REJECT,         /* host socket: ClusterIP without a usable backend,
 	                               * connect/sendmsg refused (ECONNREFUSED) */
+	KBP_STAT_XDP_TX,              /* packet translated in XDP sent straight back out of its
+	                               * uplink (KBP_CONFIG_F_XDP_TX), besides xdp_forward */
 	KBP_STAT_MAX,
 };
 
