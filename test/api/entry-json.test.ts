@@ -13,7 +13,7 @@ import { affinityWriter, ctFlagNames, ctWriter, tcpFlagNames, type CtFilter, typ
 import { JsonText } from '../../src/api/json-text.js';
 import { START, scan, type PagedMap } from '../../src/api/paging.js';
 import { AffinityEntry, ConntrackEntry } from '../../src/api/schemas.js';
-import { BPF_MAP_TYPE_LRU_HASH, FakeBpfMap } from './fakes.js';
+import { BPF_MAP_TYPE_LRU_HASH, FakeBpfMap, build, putFlow } from './fakes.js';
 
 const fjs = createRequire(import.meta.url)('fast-json-stringify') as (schema: object) => (v: unknown) => string;
 const ctJson = fjs(ConntrackEntry);
@@ -208,4 +208,22 @@ t.test('a walk through reused batch buffers sees every entry once, with lookupBa
     t.ok([...seen.values()].every((c) => c === 1), `${name}: each once`);
     t.equal(pages, Math.ceil((n - n / 5) / 333), `${name}: pages of 333 kept entries`);
   }
+});
+
+t.test('pages served at the same time each get their own page buffer; HEAD gives the length without the body', async (t) => {
+  const { app, maps } = await build(t);
+  for (let i = 0; i < 300; i++) {
+    putFlow(maps, { client: abi.numberToIPv4(0x0af40164 + i), sport: 40000 + i, vip: '10.96.0.10', port: 80, backendIp: '10.244.1.5', backendPort: 8080, svc: 2, backend: 1 + (i % 3), createdNs: 1n, lastNs: 2n });
+  }
+  const urls = ['/v1/conntrack?limit=600', '/v1/conntrack?limit=7', '/v1/conntrack?backend=2&limit=50', '/v1/affinity', '/v1/maps/kbp_ct_v1?limit=40'].map((u) => u.replace('kbp_ct_v1', abi.KBP_MAP_CT));
+  const alone: string[] = [];
+  for (const url of urls) alone.push((await app.inject(url)).body);
+  const together = await Promise.all([...urls, ...urls].map((url) => app.inject(url)));
+  t.same(together.map((r) => r.body), [...alone, ...alone], 'the same bodies as one at a time');
+  t.equal(JSON.parse(alone[0]!).items.length, 600);
+  const head = await app.inject({ method: 'HEAD', url: urls[0]! });
+  t.equal(head.statusCode, 200);
+  t.equal(head.headers['content-length'], String(Buffer.byteLength(alone[0]!)));
+  t.equal(head.headers['content-type'], 'application/json; charset=utf-8');
+  t.equal(head.body, '');
 });
