@@ -1,5 +1,6 @@
 #include "bpf_map.h"
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdint>
 #include <string>
@@ -51,6 +52,61 @@ std::string SizeMismatch(const char* what, size_t got, const MapInfo& info, size
          " expects " + std::to_string(want);
 }
 
+// lookupBatch's (cursor, maxCount). The cursor is copied: the call may pass
+// a view of the Buffer its next cursor is written to.
+bool ReadBatchArgs(const Napi::CallbackInfo& info, Bytes* cursor, bool* has_cursor,
+                   uint32_t* max_count, std::string* why) {
+  *has_cursor = !info[0].IsNull() && !info[0].IsUndefined();
+  if (*has_cursor && !CopyBytes(info[0], BufferLength(info[0]), cursor)) {
+    *why = "cursor must be a Buffer or null";
+    return false;
+  }
+  if (!ReadCount(info[1], max_count) || *max_count == 0) {
+    *why = "maxCount must be a positive integer";
+    return false;
+  }
+  return true;
+}
+
+// The `into` argument of lookupBatchInto: {keys, values, next} Buffers, held by
+// references for the worker. False (and *why set) when one is missing or
+// too small for the map.
+bool ReadBatchInto(const Napi::Value& value, const MapInfo& info, size_t value_buffer_size,
+                   uint32_t max_count, BatchInto* into, std::string* why) {
+  if (!value.IsObject()) {
+    *why = "into must be an object {keys, values, next}";
+    return false;
+  }
+  Napi::Object o = value.As<Napi::Object>();
+  Napi::Value keys = o.Get("keys");
+  Napi::Value values = o.Get("values");
+  Napi::Value next = o.Get("next");
+  if (!keys.IsBuffer() || !values.IsBuffer() || !next.IsBuffer()) {
+    *why = "into.keys, into.values and into.next must be Buffers";
+    return false;
+  }
+  auto k = keys.As<Napi::Buffer<uint8_t>>();
+  auto v = values.As<Napi::Buffer<uint8_t>>();
+  auto n = next.As<Napi::Buffer<uint8_t>>();
+  size_t capacity = std::min(k.Length() / info.key_size, v.Length() / value_buffer_size);
+  if (capacity < max_count) {
+    *why = "into holds " + std::to_string(capacity) + " entries of map " + info.name + ", maxCount is " +
+           std::to_string(max_count);
+    return false;
+  }
+  if (n.Length() < LookupBatchCursorSize(info)) {
+    *why = SizeMismatch("into.next", n.Length(), info, LookupBatchCursorSize(info));
+    return false;
+  }
+  into->keys_at = k.Data();
+  into->values_at = v.Data();
+  into->capacity = static_cast<uint32_t>(std::min<size_t>(capacity, UINT32_MAX));
+  into->keys = Napi::Persistent(k);
+  into->values = Napi::Persistent(v);
+  into->next = Napi::Persistent(n);
+  return true;
+}
+
 }  // namespace
 
 Napi::Function BpfMap::Define(Napi::Env env) {
@@ -64,6 +120,7 @@ Napi::Function BpfMap::Define(Napi::Env env) {
                          InstanceMethod<&BpfMap::UpdateBatch>("updateBatch"),
                          InstanceMethod<&BpfMap::DeleteBatch>("deleteBatch"),
                          InstanceMethod<&BpfMap::LookupBatch>("lookupBatch"),
+                         InstanceMethod<&BpfMap::LookupBatchInto>("lookupBatchInto"),
                          InstanceMethod<&BpfMap::NextKey>("nextKey"),
                          InstanceMethod<&BpfMap::Pin>("pin"),
                          InstanceMethod<&BpfMap::Close>("close"),
@@ -195,18 +252,34 @@ Napi::Value BpfMap::LookupBatch(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const char* call = "bpf_map_lookup_batch";
   Bytes cursor;
-  bool has_cursor = !info[0].IsNull() && !info[0].IsUndefined();
-  if (has_cursor && !CopyBytes(info[0], BufferLength(info[0]), &cursor)) {
-    return RejectedErrno(env, EINVAL, call, "cursor must be a Buffer or null");
-  }
+  bool has_cursor;
   uint32_t max_count;
-  if (!ReadCount(info[1], &max_count) || max_count == 0) {
-    return RejectedErrno(env, EINVAL, call, "maxCount must be a positive integer");
-  }
+  std::string why;
+  if (!ReadBatchArgs(info, &cursor, &has_cursor, &max_count, &why)) return RejectedErrno(env, EINVAL, call, why);
   MapRef ref;
   Napi::Promise rejected;
   if (!Acquire(env, call, &ref, &rejected)) return rejected;
   return (new MapLookupBatchWorker(env, std::move(ref), std::move(cursor), has_cursor, max_count))->Start();
+}
+
+Napi::Value BpfMap::LookupBatchInto(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const char* call = "bpf_map_lookup_batch";
+  Bytes cursor;
+  bool has_cursor;
+  uint32_t max_count;
+  BatchInto into;
+  std::string why;
+  if (!ReadBatchArgs(info, &cursor, &has_cursor, &max_count, &why) ||
+      !ReadBatchInto(info[2], info_, value_buffer_size_, max_count, &into, &why)) {
+    return RejectedErrno(env, EINVAL, call, why);
+  }
+  MapRef ref;
+  Napi::Promise rejected;
+  if (!Acquire(env, call, &ref, &rejected)) return rejected;
+  return (new MapLookupBatchWorker(env, std::move(ref), std::move(cursor), has_cursor, max_count,
+                                   std::move(into)))
+      ->Start();
 }
 
 Napi::Value BpfMap::NextKey(const Napi::CallbackInfo& info) {

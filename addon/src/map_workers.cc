@@ -203,6 +203,10 @@ Napi::Value MapDeleteBatchWorker::Result(Napi::Env env) { return Napi::Number::N
 
 // ---- lookup batch ----
 
+size_t LookupBatchCursorSize(const MapInfo& info) {
+  return 1 + std::max<size_t>(BatchTokenSize(info), info.key_size);
+}
+
 MapLookupBatchWorker::MapLookupBatchWorker(Napi::Env env, MapRef map, Bytes cursor, bool has_cursor,
                                            uint32_t max_count)
     : PromiseWorker(env, "kbp:map_lookup_batch"),
@@ -210,6 +214,28 @@ MapLookupBatchWorker::MapLookupBatchWorker(Napi::Env env, MapRef map, Bytes curs
       cursor_(std::move(cursor)),
       has_cursor_(has_cursor),
       max_count_(max_count) {}
+
+MapLookupBatchWorker::MapLookupBatchWorker(Napi::Env env, MapRef map, Bytes cursor, bool has_cursor,
+                                           uint32_t max_count, BatchInto into)
+    : MapLookupBatchWorker(env, std::move(map), std::move(cursor), has_cursor, max_count) {
+  into_mode_ = true;
+  into_ = std::move(into);
+  keys_at_ = into_.keys_at;
+  values_at_ = into_.values_at;
+}
+
+bool MapLookupBatchWorker::Reserve(uint32_t entries) {
+  if (into_mode_) return entries <= into_.capacity;
+  keys_.resize(static_cast<size_t>(entries) * map_.info.key_size);
+  values_.resize(static_cast<size_t>(entries) * map_.value_buffer_size);
+  keys_at_ = keys_.data();
+  values_at_ = values_.data();
+  return true;
+}
+
+uint32_t MapLookupBatchWorker::GrowLimit() const {
+  return into_mode_ ? std::min(into_.capacity, kMaxGrownPage) : kMaxGrownPage;
+}
 
 void MapLookupBatchWorker::Work() {
   if (!has_cursor_ || (!cursor_.empty() && cursor_[0] == kCursorBatch)) {
@@ -222,8 +248,6 @@ void MapLookupBatchWorker::Work() {
 }
 
 void MapLookupBatchWorker::WorkBatch() {
-  const size_t key_size = map_.info.key_size;
-  const size_t value_size = map_.value_buffer_size;
   const size_t token_size = BatchTokenSize(map_.info);
   if (has_cursor_ && cursor_.size() != 1 + token_size) {
     Fail(EINVAL, "bpf_map_lookup_batch", "cursor does not belong to " + MapDetail(map_.info));
@@ -234,11 +258,13 @@ void MapLookupBatchWorker::WorkBatch() {
   Bytes out(token_size, 0);
   uint32_t want = max_count_;
   for (;;) {
-    keys_.resize(static_cast<size_t>(want) * key_size);
-    values_.resize(static_cast<size_t>(want) * value_size);
+    if (!Reserve(want)) {
+      Fail(EINVAL, "bpf_map_lookup_batch", "maxCount is more than the buffers hold");
+      return;
+    }
     uint32_t got = want;
-    int err = bpf_map_lookup_batch(map_.fd, has_cursor_ ? in.data() : nullptr, out.data(),
-                                   keys_.data(), values_.data(), &got, nullptr);
+    int err = bpf_map_lookup_batch(map_.fd, has_cursor_ ? in.data() : nullptr, out.data(), keys_at_,
+                                   values_at_, &got, nullptr);
     if (err == 0) {
       count_ = got > want ? want : got;
       break;
@@ -250,22 +276,20 @@ void MapLookupBatchWorker::WorkBatch() {
       break;
     }
     // One hash bucket holds more entries than fit in the page: the kernel
-    // never splits a bucket, so the page has to grow.
-    if (err == ENOSPC && want < kMaxGrownPage) {
-      want = std::min(want * 2, kMaxGrownPage);
+    // never splits a bucket, so the page has to grow (the caller's buffers
+    // only as far as they reach: ENOSPC tells it to bring bigger ones).
+    if (err == ENOSPC && want < GrowLimit()) {
+      want = std::min(want * 2, GrowLimit());
       continue;
     }
     if (NoBatchSupport(err) && !has_cursor_) {
-      keys_.clear();
-      values_.clear();
       WorkByKey();
       return;
     }
     Fail(err, "bpf_map_lookup_batch", MapDetail(map_.info));
     return;
   }
-  keys_.resize(count_ * key_size);
-  values_.resize(count_ * value_size);
+  if (!into_mode_) Reserve(count_);
   if (!at_end_) {
     next_.reserve(1 + token_size);
     next_.push_back(kCursorBatch);
@@ -284,8 +308,11 @@ void MapLookupBatchWorker::WorkByKey() {
     }
     prev.assign(cursor_.begin() + 1, cursor_.end());
   }
+  if (!Reserve(max_count_)) {
+    Fail(EINVAL, "bpf_map_get_next_key", "maxCount is more than the buffers hold");
+    return;
+  }
   Bytes key(key_size);
-  Bytes value(value_size);
   while (count_ < max_count_) {
     int err = bpf_map_get_next_key(map_.fd, prev.empty() ? nullptr : prev.data(), key.data());
     if (err != 0) {
@@ -297,16 +324,16 @@ void MapLookupBatchWorker::WorkByKey() {
       return;
     }
     prev = key;
-    err = bpf_map_lookup_elem(map_.fd, key.data(), value.data());
+    err = bpf_map_lookup_elem(map_.fd, key.data(), values_at_ + count_ * value_size);
     if (err != 0) {
       if (-err == ENOENT) continue;  // deleted since get_next_key returned it
       Fail(err, "bpf_map_lookup_elem", MapDetail(map_.info));
       return;
     }
-    keys_.insert(keys_.end(), key.begin(), key.end());
-    values_.insert(values_.end(), value.begin(), value.end());
+    std::copy(key.begin(), key.end(), keys_at_ + count_ * key_size);
     count_++;
   }
+  if (!into_mode_) Reserve(count_);
   if (!at_end_) {
     next_.push_back(kCursorKey);
     next_.insert(next_.end(), prev.begin(), prev.end());
@@ -315,6 +342,13 @@ void MapLookupBatchWorker::WorkByKey() {
 
 Napi::Value MapLookupBatchWorker::Result(Napi::Env env) {
   Napi::Object page = Napi::Object::New(env);
+  if (into_mode_) {
+    // The caller's next Buffer was checked to hold LookupBatchCursorSize.
+    if (!at_end_) std::copy(next_.begin(), next_.end(), into_.next.Value().Data());
+    page.Set("count", Napi::Number::New(env, count_));
+    page.Set("next", Napi::Number::New(env, at_end_ ? 0 : static_cast<double>(next_.size())));
+    return page;
+  }
   page.Set("keys", ToBuffer(env, keys_));
   page.Set("values", ToBuffer(env, values_));
   page.Set("count", Napi::Number::New(env, count_));

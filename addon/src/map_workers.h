@@ -1,6 +1,7 @@
 // The blocking map operations, one named worker each. Every worker holds a
 // lease on the map's resource, so the fd stays open until it is done, and
-// owns copies of the key/value bytes it was given.
+// owns copies of the key/value bytes it was given (the one exception, a
+// batch lookup into the caller's Buffers, is BatchInto below).
 #ifndef KBP_ADDON_MAP_WORKERS_H
 #define KBP_ADDON_MAP_WORKERS_H
 
@@ -98,24 +99,53 @@ class MapDeleteBatchWorker : public PromiseWorker {
   uint32_t deleted_ = 0;
 };
 
+// The caller's Buffers a page of lookupBatchInto(cursor, maxCount, into) goes
+// to. The worker thread writes keys and values in place, so a dump reuses
+// the same memory for every page instead of copying each page into new
+// Buffers; the references keep the Buffers alive until the promise settles,
+// and JS must not touch them meanwhile.
+struct BatchInto {
+  Napi::Reference<Napi::Buffer<uint8_t>> keys;
+  Napi::Reference<Napi::Buffer<uint8_t>> values;
+  Napi::Reference<Napi::Buffer<uint8_t>> next;
+  uint8_t* keys_at = nullptr;
+  uint8_t* values_at = nullptr;
+  uint32_t capacity = 0;  // entries both hold
+};
+
+// Bytes of the longest cursor lookupBatch hands out.
+size_t LookupBatchCursorSize(const MapInfo& info);
+
 // One page of bpf_map_lookup_batch, or of get_next_key + lookup for map
 // types without batch lookup. The cursor is opaque to JS: its first byte
-// says which of the two walks produced it.
+// says which of the two walks produced it. The page goes into Buffers the
+// worker allocates, or into the caller's (BatchInto).
 class MapLookupBatchWorker : public PromiseWorker {
  public:
   MapLookupBatchWorker(Napi::Env env, MapRef map, Bytes cursor, bool has_cursor, uint32_t max_count);
+  MapLookupBatchWorker(Napi::Env env, MapRef map, Bytes cursor, bool has_cursor, uint32_t max_count,
+                       BatchInto into);
 
  private:
   void Work() override;
   Napi::Value Result(Napi::Env env) override;
   void WorkBatch();
   void WorkByKey();
+  // Room for `entries` entries at keys_at_/values_at_: the worker's own
+  // buffers grow, the caller's hold what they hold.
+  bool Reserve(uint32_t entries);
+  // The largest page a bucket that does not fit may grow the batch to.
+  uint32_t GrowLimit() const;
   MapRef map_;
   Bytes cursor_;
   bool has_cursor_;
   uint32_t max_count_;
+  bool into_mode_ = false;
+  BatchInto into_;
   Bytes keys_;
   Bytes values_;
+  uint8_t* keys_at_ = nullptr;
+  uint8_t* values_at_ = nullptr;
   uint32_t count_ = 0;
   Bytes next_;
   bool at_end_ = false;

@@ -87,15 +87,25 @@ function sendError(reply: { code(n: number): { send(b: unknown): unknown } }, bo
 /** Token bucket per client address; the table is bounded (oldest clients forgotten first). */
 export function rateLimiter(perSecond: number, burst: number, now: () => number = Date.now, maxClients = 10_000) {
   const buckets = new Map<string, { tokens: number; at: number }>();
+  let newest: string | undefined;
   return (client: string): boolean => {
     const t = now();
     let b = buckets.get(client);
     if (b) {
       b.tokens = Math.min(burst, b.tokens + ((t - b.at) / 1000) * perSecond);
       b.at = t;
-      buckets.delete(client); // re-insert: most recent last
-    } else b = { tokens: burst, at: t };
-    buckets.set(client, b);
+      // Re-insert, most recent last; not when it is last already: every
+      // delete leaves a hole the Map's table fills up with, so a client
+      // paging through a dump would have its table rebuilt over and over.
+      if (client !== newest) {
+        buckets.delete(client);
+        buckets.set(client, b);
+      }
+    } else {
+      b = { tokens: burst, at: t };
+      buckets.set(client, b);
+    }
+    newest = client;
     if (buckets.size > maxClients) buckets.delete(buckets.keys().next().value!);
     if (b.tokens < 1) return false;
     b.tokens -= 1;

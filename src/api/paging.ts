@@ -12,12 +12,12 @@
 // repeat entries that moved (LRU eviction, new flows); a dump is a view, not a
 // snapshot.
 
-import type { BpfMap, NativeError } from '../native/binding.js';
+import type { BatchBuffers, BatchInto, BpfMap, NativeError } from '../native/binding.js';
 import type { MapEntry, MapReader } from '../maps/writer.js';
 import { MapOpError, mapError } from '../maps/writer.js';
 
-/** What the API needs of a map: its description and paged reads. */
-export type PagedMap = Pick<BpfMap, 'info' | 'valueBufferSize' | 'lookupBatch'>;
+/** What the API needs of a map: its description and paged reads (into buffers the walk reuses). */
+export type PagedMap = Pick<BpfMap, 'info' | 'valueBufferSize' | 'lookupBatch' | 'lookupBatchInto'>;
 
 export type MapSet = ReadonlyMap<string, PagedMap>;
 
@@ -32,8 +32,9 @@ export const START: Position = { cursor: null, skip: 0 };
 /** Entries fetched per batch syscall. */
 export const KERNEL_BATCH = 1024;
 
-export interface ScanResult<T> {
-  items: T[];
+export interface ScanResult {
+  /** Entries `visit` kept. */
+  kept: number;
   /** null: the walk reached the end of the map. */
   next: Position | null;
   /** Entries looked at (matching or not). */
@@ -41,70 +42,134 @@ export interface ScanResult<T> {
 }
 
 /**
- * Walk `map` from `from`, calling `visit` on each entry (key and value are
- * views into the batch buffer, valid during the call only) and keeping what it
- * returns, until `limit` items are kept, `budget` entries were scanned, or the
- * map ends.
+ * The buffers one walk hands the kernel for every batch: keys and values,
+ * and two cursors used in turn (a batch reads the one the previous batch
+ * wrote). A walk takes a set from its map's pool and gives it back, so a
+ * dump of any length reuses the same few hundred kilobytes.
  */
-export async function scan<T>(
+interface BatchSet {
+  capacity: number; // entries
+  keys: Buffer;
+  values: Buffer;
+  into: [BatchBuffers, BatchBuffers];
+}
+
+/** Idle sets kept per map: enough for a request or two at a time; more concurrent walks allocate sets the pool then drops. */
+const IDLE_SETS = 2;
+const pools = new WeakMap<PagedMap, BatchSet[]>();
+
+function takeSet(map: PagedMap, capacity: number): BatchSet {
+  const pool = pools.get(map);
+  const i = pool ? pool.findIndex((s) => s.capacity >= capacity) : -1;
+  if (pool && i >= 0) return pool.splice(i, 1)[0]!;
+  const keys = Buffer.allocUnsafeSlow(capacity * map.info.keySize);
+  const values = Buffer.allocUnsafeSlow(capacity * map.valueBufferSize);
+  // The longest cursor: a tag byte and the kernel's token (a bucket index or a key).
+  const cursor = () => Buffer.allocUnsafeSlow(1 + Math.max(map.info.keySize, 8));
+  return { capacity, keys, values, into: [{ keys, values, next: cursor() }, { keys, values, next: cursor() }] };
+}
+
+/** A batch into the set's buffers; a map with lookupBatch only has its page copied in. */
+async function lookupInto(map: PagedMap, cursor: Buffer | null, count: number, into: BatchBuffers): Promise<BatchInto> {
+  if (map.lookupBatchInto) return map.lookupBatchInto(cursor, count, into);
+  const page = await map.lookupBatch(cursor, count);
+  if (page.keys.length > into.keys.length || page.values.length > into.values.length) throw Object.assign(new Error('a bucket larger than the buffers'), { code: 'ENOSPC' });
+  page.keys.copy(into.keys);
+  page.values.copy(into.values);
+  page.next?.copy(into.next);
+  return { count: page.count, next: page.next?.length ?? 0 };
+}
+
+function giveBack(map: PagedMap, set: BatchSet): void {
+  let pool = pools.get(map);
+  if (!pool) pools.set(map, (pool = []));
+  if (pool.length < IDLE_SETS) pool.push(set);
+}
+
+/**
+ * Walk `map` from `from`, calling `visit` on each entry (its key at
+ * `keys[keyAt]`, its value at `values[valueAt]`: the batch buffers, valid
+ * during the call only) and counting the entries it keeps (returns true),
+ * until `limit` are kept, `budget` entries were scanned, or the map ends.
+ */
+export async function scan(
   map: PagedMap,
   from: Position,
   opts: { limit: number; budget?: number; batch?: number },
-  visit: (key: Buffer, value: Buffer) => T | undefined,
-): Promise<ScanResult<T>> {
+  visit: (keys: Buffer, keyAt: number, values: Buffer, valueAt: number) => boolean,
+): Promise<ScanResult> {
   const { keySize } = map.info;
   const valueSize = map.valueBufferSize;
   const budget = opts.budget ?? Number.POSITIVE_INFINITY;
-  const items: T[] = [];
+  let kept = 0;
   let cursor = from.cursor;
   let skip = from.skip;
   const maxCount = Math.max(1, opts.batch ?? KERNEL_BATCH);
-  // Raised when one hash bucket holds more entries than asked (ENOSPC).
+  // Raised when one hash bucket holds more entries than the buffers (ENOSPC).
   let minCount = 1;
   let scanned = 0;
-  for (;;) {
-    // Ask for no more than this page can still use: a page then ends where its
-    // last batch ends (no entries read only to be read again by the next
-    // page), and each batch costs one syscall and one buffer the size of what
-    // is served.
-    const want = skip + Math.min(opts.limit - items.length, budget - scanned);
-    const count = Math.max(minCount, Math.min(maxCount, want));
-    let page;
-    try {
-      page = await map.lookupBatch(cursor, count);
-    } catch (err) {
-      // One hash bucket holds more entries than the batch: the kernel wants a bigger one.
-      if ((err as NativeError).code === 'ENOSPC' && count < 1 << 20) {
-        minCount = count * 2;
-        continue;
+  let set = takeSet(map, maxCount);
+  let side = 0;
+  try {
+    for (;;) {
+      // Ask for no more than this page can still use: a page then ends where its
+      // last batch ends (no entries read only to be read again by the next
+      // page), and each batch costs one syscall.
+      const want = skip + Math.min(opts.limit - kept, budget - scanned);
+      const count = Math.max(minCount, Math.min(maxCount, want));
+      if (count > set.capacity) {
+        if (cursor) cursor = Buffer.from(cursor); // it may be a view of the set given back
+        giveBack(map, set);
+        set = takeSet(map, count);
       }
-      throw err;
-    }
-    for (let i = skip; i < page.count; i++) {
-      scanned++;
-      const item = visit(page.keys.subarray(i * keySize, (i + 1) * keySize), page.values.subarray(i * valueSize, (i + 1) * valueSize));
-      if (item !== undefined) items.push(item);
-      if (items.length >= opts.limit || scanned >= budget) {
-        // Resume inside this batch, or at the next one when this batch is used up.
-        const next: Position | null = i + 1 < page.count ? { cursor, skip: i + 1 } : page.next ? { cursor: page.next, skip: 0 } : null;
-        return { items, next, scanned };
+      const into = set.into[side]!;
+      let page;
+      try {
+        page = await lookupInto(map, cursor, count, into);
+      } catch (err) {
+        // One hash bucket holds more entries than the buffers: the kernel wants bigger ones.
+        if ((err as NativeError).code === 'ENOSPC' && count < 1 << 20) {
+          minCount = Math.max(count, set.capacity) * 2;
+          continue;
+        }
+        throw err;
       }
+      const { keys, values } = set;
+      for (let i = skip; i < page.count; i++) {
+        scanned++;
+        if (visit(keys, i * keySize, values, i * valueSize)) kept++;
+        if (kept >= opts.limit || scanned >= budget) {
+          // Resume inside this batch, or at the next one when this batch is used up (copies: the set's cursors are reused).
+          const next: Position | null =
+            i + 1 < page.count ? { cursor: cursor && Buffer.from(cursor), skip: i + 1 } : page.next ? { cursor: Buffer.from(into.next.subarray(0, page.next)), skip: 0 } : null;
+          return { kept, next, scanned };
+        }
+      }
+      skip = Math.max(0, skip - page.count);
+      if (!page.next) return { kept, next: null, scanned };
+      cursor = into.next.subarray(0, page.next);
+      side ^= 1;
     }
-    skip = Math.max(0, skip - page.count);
-    if (!page.next) return { items, next: null, scanned };
-    cursor = page.next;
+  } finally {
+    giveBack(map, set);
   }
 }
 
 /** Every entry of a map (for the small maps: services, backends, revnat). */
 export async function readAll(map: PagedMap): Promise<MapEntry[]> {
-  const { items } = await scan(map, START, { limit: Number.POSITIVE_INFINITY }, (key, value) => ({ key: Buffer.from(key), value: Buffer.from(value) }));
-  return items;
+  const { keySize } = map.info;
+  const valueSize = map.valueBufferSize;
+  const entries: MapEntry[] = [];
+  await scan(map, START, { limit: Number.POSITIVE_INFINITY }, (keys, k, values, v) => {
+    entries.push({ key: Buffer.from(keys.subarray(k, k + keySize)), value: Buffer.from(values.subarray(v, v + valueSize)) });
+    return true;
+  });
+  return entries;
 }
 
 /** Number of entries, counted batch by batch (nothing kept). */
 export async function countEntries(map: PagedMap): Promise<number> {
-  const { scanned } = await scan(map, START, { limit: Number.POSITIVE_INFINITY }, () => undefined);
+  const { scanned } = await scan(map, START, { limit: Number.POSITIVE_INFINITY }, () => false);
   return scanned;
 }
 

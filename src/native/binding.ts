@@ -31,6 +31,20 @@ export interface BatchPage {
   next: Buffer | null;
 }
 
+/** Where lookupBatchInto(cursor, maxCount, into) writes a page: keys and values as in BatchPage, the next cursor at the start of `next`. */
+export interface BatchBuffers {
+  keys: Buffer; // room for at least maxCount keys
+  values: Buffer; // room for at least maxCount values (valueBufferSize each)
+  next: Buffer; // room for the longest cursor: 1 + max(keySize, 8) bytes
+}
+
+export interface BatchInto {
+  /** Entries written at the start of keys/values. */
+  count: number;
+  /** Bytes of the next cursor written at the start of `next`; 0 when the map has been read to the end. */
+  next: number;
+}
+
 export interface BpfMap {
   readonly info: MapInfo;
   /** Bytes of one value as lookup() returns it (per-CPU maps: nCpus * round8(valueSize)). */
@@ -50,6 +64,18 @@ export interface BpfMap {
    * may miss or repeat entries that moved.
    */
   lookupBatch(cursor: Buffer | null, maxCount: number): Promise<BatchPage>;
+  /**
+   * The page lookupBatch(cursor, maxCount) gives, written by the worker
+   * thread straight into the caller's buffers, so a walk reuses one set of
+   * buffers instead of allocating two per page. A bucket larger than
+   * maxCount grows the page only as far as the buffers reach (beyond:
+   * ENOSPC, bring bigger buffers). The buffers
+   * belong to the call until its promise settles: do not read or write them
+   * meanwhile. `cursor` is copied when the call is made, so it may be a view
+   * of `into.next`. (Every map of the addon has it; optional in this type so
+   * stand-ins written before it, with lookupBatch only, still fit.)
+   */
+  lookupBatchInto?(cursor: Buffer | null, maxCount: number, into: BatchBuffers): Promise<BatchInto>;
   /** The key after `key` (null = first); null at the end. */
   nextKey(key: Buffer | null): Promise<Buffer | null>;
   pin(path: string): Promise<void>;

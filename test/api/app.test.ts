@@ -6,7 +6,7 @@ import t, { type Test } from 'tap';
 import { Ajv } from 'ajv';
 import type { FastifyInstance, LightMyRequestResponse } from 'fastify';
 import * as abi from '../../src/maps/abi.js';
-import { parseListen } from '../../src/api/app.js';
+import { parseListen, rateLimiter } from '../../src/api/app.js';
 import type { DesiredFrontendLike } from '../../src/api/frontends.js';
 import type { SyncListener, SyncResult, SyncerStats } from '../../src/proxy/syncer.js';
 import { build, NODE, putBackend, putFlow, putFrontend, putStat, putVipMarker, type FakeMaps } from './fakes.js';
@@ -499,6 +499,14 @@ t.test('rate limit: 429 past the burst, per client address', async (t) => {
   t.same(r.json(), { statusCode: 429, code: 'KBP_RATE_LIMITED', message: 'too many requests, retry later' });
   t.ok(r.headers['retry-after']);
   t.equal((await app.inject({ method: 'GET', url: '/readyz', remoteAddress: '10.0.0.9' })).statusCode, 200, 'another client has its own bucket');
+});
+
+t.test('rate limit: the client table forgets the least recently seen client first, a client asking again and again included', async (t) => {
+  const allow = rateLimiter(0, 1, () => 0, 2); // no refill, a burst of one, two clients remembered
+  t.same(['a', 'b', 'a', 'a'].map(allow), [true, true, false, false], 'a is now the most recent, twice');
+  t.equal(allow('c'), true, 'a third client: b, the least recent, is forgotten');
+  t.equal(allow('a'), false, 'a is still remembered (its bucket is empty)');
+  t.equal(allow('b'), true, 'b starts again with a full bucket');
 });
 
 t.test('the OpenAPI document: every route, every parameter, every status code, schemas that compile', async (t) => {

@@ -33,19 +33,19 @@ export async function fill(map: BpfMap, n: number): Promise<void> {
 export function watched(m: BpfMap): { map: PagedMap; largest: () => number; calls: () => number } {
   let largest = 0;
   let calls = 0;
+  const seen = <P extends { count: number }>(p: P): P => {
+    calls++;
+    largest = Math.max(largest, p.count);
+    return p;
+  };
   return {
     map: {
       info: m.info,
       valueBufferSize: m.valueBufferSize,
-      async lookupBatch(cursor, max) {
-        const p = await m.lookupBatch(cursor, max);
-        calls++;
-        largest = Math.max(largest, p.count);
-        return p;
-      },
+      lookupBatch: async (cursor, max) => seen(await m.lookupBatch(cursor, max)),
+      lookupBatchInto: async (cursor, max, into) => seen(await m.lookupBatchInto!(cursor, max, into)),
     },
     largest: () => largest,
     calls: () => calls,
   };
 }
-

@@ -7,7 +7,7 @@
 
 import type { Test } from 'tap';
 import * as abi from '../../src/maps/abi.js';
-import type { BatchPage } from '../../src/native/binding.js';
+import type { BatchBuffers, BatchInto, BatchPage } from '../../src/native/binding.js';
 import type { PagedMap } from '../../src/api/paging.js';
 import { buildApi, type ApiDeps, type ApiOptions } from '../../src/api/app.js';
 
@@ -48,6 +48,16 @@ export class FakeBpfMap implements PagedMap {
       count: page.length,
       next,
     };
+  }
+
+  async lookupBatchInto(cursor: Buffer | null, maxCount: number, into: BatchBuffers): Promise<BatchInto> {
+    // Like the addon: the caller's buffers must hold maxCount entries.
+    if (into.keys.length < maxCount * this.info.keySize || into.values.length < maxCount * this.valueBufferSize) throw new Error('into: buffers too small');
+    const page = await this.lookupBatch(cursor, maxCount);
+    page.keys.copy(into.keys);
+    page.values.copy(into.values);
+    page.next?.copy(into.next);
+    return { count: page.count, next: page.next ? page.next.length : 0 };
   }
 }
 

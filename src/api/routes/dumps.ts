@@ -8,12 +8,13 @@
 // (../paging.ts); the agent holds one batch per request, whatever the map size.
 
 import type { FastifyPluginAsync, FastifyReply } from 'fastify';
-import type { Static, TSchema } from '@sinclair/typebox';
+import type { Static } from '@sinclair/typebox';
 import * as abi from '../../maps/abi.js';
 import { ApiError, ErrorBody, errors } from '../errors.js';
-import { affinityView, cpusOf, ctView, decodeEntry, mapTypeName, readStats } from '../decode.js';
+import { affinityWriter, cpusOf, ctWriter, mapEntryWriter, mapTypeName, readStats, type EntryWriter } from '../decode.js';
+import { JsonText } from '../json-text.js';
 import { START, countEntries, decodeContinue, encodeContinue, scan, type PagedMap, type Position } from '../paging.js';
-import { AffinityEntry, AffinityPage, AffinityQuery, ConntrackEntry, ConntrackPage, ConntrackQuery, MapEntry, MapList, MapPage, MapParams, MapQuery, StatList } from '../schemas.js';
+import { AffinityPage, AffinityQuery, ConntrackPage, ConntrackQuery, MapEntry, MapList, MapPage, MapParams, MapQuery, StatList } from '../schemas.js';
 import type { ApiContext } from '../app.js';
 
 const DEFAULT_LIMIT = 500;
@@ -37,33 +38,35 @@ export const dumpRoutes: FastifyPluginAsync<{ ctx: ApiContext }> = async (app, {
   };
 
   /**
-   * One page as JSON text, written entry by entry while the batch is walked:
-   * each decoded entry goes straight through the route's compiled serializer
-   * (fast-json-stringify, from the entry's schema) and only its text is kept,
-   * so a page never exists as an array of objects next to its JSON. The
-   * text is the page schema's (`head` are the fields before `items`), as
-   * fastify would serialize the same page object.
+   * One page as JSON text, written entry by entry while the batch is walked
+   * (`write` puts each kept entry into the text: ../decode.ts) in a buffer
+   * reused from page to page (../json-text.ts), so a page never exists as an
+   * array of objects or as one string. The text is the page schema's
+   * (`head` are the fields before `items`), as fastify would serialize the
+   * same page object. A failure before the page is complete still answers
+   * from the error catalog: nothing is sent until the walk is done.
    */
-  async function page<T>(
+  async function page(
     reply: FastifyReply,
     name: string,
     q: { limit?: number; continue?: string },
     filter: string,
-    entry: TSchema,
-    visit: (k: Buffer, v: Buffer) => T | undefined,
+    write: EntryWriter,
     head = '',
   ): Promise<FastifyReply> {
     const m = map(name);
     const from = startAt(q.continue, name, filter);
-    const toJson = reply.compileSerializationSchema(entry) as (item: T) => string;
-    const r = await ctx.readMaps(() =>
-      scan(m, from, { limit: q.limit ?? DEFAULT_LIMIT, budget: SCAN_BUDGET }, (k, v) => {
-        const item = visit(k, v);
-        return item === undefined ? undefined : toJson(item);
-      }),
-    );
-    const next = r.next ? JSON.stringify(encodeContinue(name, r.next, filter)) : 'null';
-    return reply.type('application/json; charset=utf-8').send(`{${head}"items":[${r.items.join(',')}],"continue":${next},"scanned":${r.scanned}}`);
+    const out = new JsonText();
+    try {
+      out.text(`{${head}"items":[`);
+      const r = await ctx.readMaps(() => scan(m, from, { limit: q.limit ?? DEFAULT_LIMIT, budget: SCAN_BUDGET }, (k, ka, v, va) => write(out, k, ka, v, va)));
+      const next = r.next ? JSON.stringify(encodeContinue(name, r.next, filter)) : 'null';
+      out.text(`],"continue":${next},"scanned":${r.scanned}}`);
+    } catch (err) {
+      out.discard();
+      throw err;
+    }
+    return out.send(reply);
   }
 
   app.get<{ Querystring: Static<typeof ConntrackQuery> }>(
@@ -80,7 +83,7 @@ export const dumpRoutes: FastifyPluginAsync<{ ctx: ApiContext }> = async (app, {
       const { service, backend, client } = req.query;
       const filter = JSON.stringify([service ?? null, backend ?? null, client ?? null]);
       const now = ctx.monotonicNs();
-      return page(reply, abi.KBP_MAP_CT, req.query, filter, ConntrackEntry, (k, v) => ctView(k, v, { service, backend, client }, now));
+      return page(reply, abi.KBP_MAP_CT, req.query, filter, ctWriter({ service, backend, client }, now));
     },
   );
 
@@ -98,7 +101,7 @@ export const dumpRoutes: FastifyPluginAsync<{ ctx: ApiContext }> = async (app, {
       const { service, backend, client } = req.query;
       const filter = JSON.stringify([service ?? null, backend ?? null, client ?? null]);
       const now = ctx.monotonicNs();
-      return page(reply, abi.KBP_MAP_AFFINITY, req.query, filter, AffinityEntry, (k, v) => affinityView(k, v, { service, backend, client }, now));
+      return page(reply, abi.KBP_MAP_AFFINITY, req.query, filter, affinityWriter({ service, backend, client }, now));
     },
   );
 
@@ -132,8 +135,8 @@ export const dumpRoutes: FastifyPluginAsync<{ ctx: ApiContext }> = async (app, {
     },
     async (req, reply) => {
       const name = req.params.name;
-      const cpus = cpusOf(map(name));
-      return page(reply, name, req.query, '', MapEntry, (k, v) => decodeEntry(name, k, v, cpus), `"name":${JSON.stringify(name)},`);
+      const toJson = reply.compileSerializationSchema(MapEntry) as (entry: unknown) => string;
+      return page(reply, name, req.query, '', mapEntryWriter(map(name), name, toJson), `"name":${JSON.stringify(name)},`);
     },
   );
 
