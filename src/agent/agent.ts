@@ -121,11 +121,7 @@ export async function runAgent(cfg: AgentConfig, log = new Logger(undefined, cfg
 
     if (cfg.api) {
       // Every map the API dumps, read through the same codecs the syncer writes with.
-      const apiMaps = new Map(
-        [abi.KBP_MAP_SERVICES, abi.KBP_MAP_BACKENDS, abi.KBP_MAP_REVNAT, abi.KBP_MAP_CT, abi.KBP_MAP_AFFINITY, abi.KBP_MAP_STATS].map(
-          (name) => [name, obj.map(name)] as const,
-        ),
-      );
+      const apiMaps = new Map(abi.DATAPATH_MAPS.map((name) => [name, obj.map(name)] as const));
       const api = await startApi(
         {
           nodeName: cfg.nodeName,

@@ -654,7 +654,10 @@ export const STRUCTS: Readonly<Record<string, StructCodec<unknown>>> = Object.fr
   [svcKey, svcValue, backendKey, backendValue, revnatKey, revnatValue, ctKey, ctValue, statValue, affinityKey, affinityValue, snatKey, snatValue, configValue, srcRangeKey, srcRangeValue, hostNsValue, sockRevKey, sockRevValue].map((c) => [c.cName, c as StructCodec<unknown>]),
 );
 
-/** Key and value codec of each map, by map name. */
+/** The key of an array map: its index, host order. */
+export const arrayIndexKey = struct<{ index: number }>('__u32', 4, [f('index', 0, 4, 'u32')]);
+
+/** Key and value codec of each map, by map name (the stats map is per-CPU: decodePerCpuStat). */
 export const MAP_CODECS = {
   [KBP_MAP_SERVICES]: { key: svcKey, value: svcValue },
   [KBP_MAP_BACKENDS]: { key: backendKey, value: backendValue },
@@ -664,7 +667,24 @@ export const MAP_CODECS = {
   [KBP_MAP_SNAT]: { key: snatKey, value: snatValue },
   [KBP_MAP_SRC_RANGES]: { key: srcRangeKey, value: srcRangeValue },
   [KBP_MAP_SOCK_REVNAT]: { key: sockRevKey, value: sockRevValue },
+  [KBP_MAP_CONFIG]: { key: arrayIndexKey, value: configValue },
+  [KBP_MAP_HOST_NS]: { key: arrayIndexKey, value: hostNsValue },
 } as const;
+
+/** Every map the datapath pins, in abi.h's order (the API dumps them all). */
+export const DATAPATH_MAPS = [
+  KBP_MAP_SERVICES,
+  KBP_MAP_BACKENDS,
+  KBP_MAP_REVNAT,
+  KBP_MAP_CT,
+  KBP_MAP_STATS,
+  KBP_MAP_AFFINITY,
+  KBP_MAP_SNAT,
+  KBP_MAP_CONFIG,
+  KBP_MAP_SRC_RANGES,
+  KBP_MAP_SOCK_REVNAT,
+  KBP_MAP_HOST_NS,
+] as const;
 
 /** The stats map key is a plain __u32 index. */
 export function statKey(index: number): Buffer {

@@ -17,7 +17,7 @@ import { formatMap } from '../../src/maps/format.js';
 import type { MapEntry } from '../../src/maps/writer.js';
 import { projectRoot } from '../../src/paths.js';
 import { Agent, kbpInNode } from '../../src/testbed/agent.js';
-import { dumpPinnedMap } from '../../src/testbed/mapdump.js';
+import { dumpPinnedMap, pinnedEntries } from '../../src/testbed/mapdump.js';
 import { manifestFile, readServiceSpec, serviceObjects, writeFileAtomic, type ServiceSpec } from '../../src/testbed/manifests.js';
 import { cleanupStale, listNamespaces, Testbed } from '../../src/testbed/netns.js';
 import type { HttpResult } from '../../src/testbed/probe-protocol.js';
@@ -248,8 +248,18 @@ if (process.getuid?.() !== 0) {
 
   t.test('/v1/maps and /v1/maps/{name}: the pinned maps', async (t) => {
     const { items: maps } = await get<{ items: MapInfo[] }>('/v1/maps');
-    const names = [abi.KBP_MAP_AFFINITY, abi.KBP_MAP_BACKENDS, abi.KBP_MAP_CT, abi.KBP_MAP_REVNAT, abi.KBP_MAP_SERVICES, abi.KBP_MAP_STATS];
-    t.same(maps.map((m) => m.name), [...names].sort(), 'the maps the agent dumps');
+    t.same(maps.map((m) => m.name), [...abi.DATAPATH_MAPS].sort(), 'every map the datapath pins');
+    t.same(abi.DATAPATH_MAPS.filter((n) => n !== abi.KBP_MAP_STATS && !(n in abi.MAP_CODECS)), [], 'each with a codec');
+    // The maps without a formatter of their own: every decoded entry, encoded
+    // back, is byte for byte an entry bpftool reads from the pin.
+    for (const name of [abi.KBP_MAP_CONFIG, abi.KBP_MAP_HOST_NS, abi.KBP_MAP_SNAT, abi.KBP_MAP_SRC_RANGES, abi.KBP_MAP_SOCK_REVNAT]) {
+      const codec = abi.MAP_CODECS[name as keyof typeof abi.MAP_CODECS] as unknown as { key: abi.StructCodec<object>; value: abi.StructCodec<object> };
+      const { items } = await all<Decoded>(`/v1/maps/${name}`, 4);
+      const line = (k: Buffer, v: Buffer) => `${k.toString('hex')}=${v.toString('hex')}`;
+      const raw = (await pinnedEntries(pin(name))).map((e) => line(e.key, e.value)).sort();
+      t.same(items.map((e) => line(reencode(codec.key, e.key), reencode(codec.value, e.value))).sort(), raw, `${name}: decoded entries, encoded back, = the pinned map (${raw.length} entries)`);
+      t.equal(maps.find((m) => m.name === name)?.keySize, codec.key.size, `${name}: key size`);
+    }
     for (const name of [abi.KBP_MAP_SERVICES, abi.KBP_MAP_BACKENDS, abi.KBP_MAP_REVNAT]) {
       const codec = abi.MAP_CODECS[name as keyof typeof abi.MAP_CODECS] as unknown as { key: abi.StructCodec<object>; value: abi.StructCodec<object> };
       const { items } = await all<Decoded>(`/v1/maps/${name}`, 4);
