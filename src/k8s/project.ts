@@ -1,17 +1,25 @@
 // Projections: the fields of a Service, EndpointSlice or Node that the proxy
 // reads (for status: only load balancer ingress IPs and node addresses), copied into a fresh object in a fixed order. Objects arrive from the
-// API (list responses deserialized by @kubernetes/client-node, watch events as
-// raw JSON) or from manifests; projecting them all the same way gives one
+// API (list pages and watch events as plain JSON) or from manifests; projecting them all the same way gives one
 // shape, drops what the proxy never reads (managedFields, most of status, …) and makes
 // the JSON text of a projection a fingerprint: an update that changes only
 // resourceVersion, managedFields or an unrelated annotation has the same
 // fingerprint as before and is dropped by the change trackers.
 //
+// Memory: at 10k Services x 10 endpoints the slices' projections are most of
+// what the agent keeps, so what many endpoints repeat — node names, zones,
+// the conditions (ready/serving/terminating) and a slice's port list — is
+// one frozen object or string shared by all of them (a bounded table of such
+// values), arrays are allocated at their exact length, and a slice keeps only
+// the label the proxy reads (kubernetes.io/service-name: the EndpointSlice
+// controller copies every label of the Service onto its slices).
+//
 // Projections do not validate: src/proxy/desired.ts judges a Service's spec
 // and skips it with a reason. They only refuse what has no usable identity
 // (no metadata.name), returning undefined.
 
-import type { Endpoint, EndpointPort, EndpointSlice, LoadBalancerIngress, Node, ObjectMeta, Service, ServicePort, ServiceSpec } from './types.js';
+import type { Endpoint, EndpointConditions, EndpointPort, EndpointSlice, LoadBalancerIngress, Node, ObjectMeta, Service, ServicePort, ServiceSpec } from './types.js';
+import { SERVICE_NAME_LABEL } from './types.js';
 
 type Raw = Record<string, unknown>;
 const obj = (x: unknown): Raw | undefined => (typeof x === 'object' && x !== null && !Array.isArray(x) ? (x as Raw) : undefined);
@@ -32,10 +40,33 @@ function strMap(x: unknown): Record<string, string> | undefined {
   return out;
 }
 
+/** Distinct values a shared table holds at most; past that, new values are kept unshared (correct, only bigger). */
+const MAX_SHARED = 4096;
+
+/** One frozen copy per distinct value, keyed by a string that identifies it. */
+class Shared<T> {
+  private readonly values = new Map<string, T>();
+  get(key: string, make: () => T): T {
+    let v = this.values.get(key);
+    if (v === undefined) {
+      v = make();
+      if (this.values.size < MAX_SHARED) this.values.set(key, v);
+    }
+    return v;
+  }
+}
+
+const sharedStrings = new Shared<string>();
+const sharedConditions = new Shared<EndpointConditions>();
+const sharedPorts = new Shared<EndpointPort[]>();
+const shareString = (x: unknown): unknown => (typeof x === 'string' ? sharedStrings.get(x, () => x) : x);
+const isFlag = (x: unknown) => x === undefined || x === null || typeof x === 'boolean';
+
 // Annotations the proxy reads (topology mode, for logs and future use).
 const KEPT_ANNOTATIONS = ['service.kubernetes.io/topology-mode', 'service.kubernetes.io/topology-aware-hints'];
 
-function meta(raw: Raw, withLabels: boolean, annotations: readonly string[] = []): ObjectMeta | undefined {
+/** withLabels: every label, or only the ones named. */
+function meta(raw: Raw, withLabels: boolean | readonly string[], annotations: readonly string[] = []): ObjectMeta | undefined {
   const m = obj(raw.metadata);
   const name = str(m?.name);
   if (!m || !name) return undefined;
@@ -45,7 +76,7 @@ function meta(raw: Raw, withLabels: boolean, annotations: readonly string[] = []
   return pick<ObjectMeta>([
     ['name', name],
     ['namespace', str(m.namespace)],
-    ['labels', withLabels ? strMap(m.labels) : undefined],
+    ['labels', withLabels === true ? strMap(m.labels) : withLabels ? someLabels(m.labels, withLabels) : undefined],
     ['annotations', ann],
   ]);
 }
@@ -96,33 +127,54 @@ export function projectService(x: unknown): Service | undefined {
   return svc;
 }
 
+/** The named labels that are strings, or undefined when there is none. */
+function someLabels(x: unknown, names: readonly string[]): Record<string, string> | undefined {
+  const o = obj(x);
+  let out: Record<string, string> | undefined;
+  for (const k of names) if (typeof o?.[k] === 'string') (out ??= {})[k] = o[k] as string;
+  return out;
+}
+
+function conditionsOf(c: Raw): EndpointConditions {
+  const make = () => Object.freeze(pick<EndpointConditions>([['ready', c.ready], ['serving', c.serving], ['terminating', c.terminating]]));
+  // Booleans (the API's only values) are shared; anything else is kept as it came, for desired.ts to judge.
+  if (!isFlag(c.ready) || !isFlag(c.serving) || !isFlag(c.terminating)) return make();
+  return sharedConditions.get(`${c.ready}|${c.serving}|${c.terminating}`, make);
+}
+
 function projectEndpoint(x: unknown): Endpoint {
   const e = obj(x) ?? {};
   const c = obj(e.conditions);
   const h = obj(e.hints);
   const names = (v: unknown) => arr(v)?.map((z) => ({ name: String(obj(z)?.name ?? '') }));
+  const addresses = arr(e.addresses) ?? [];
   // targetRef (the pod) is not read: the address is what gets programmed.
   return pick<Endpoint>([
-    ['addresses', (arr(e.addresses) ?? []).filter((a): a is string => typeof a === 'string')],
-    ['conditions', c ? pick([['ready', c.ready], ['serving', c.serving], ['terminating', c.terminating]]) : undefined],
-    ['nodeName', e.nodeName],
-    ['zone', e.zone],
+    // slice(), not filter(): an array of exactly its length (filter's grows in steps).
+    ['addresses', addresses.every((a) => typeof a === 'string') ? addresses.slice() : addresses.filter((a): a is string => typeof a === 'string')],
+    ['conditions', c ? conditionsOf(c) : undefined],
+    ['nodeName', shareString(e.nodeName)],
+    ['zone', shareString(e.zone)],
     ['hints', h ? pick([['forZones', names(h.forZones)], ['forNodes', names(h.forNodes)]]) : undefined],
   ]);
 }
 
 export function projectEndpointSlice(x: unknown): EndpointSlice | undefined {
   const raw = obj(x);
-  const metadata = raw && meta(raw, true);
+  const metadata = raw && meta(raw, [SERVICE_NAME_LABEL]);
   if (!raw || !metadata) return undefined;
-  const ports = arr(raw.ports)?.map((p) => {
+  const projected = arr(raw.ports)?.map((p) => {
     const o = obj(p) ?? {};
-    return pick<EndpointPort>([
-      ['name', o.name],
-      ['protocol', o.protocol],
-      ['port', o.port],
-    ]);
+    return Object.freeze(
+      pick<EndpointPort>([
+        ['name', o.name],
+        ['protocol', o.protocol],
+        ['port', o.port],
+      ]),
+    );
   });
+  // Most slices of a cluster list the same ports: one frozen list for all of them.
+  const ports = projected && sharedPorts.get(JSON.stringify(projected), () => Object.freeze(projected) as EndpointPort[]);
   return pick<EndpointSlice>([
     ['apiVersion', 'discovery.k8s.io/v1'],
     ['kind', 'EndpointSlice'],

@@ -136,5 +136,5 @@ export function namespaceOf(o: { metadata: ObjectMeta }): string {
 
 /** "namespace/name", the usual way Kubernetes names an object in logs. */
 export function nsName(o: { metadata: ObjectMeta }): string {
-  return `${namespaceOf(o)}/${o.metadata.name}`;
+  return [namespaceOf(o), o.metadata.name].join('/'); // one flat string (see frontendKey in src/proxy/desired.ts)
 }

@@ -30,7 +30,7 @@ import * as abi from '../maps/abi.js';
 import { MapFullError, type MapEntry, type MapWriter } from '../maps/writer.js';
 import type { Logger } from '../log.js';
 import { IdAllocator } from './ids.js';
-import { backendKeyOf, frontendKey, type DesiredChanges, type DesiredState, type ServiceRef } from './desired.js';
+import { backendKeyOf, frontendIdOf, frontendKey, type DesiredChanges, type DesiredState, type ServiceRef } from './desired.js';
 
 const S = abi.KBP_MAP_SERVICES;
 const B = abi.KBP_MAP_BACKENDS;
@@ -39,7 +39,7 @@ const SR = abi.KBP_MAP_SRC_RANGES;
 
 /** A frontend as the maps identify it (scope included). */
 function feId(vip: string, port: number, proto: number, scope: number): string {
-  return `${frontendKey(vip, port, proto)}#${scope}`;
+  return frontendIdOf(frontendKey(vip, port, proto), scope);
 }
 
 const isMarker = (k: abi.SvcKey): boolean => k.port === 0 && k.proto === 0;
@@ -313,7 +313,7 @@ export class Syncer {
       wantRevNat.set(svcId, { vip: f.vip, port: f.port });
       wantRanges.set(svcId, f.sourceRanges ?? []);
       programmed.set(svcId, { id: svcId, frontend: f.key, service: f.service });
-      const sig = `${svcId}|${f.flags}|${f.affinityTimeout}|${activeIds.join(',')}|${f.sourceRanges?.join(',') ?? ''}`;
+      const sig = [svcId, f.flags, f.affinityTimeout, activeIds.join(','), f.sourceRanges?.join(',') ?? ''].join('|');
       if (!changes && this.applied.get(id) === sig) {
         applied.set(id, sig);
         continue;
