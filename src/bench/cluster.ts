@@ -23,10 +23,18 @@
 //                own kubeproxy_network_programming_duration_seconds (same
 //                span, measured inside the agent) is reported as its mean.
 //
+// Repetitions (`repeat`) and other builds of the agent (`agents`: the
+// kbp.js of another checkout, e.g. main next to a branch) are measured
+// against the same API server and objects, one agent at a time, so a
+// comparison does not pay for creating 10k Services again (minutes on a busy
+// VM) and sees the same cluster; the figures are reported per run and as
+// medians per agent.
+//
 // Needs root (bpffs) and the Kubernetes binaries (make k8s-bins). Not a test:
 // it prints what it measured against the budgets, nothing asserts them.
 
 import https from 'node:https';
+import os from 'node:os';
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import * as abi from '../maps/abi.js';
@@ -47,9 +55,15 @@ export interface ClusterBenchOptions {
   concurrency?: number;
   /** Run the agent with --cpu-prof / --heap-prof into this folder. */
   profileDir?: string;
+  /** Agent starts per scale and agent build (default 1). */
+  repeat?: number;
+  /** Agent builds to measure, each a kbp.js (default: this checkout's, labelled "this"). */
+  agents?: Array<{ label: string; bin: string }>;
 }
 
 export interface ClusterScaleResult {
+  agent: string;
+  run: number;
   services: number;
   endpoints_per_service: number;
   create_s: number;
@@ -65,6 +79,8 @@ export interface ClusterScaleResult {
   one_endpoint_max_ms: number;
   api_write_p50_ms: number;
   programming_metric_mean_ms: number;
+  /** The machine's 1-minute load average when the agent was ready (other jobs share the VM). */
+  load_avg_1m: number;
 }
 
 const NS = 'bench';
@@ -160,14 +176,14 @@ interface RunningAgent {
   stop(): Promise<void>;
 }
 
-async function startAgent(tb: Testbed, kubeconfig: string, label: string, profileDir: string | undefined): Promise<RunningAgent> {
+async function startAgent(tb: Testbed, kubeconfig: string, bin: string, label: string, profileDir: string | undefined): Promise<RunningAgent> {
   const bpffs = await tb.mountBpffs();
   const apiPort = await freePort();
   const logFile = path.join(await tb.tempDir('bench-agent'), `${label}.log`);
   const prof = profileDir ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`, '--heap-prof', `--heap-prof-dir=${profileDir}`] : [];
   const child = tb.spawn(
     null,
-    [process.execPath, ...prof, kbpBin(), 'agent', '--host-services-cgroup', 'off', '--kubeconfig', kubeconfig, '--node-name', NODE, '--pod-devices', 'kbpbench-nomatch-*', '--bpffs', bpffs, '--api-listen', `127.0.0.1:${apiPort}`, '--log-level', 'info'],
+    [process.execPath, ...prof, bin, 'agent', '--host-services-cgroup', 'off', '--kubeconfig', kubeconfig, '--node-name', NODE, '--pod-devices', 'kbpbench-nomatch-*', '--bpffs', bpffs, '--api-listen', `127.0.0.1:${apiPort}`, '--log-level', 'info'],
     { logFile, env: childEnv(), stopTimeoutMs: 10_000 },
   );
   const end = Date.now() + 600_000;
@@ -217,6 +233,8 @@ async function metricsText(port: number): Promise<string> {
 const metricValue = (text: string, name: string) => Number(text.split('\n').find((l) => l.startsWith(`${name} `))?.split(' ')[1] ?? NaN);
 
 async function measureScale(
+  agentBuild: { label: string; bin: string },
+  run: number,
   tb: Testbed,
   cp: ControlPlane,
   api: Api,
@@ -228,10 +246,11 @@ async function measureScale(
   profileDir: string | undefined,
   progress: (s: string) => void,
 ): Promise<ClusterScaleResult> {
-  progress(`${services} Services: starting the agent`);
-  const agent = await startAgent(tb, cp.kubeconfigPath, `agent-${services}`, profileDir);
+  progress(`${services} Services: starting the agent (${agentBuild.label}, run ${run + 1})`);
+  const agent = await startAgent(tb, cp.kubeconfigPath, agentBuild.bin, `agent-${services}-${agentBuild.label}-${run + 1}`, profileDir);
   try {
     const rss = await procStatusMb(agent.pid, 'VmRSS');
+    const load = os.loadavg()[0]!;
     const lines = (await readFile(agent.logFile, 'utf8')).split('\n');
     const started = lines.find((l) => l.includes('msg=starting'));
     const listed = lines.find((l) => l.includes('msg="objects listed"'));
@@ -275,6 +294,8 @@ async function measureScale(
     const progCount = delta('kubeproxy_network_programming_duration_seconds_count');
     const peak = await procStatusMb(agent.pid, 'VmHWM');
     return {
+      agent: agentBuild.label,
+      run: run + 1,
       services,
       endpoints_per_service: endpoints,
       create_s: createS,
@@ -290,6 +311,7 @@ async function measureScale(
       one_endpoint_max_ms: Math.max(...lat),
       api_write_p50_ms: pct(writeMs, 50),
       programming_metric_mean_ms: progCount > 0 ? (progSum / progCount) * 1000 : NaN,
+      load_avg_1m: load,
     };
   } finally {
     await agent.stop();
@@ -302,6 +324,8 @@ export async function runClusterBench(opts: ClusterBenchOptions): Promise<Cluste
   const endpoints = opts.endpoints ?? 10;
   const changes = opts.changes ?? 200;
   const concurrency = opts.concurrency ?? 32;
+  const repeat = opts.repeat ?? 1;
+  const agents = opts.agents ?? [{ label: 'this', bin: kbpBin() }];
   const progress = (s: string) => process.stderr.write(`bench cluster: ${s}\n`);
   const tb = Testbed.create({ prefix: 'kbpbench' });
   const out: ClusterScaleResult[] = [];
@@ -325,7 +349,9 @@ export async function runClusterBench(opts: ClusterBenchOptions): Promise<Cluste
         });
         const createS = (now() - t0) / 1000;
         created = n;
-        out.push(await measureScale(tb, cp, api, n, endpoints, changes, vips, createS, opts.profileDir, progress));
+        for (let run = 0; run < repeat; run++) {
+          for (const a of agents) out.push(await measureScale(a, run, tb, cp, api, n, endpoints, changes, vips, createS, opts.profileDir, progress));
+        }
       }
     } finally {
       api.close();
@@ -342,19 +368,38 @@ export async function runClusterBench(opts: ClusterBenchOptions): Promise<Cluste
   const f = (x: number, d = 1) => (Number.isFinite(x) ? x.toFixed(d) : '-');
   process.stdout.write(`kbp cluster benchmark: the agent against kube-apiserver ${cp!.version} (etcd, loopback); Node ${process.version}\n`);
   process.stdout.write(`single-endpoint changes one at a time, ${SPACING_MS} ms apart (past --min-sync-period 100 ms); latency = API write to the new address in the pinned maps\n`);
-  process.stdout.write('services  eps/svc  create s  list ms  full sync ms  (syncer ms)  updates  RSS MB  peak MB  changes  1-ep p50 ms  1-ep p99 ms  1-ep max ms  API write p50 ms  prog. metric mean ms\n');
-  for (const r of out) {
+  const median = (xs: number[]) => pct(xs, 50);
+  const rows: ClusterScaleResult[] = [...out];
+  if (repeat > 1) {
+    // Medians per agent and scale (run 0), after the single runs.
+    for (const a of agents) {
+      for (const n of scales) {
+        const rs = out.filter((r) => r.agent === a.label && r.services === n);
+        if (!rs.length) continue;
+        const m = { ...rs[0]!, run: 0 } as ClusterScaleResult;
+        for (const k of Object.keys(m) as Array<keyof ClusterScaleResult>) {
+          if (typeof m[k] === 'number' && k !== 'run' && k !== 'services' && k !== 'endpoints_per_service' && k !== 'changes') (m[k] as number) = median(rs.map((r) => r[k] as number));
+        }
+        rows.push(m);
+      }
+    }
+  }
+  process.stdout.write(`run 0 = median of ${repeat} runs\n`);
+  process.stdout.write('agent     run  services  eps/svc  create s  list ms  full sync ms  (syncer ms)  updates  RSS MB  peak MB  changes  1-ep p50 ms  1-ep p99 ms  1-ep max ms  API write p50 ms  prog. metric mean ms  load 1m\n');
+  for (const r of rows) {
     process.stdout.write(
-      `${String(r.services).padStart(8)}  ${String(r.endpoints_per_service).padStart(7)}  ${f(r.create_s).padStart(8)}  ${f(r.list_ms, 0).padStart(7)}  ${f(r.full_sync_ms, 0).padStart(12)}  ${f(r.full_sync_syncer_ms, 0).padStart(11)}  ${String(r.full_sync_updates).padStart(7)}` +
+      `${r.agent.padEnd(8)}  ${String(r.run).padStart(3)}  ${String(r.services).padStart(8)}  ${String(r.endpoints_per_service).padStart(7)}  ${f(r.create_s).padStart(8)}  ${f(r.list_ms, 0).padStart(7)}  ${f(r.full_sync_ms, 0).padStart(12)}  ${f(r.full_sync_syncer_ms, 0).padStart(11)}  ${String(r.full_sync_updates).padStart(7)}` +
         `  ${f(r.rss_mb, 0).padStart(6)}  ${f(r.peak_rss_mb, 0).padStart(7)}  ${String(r.changes).padStart(7)}  ${f(r.one_endpoint_p50_ms).padStart(11)}  ${f(r.one_endpoint_p99_ms).padStart(11)}  ${f(r.one_endpoint_max_ms).padStart(11)}` +
-        `  ${f(r.api_write_p50_ms).padStart(16)}  ${f(r.programming_metric_mean_ms).padStart(20)}\n`,
+        `  ${f(r.api_write_p50_ms).padStart(16)}  ${f(r.programming_metric_mean_ms).padStart(20)}  ${f(r.load_avg_1m).padStart(7)}\n`,
     );
   }
-  const big = out[out.length - 1]!;
   const verdict = (ok: boolean) => (ok ? 'within budget' : 'OVER BUDGET');
-  process.stdout.write(`\nat ${big.services} Services x ${big.endpoints_per_service} endpoints:\n`);
-  process.stdout.write(`  full sync from informer sync ≤ 1 s:        ${f(big.full_sync_ms, 0)} ms — ${verdict(big.full_sync_ms <= 1000)}\n`);
-  process.stdout.write(`  one endpoint change, API write to map p99 ≤ 50 ms: ${f(big.one_endpoint_p99_ms)} ms — ${verdict(big.one_endpoint_p99_ms <= 50)}\n`);
-  process.stdout.write(`  agent RSS ≤ 150 MB:                        ${f(big.rss_mb, 0)} MB (peak ${f(big.peak_rss_mb, 0)}) — ${verdict(big.rss_mb <= 150)}\n`);
+  for (const a of agents) {
+    const big = rows.filter((r) => r.agent === a.label).pop()!;
+    process.stdout.write(`\n${a.label}${repeat > 1 ? ` (median of ${repeat} runs)` : ''} at ${big.services} Services x ${big.endpoints_per_service} endpoints:\n`);
+    process.stdout.write(`  full sync from informer sync ≤ 1 s:        ${f(big.full_sync_ms, 0)} ms — ${verdict(big.full_sync_ms <= 1000)}\n`);
+    process.stdout.write(`  one endpoint change, API write to map p99 ≤ 50 ms: ${f(big.one_endpoint_p99_ms)} ms — ${verdict(big.one_endpoint_p99_ms <= 50)}\n`);
+    process.stdout.write(`  agent RSS ≤ 150 MB:                        ${f(big.rss_mb, 0)} MB (peak ${f(big.peak_rss_mb, 0)}) — ${verdict(big.rss_mb <= 150)}\n`);
+  }
   return out;
 }
