@@ -11,6 +11,18 @@ export interface MapEntry {
   value: Buffer;
 }
 
+/**
+ * Entries of one map encoded back to back, as the batch syscalls take them:
+ * entry i's key at i * key size of `keys`, its value at i * value size of
+ * `values`. The syncer encodes a whole phase into one pair of buffers instead
+ * of two small buffers per entry (230k entries at 10k Services).
+ */
+export interface PackedEntries {
+  keys: Buffer;
+  values: Buffer;
+  count: number;
+}
+
 export interface MapReader {
   /** Every entry of the map, in the kernel's iteration order. */
   entries(map: string): Promise<MapEntry[]>;
@@ -24,7 +36,17 @@ export interface MapWriter extends MapReader {
   updateBatch(map: string, entries: readonly MapEntry[]): Promise<void>;
   /** Resolves with the number deleted; absent keys are skipped. */
   deleteBatch(map: string, keys: readonly Buffer[]): Promise<number>;
+  /** updateBatch of packed entries. */
+  updatePacked(map: string, batch: PackedEntries): Promise<void>;
 }
+
+/** The packed entries one by one, key and value as views (no copy). */
+export function unpack(batch: PackedEntries): MapEntry[] {
+  const ks = batch.keys.length / batch.count;
+  const vs = batch.values.length / batch.count;
+  return Array.from({ length: batch.count }, (_, i) => ({ key: batch.keys.subarray(i * ks, (i + 1) * ks), value: batch.values.subarray(i * vs, (i + 1) * vs) }));
+}
+
 
 export type MapOp = 'update' | 'delete' | 'updateBatch' | 'deleteBatch' | 'entries';
 
@@ -109,21 +131,29 @@ export class BpfMapWriter implements MapWriter {
   }
 
   async updateBatch(name: string, entries: readonly MapEntry[]): Promise<void> {
+    await this.updatePacked(name, { keys: Buffer.concat(entries.map((e) => e.key)), values: Buffer.concat(entries.map((e) => e.value)), count: entries.length });
+  }
+
+  async updatePacked(name: string, batch: PackedEntries): Promise<void> {
     const m = this.map(name, 'updateBatch');
-    for (let i = 0; i < entries.length; i += this.batchSize) {
-      const chunk = entries.slice(i, i + this.batchSize);
-      if (this.noBatch.has(name) || chunk.length === 1) {
-        for (const e of chunk) await this.update(name, e.key, e.value);
-        continue;
+    if (batch.count === 0) return;
+    const ks = batch.keys.length / batch.count;
+    const vs = batch.values.length / batch.count;
+    for (let i = 0; i < batch.count; i += this.batchSize) {
+      const n = Math.min(this.batchSize, batch.count - i);
+      const keys = batch.keys.subarray(i * ks, (i + n) * ks);
+      const values = batch.values.subarray(i * vs, (i + n) * vs);
+      if (!this.noBatch.has(name) && n > 1) {
+        try {
+          await m.updateBatch(keys, values, n);
+          continue;
+        } catch (err) {
+          if (!noBatchCodes.has((err as NativeError).code)) throw mapError(name, 'updateBatch', err);
+          // Rewriting entries a partial batch already wrote is harmless.
+          this.noBatch.add(name);
+        }
       }
-      try {
-        await m.updateBatch(Buffer.concat(chunk.map((e) => e.key)), Buffer.concat(chunk.map((e) => e.value)), chunk.length);
-      } catch (err) {
-        if (!noBatchCodes.has((err as NativeError).code)) throw mapError(name, 'updateBatch', err);
-        // Rewriting entries a partial batch already wrote is harmless.
-        this.noBatch.add(name);
-        for (const e of chunk) await this.update(name, e.key, e.value);
-      }
+      for (const e of unpack({ keys, values, count: n })) await this.update(name, e.key, e.value);
     }
   }
 
@@ -279,6 +309,11 @@ export class FakeMapWriter implements MapWriter {
     this.table(name, 'updateBatch');
     this.begin({ op: 'updateBatch', map: name, keys: entries.map((e) => e.key), values: entries.map((e) => e.value) });
     for (const e of entries) this.put(name, 'updateBatch', e.key, e.value);
+  }
+
+  /** Recorded as the updateBatch it stands for, one key and value per entry. */
+  async updatePacked(name: string, batch: PackedEntries): Promise<void> {
+    await this.updateBatch(name, unpack(batch));
   }
 
   async deleteBatch(name: string, keys: readonly Buffer[]): Promise<number> {

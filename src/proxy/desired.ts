@@ -550,7 +550,41 @@ function markerOf(f: DesiredFrontend | undefined): string | undefined {
 interface BackendRefs {
   refs: number;
   active: number; // refs that see the endpoint ready
-  backend: DesiredBackend;
+  /** The merged backend (active when any frontend has it ready): what the maps get. */
+  merged: DesiredBackend;
+}
+
+/**
+ * The merged backends as a ReadonlyMap, read through the reference counts
+ * (one map of 100k entries instead of two); iteration order is that of a
+ * backend's first appearance either way.
+ */
+class MergedBackends implements ReadonlyMap<string, DesiredBackend> {
+  constructor(private readonly refs: ReadonlyMap<string, BackendRefs>) {}
+  get size(): number {
+    return this.refs.size;
+  }
+  get(key: string): DesiredBackend | undefined {
+    return this.refs.get(key)?.merged;
+  }
+  has(key: string): boolean {
+    return this.refs.has(key);
+  }
+  keys(): MapIterator<string> {
+    return this.refs.keys();
+  }
+  *values(): MapIterator<DesiredBackend> {
+    for (const r of this.refs.values()) yield r.merged;
+  }
+  *entries(): MapIterator<[string, DesiredBackend]> {
+    for (const [k, r] of this.refs) yield [k, r.merged];
+  }
+  [Symbol.iterator](): MapIterator<[string, DesiredBackend]> {
+    return this.entries();
+  }
+  forEach(fn: (value: DesiredBackend, key: string, map: ReadonlyMap<string, DesiredBackend>) => void, thisArg?: unknown): void {
+    for (const [k, r] of this.refs) fn.call(thisArg, r.merged, k, this);
+  }
 }
 
 /**
@@ -565,7 +599,7 @@ export class DesiredAssembler {
   private readonly claims = new Map<string, string[]>();
   private readonly frontendMap = new Map<string, DesiredFrontend>();
   private readonly backendRefs = new Map<string, BackendRefs>();
-  private readonly backendMap = new Map<string, DesiredBackend>();
+  private readonly backendMap = new MergedBackends(this.backendRefs);
   private readonly vipCount = new Map<string, number>();
   private readonly vipSet = new Set<string>();
   private readonly withHealthCheck = new Set<string>();
@@ -660,22 +694,19 @@ export class DesiredAssembler {
 
   private ref(b: DesiredBackend, d: 1 | -1): void {
     let r = this.backendRefs.get(b.key);
-    if (!r) this.backendRefs.set(b.key, (r = { refs: 0, active: 0, backend: b }));
+    const fresh = !r;
+    if (!r) this.backendRefs.set(b.key, (r = { refs: 0, active: 0, merged: b }));
     r.refs += d;
     if (b.state === abi.KBP_BACKEND_ACTIVE) r.active += d;
-    const cur = this.backendMap.get(b.key);
     if (r.refs === 0) {
       this.backendRefs.delete(b.key);
-      if (cur) {
-        this.backendMap.delete(b.key);
-        this.changes.backends.add(b.key);
-      }
+      if (!fresh) this.changes.backends.add(b.key);
       return;
     }
     const state = r.active > 0 ? abi.KBP_BACKEND_ACTIVE : abi.KBP_BACKEND_TERMINATING;
-    if (!cur || cur.state !== state) {
+    if (fresh || r.merged.state !== state) {
       // Desired backends are never mutated: share the frontend's object when its state is the merged one.
-      this.backendMap.set(b.key, b.state === state ? b : { key: b.key, ip: b.ip, port: b.port, proto: b.proto, state, flags: b.flags });
+      r.merged = b.state === state ? b : { key: b.key, ip: b.ip, port: b.port, proto: b.proto, state, flags: b.flags };
       this.changes.backends.add(b.key);
     }
   }

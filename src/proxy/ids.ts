@@ -14,7 +14,13 @@ export class IdsExhaustedError extends Error {
 
 export class IdAllocator {
   private readonly byKey = new Map<string, number>();
-  private readonly byId = new Map<number, string>();
+  /**
+   * Id -> key. Ids are dense from 1 (fresh ones count up, restored ones are
+   * what an earlier agent counted), so an array indexed by id is a third of
+   * a Map's size (100k backends); a far-off id makes it sparse, which V8
+   * stores as a dictionary: still correct.
+   */
+  private readonly byId: Array<string | undefined> = [];
   private readonly released: number[] = []; // FIFO: the longest released first
   private next = 1;
 
@@ -32,7 +38,7 @@ export class IdAllocator {
   }
 
   keyOf(id: number): string | undefined {
-    return this.byId.get(id);
+    return this.byId[id];
   }
 
   keys(): IterableIterator<string> {
@@ -44,12 +50,12 @@ export class IdAllocator {
     const have = this.byKey.get(key);
     if (have !== undefined) return have;
     let id: number | undefined;
-    while (this.next <= this.max && this.byId.has(this.next)) this.next++;
+    while (this.next <= this.max && this.byId[this.next] !== undefined) this.next++;
     if (this.next <= this.max) id = this.next++;
     else {
       while (this.released.length > 0) {
         const r = this.released.shift()!;
-        if (!this.byId.has(r)) {
+        if (this.byId[r] === undefined) {
           id = r;
           break;
         }
@@ -57,7 +63,7 @@ export class IdAllocator {
     }
     if (id === undefined) throw new IdsExhaustedError(this.what);
     this.byKey.set(key, id);
-    this.byId.set(id, key);
+    this.byId[id] = key;
     return id;
   }
 
@@ -69,10 +75,10 @@ export class IdAllocator {
   restore(key: string, id: number): boolean {
     if (!Number.isInteger(id) || id < 1 || id > this.max) return false;
     const haveId = this.byKey.get(key);
-    const haveKey = this.byId.get(id);
+    const haveKey = this.byId[id];
     if (haveId !== undefined || haveKey !== undefined) return haveId === id && haveKey === key;
     this.byKey.set(key, id);
-    this.byId.set(id, key);
+    this.byId[id] = key;
     if (id >= this.next) this.next = id + 1;
     return true;
   }
@@ -81,7 +87,7 @@ export class IdAllocator {
     const id = this.byKey.get(key);
     if (id === undefined) return;
     this.byKey.delete(key);
-    this.byId.delete(id);
+    this.byId[id] = undefined;
     this.released.push(id);
   }
 

@@ -117,6 +117,28 @@ t.test('BpfMapWriter falls back to single-entry calls when batches are not suppo
   t.same(calls, ['nextKey', 'lookup', 'nextKey', 'lookup', 'nextKey', 'lookup', 'nextKey', 'lookup', 'nextKey']);
 });
 
+t.test('BpfMapWriter writes packed entries in chunks of one buffer each, entry by entry without batch support', async (t) => {
+  const packed = (ids: number[]) => ({ keys: Buffer.concat(ids.map(bkey)), values: Buffer.concat(ids.map((id) => bval(`10.244.1.${id}`))), count: ids.length });
+  const { m, rows, calls } = scriptedMap();
+  const w = new BpfMapWriter(new Map([[B, m]]), { batchSize: 2 });
+  await w.updatePacked(B, packed([1, 2, 3, 4, 5]));
+  t.same(calls, ['updateBatch(2)', 'updateBatch(2)', 'update'], 'a last chunk of one is a single update');
+  t.same(formatMap(B, await w.entries(B)), [1, 2, 3, 4, 5].map((id) => `backend=${id} -> 10.244.1.${id}:8080/TCP active`));
+  t.equal(rows.size, 5);
+
+  const old = scriptedMap({ batch: false });
+  const w2 = new BpfMapWriter(new Map([[B, old.m]]));
+  await w2.updatePacked(B, packed([1, 2, 3]));
+  t.same(old.calls, ['updateBatch(3)', 'update', 'update', 'update']);
+  t.same(formatMap(B, await w2.entries(B)), [1, 2, 3].map((id) => `backend=${id} -> 10.244.1.${id}:8080/TCP active`));
+
+  // The fake records a packed write as the updateBatch it stands for.
+  const f = new FakeMapWriter({ [B]: { keySize: abi.backendKey.size, valueSize: abi.backendValue.size } });
+  await f.updatePacked(B, packed([7, 8]));
+  t.same(f.ops.map((o) => `${o.op} x${o.keys.length}`), ['updateBatch x2']);
+  t.same(formatMap(B, f.snapshot(B)), ['backend=7 -> 10.244.1.7:8080/TCP active', 'backend=8 -> 10.244.1.8:8080/TCP active']);
+});
+
 t.test('BpfMapWriter grows the read page when a hash bucket does not fit (ENOSPC)', async (t) => {
   const { m, calls } = scriptedMap({ bucketLimit: 8 });
   const w = new BpfMapWriter(new Map([[B, m]]), { batchSize: 2 });

@@ -12,7 +12,7 @@ import * as abi from '../../src/maps/abi.js';
 import { FakeMapWriter, MapFullError } from '../../src/maps/writer.js';
 import { formatMap, formatOp } from '../../src/maps/format.js';
 import { computeDesired } from '../../src/proxy/desired.js';
-import { Syncer, assignSlots } from '../../src/proxy/syncer.js';
+import { SlotTable, Syncer, assignSlots } from '../../src/proxy/syncer.js';
 import { memoryLogger, silentLogger } from '../../src/log.js';
 import type { EndpointSlice, Service } from '../../src/k8s/types.js';
 import { NODE, slice, svc } from './fixtures.js';
@@ -294,8 +294,36 @@ t.test('batches are used from batchMin entries on', async (t) => {
   t.same(dump(w), []);
 });
 
+t.test('SlotTable: backend ids per slot, anything else the maps hold kept whole', async (t) => {
+  const v = (backend_id: number, svc_id = 7, extra: Partial<{ count: number; flags: number; affinity_timeout: number }> = {}) => ({ backend_id, svc_id, count: 0, flags: 0, affinity_timeout: 0, ...extra });
+  const s = new SlotTable();
+  s.set(2, v(11));
+  s.set(1, v(10));
+  s.set(4, v(12, 9)); // another frontend's id (a stale slot)
+  s.set(5, v(13, 7, { count: 3 }));
+  s.set(6, v(0)); // a slot pointing at no backend
+  t.equal(s.size, 5);
+  t.same(s.slots(), [1, 2, 4, 5, 6]);
+  t.same([1, 2, 3, 4, 5, 6].map((slot) => s.backendId(slot)), [10, 11, undefined, 12, 13, 0]);
+  t.ok(s.holds(1, 10, 7) && s.holds(2, 11, 7), 'what the syncer writes');
+  t.notOk(s.holds(1, 10, 8), 'another frontend id');
+  t.notOk(s.holds(3, 0, 7) || s.holds(3, 10, 7), 'no entry');
+  t.notOk(s.holds(4, 12, 7), 'stale id kept as it is');
+  t.ok(s.holds(4, 12, 9));
+  t.notOk(s.holds(5, 13, 7), 'a slot with a count is not what the syncer writes');
+  t.notOk(s.holds(6, 0, 7));
+  s.set(5, v(13));
+  t.ok(s.holds(5, 13, 7), 'rewritten');
+  s.delete(2);
+  s.delete(6);
+  s.delete(3);
+  t.same(s.slots(), [1, 4, 5]);
+  t.equal(s.size, 3);
+  t.equal(s.backendId(2), undefined);
+});
+
 t.test('assignSlots keeps positions and fills holes with the displaced', async (t) => {
-  const cur = (ids: number[]) => new Map(ids.map((backend_id, i) => [i + 1, { backend_id, svc_id: 1, count: 0, flags: 0, affinity_timeout: 0 }]));
+  const cur = (ids: number[]) => (slot: number) => ids[slot - 1];
   t.same(assignSlots([1, 2, 3], undefined), [1, 2, 3]);
   t.same(assignSlots([1, 3], cur([1, 2, 3])), [1, 3], 'last moves into the hole');
   t.same(assignSlots([1, 2, 3, 4], cur([3, 1, 2])), [3, 1, 2, 4], 'existing order kept, new appended');
