@@ -9,6 +9,7 @@
 // flowing until the next agent takes over.
 
 import { existsSync } from 'node:fs';
+import v8 from 'node:v8';
 import { bpfObjectPath } from '../paths.js';
 import { native, type BpfObject } from '../native/binding.js';
 import * as abi from '../maps/abi.js';
@@ -215,7 +216,14 @@ export async function runAgent(cfg: AgentConfig, log = new Logger(undefined, cfg
     }
     await migration.afterSwitch(mapOf);
     ready = true;
+    const mem = process.memoryUsage();
+    const spaces = Object.fromEntries(v8.getHeapSpaceStatistics().map((sp) => [sp.space_name.replace(/_space$/, ''), Math.round(sp.space_used_size / 2 ** 20) + '/' + Math.round(sp.physical_space_size / 2 ** 20)]));
     log.info('ready', {
+      rssMiB: Math.round(mem.rss / 2 ** 20),
+      heapUsedMiB: Math.round(mem.heapUsed / 2 ** 20),
+      heapTotalMiB: Math.round(mem.heapTotal / 2 ** 20),
+      externalMiB: Math.round(mem.external / 2 ** 20),
+      heapSpacesMiB: Object.entries(spaces).map(([k, v]) => `${k}=${v}`).join(','),
       attached: [...devices.attached.values()].sort().join(',') || '-',
       uplinks: uplinksAttached ? [...uplinksAttached.tc.values()].sort().join(',') || '-' : undefined,
       xdp: uplinksAttached?.xdp ? [...uplinksAttached.xdp.values()].sort().join(',') || '-' : undefined,

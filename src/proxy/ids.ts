@@ -91,8 +91,9 @@ export class IdAllocator {
     this.released.push(id);
   }
 
-  /** Release every key not in `keep`. */
-  retain(keep: ReadonlySet<string>): void {
-    for (const key of [...this.byKey.keys()]) if (!keep.has(key)) this.release(key);
+  /** Release every key not in `keep` (a Set, or the desired state's map itself: no copy of 100k keys). */
+  retain(keep: { has(key: string): boolean }): void {
+    // Deleting from a Map while iterating it is well defined: entries not yet visited stay, deleted ones are skipped.
+    for (const key of this.byKey.keys()) if (!keep.has(key)) this.release(key);
   }
 }

@@ -139,12 +139,12 @@ interface WantedFrontend {
 }
 
 /** Encode `items` back to back with the two codecs (see PackedEntries). */
-function pack<T, K, V>(items: readonly T[], kc: abi.StructCodec<K>, vc: abi.StructCodec<V>, kv: (item: T) => [K, V]): PackedEntries {
+function pack<T, K, V>(items: readonly T[], kc: abi.StructCodec<K>, vc: abi.StructCodec<V>, kv: (item: T, i: number) => [K, V]): PackedEntries {
   const keys = Buffer.allocUnsafe(items.length * kc.size);
   const values = Buffer.allocUnsafe(items.length * vc.size);
   // encodeInto zero-fills each record first: padding is never left uninitialized.
   items.forEach((item, i) => {
-    const [k, v] = kv(item);
+    const [k, v] = kv(item, i);
     kc.encodeInto(k, keys, i * kc.size);
     vc.encodeInto(v, values, i * vc.size);
   });
@@ -432,45 +432,68 @@ export class Syncer {
     // ---- 1. backends
     const backendWrites = [...wantBackends].filter(([id, b]) => !sameBackend(cur.backends.get(id), b));
     const backendKey = { id: 0 };
-    await this.put(
+    // The kernel takes the backends (on the addon's worker thread) while the
+    // slots are worked out and encoded here; they are written only once it is
+    // done, so the order the datapath needs holds. (230k entries: the kernel's
+    // share is a few hundred ms.)
+    const backendsWritten = this.put(
       B,
       pack(backendWrites, abi.backendKey, abi.backendValue, ([id, b]) => {
         backendKey.id = id;
         return [backendKey, b];
       }),
     );
-    for (const [id, b] of wantBackends) cur.backends.set(id, b);
+    backendsWritten.catch(() => {}); // awaited below; this only keeps it from counting as unhandled meanwhile
 
     // ---- 2. slots 1..n
-    const slotWrites: Array<{ fe: string; slot: number; backendId: number; w: WantedFrontend }> = [];
+    // Slot writes as parallel arrays (write i: frontend, slot, backend id): 100k of them on a first sync, no object each.
+    const swFe: string[] = [];
+    const swWant: WantedFrontend[] = [];
+    const swSlot: number[] = [];
     for (const [id, w] of wantFrontends) {
       const have = cur.frontends.get(id)?.slots;
       const svcId = w.entry.svc_id;
-      w.slotIds.forEach((backendId, i) => {
-        if (!have?.holds(i + 1, backendId, svcId)) slotWrites.push({ fe: id, slot: i + 1, backendId, w });
-      });
+      for (let i = 0; i < w.slotIds.length; i++) {
+        if (have?.holds(i + 1, w.slotIds[i]!, svcId)) continue;
+        swFe.push(id);
+        swWant.push(w);
+        swSlot.push(i + 1);
+      }
     }
     const slotKey: abi.SvcKey = { vip: '', port: 0, proto: 0, scope: 0, slot: 0 };
     const slotValue: abi.SvcValue = { backend_id: 0, svc_id: 0, count: 0, flags: 0, affinity_timeout: 0 };
-    const slotEntry = (s: (typeof slotWrites)[number]): [abi.SvcKey, abi.SvcValue] => {
-      Object.assign(slotKey, s.w.base);
-      slotKey.slot = s.slot;
-      slotValue.backend_id = s.backendId;
-      slotValue.svc_id = s.w.entry.svc_id;
+    const slotEntry = (i: number): [abi.SvcKey, abi.SvcValue] => {
+      const w = swWant[i]!;
+      Object.assign(slotKey, w.base);
+      slotKey.slot = swSlot[i]!;
+      slotValue.backend_id = w.slotIds[swSlot[i]! - 1]!;
+      slotValue.svc_id = w.entry.svc_id;
       return [slotKey, slotValue];
     };
-    await this.put(S, pack(slotWrites, abi.svcKey, abi.svcValue, slotEntry));
-    for (const s of slotWrites) this.track(cur, s.fe, s.w.base).slots.set(s.slot, slotEntry(s)[1]);
+    const slotBatch = pack(swSlot, abi.svcKey, abi.svcValue, (_slot, i) => slotEntry(i));
+    await backendsWritten;
+    for (const [id, b] of wantBackends) cur.backends.set(id, b);
+    const slotsWritten = this.put(S, slotBatch);
+    slotsWritten.catch(() => {}); // awaited below, as backendsWritten
+
+    // Worked out while the kernel takes the slots: revnat, source ranges and service entries to write.
+    const revWrites = [...wantRevNat].filter(([id, r]) => !sameRevNat(cur.revnat.get(id), r));
+    const rangeWrites: Array<[number, string]> = [];
+    for (const [svcId, want] of wantRanges) for (const cidr of want) if (!cur.srcRanges.get(svcId)?.has(cidr)) rangeWrites.push([svcId, cidr]);
+    const entryWrites: Array<[string, WantedFrontend]> = [];
+    for (const group of [wantFrontends, markers]) {
+      for (const [id, w] of group) if (!sameSvc(cur.frontends.get(id)?.entry, w.entry)) entryWrites.push([id, w]);
+    }
+    const entryBatch = pack(entryWrites, abi.svcKey, abi.svcValue, ([, w]) => [w.base, w.entry]);
+    await slotsWritten;
+    for (let i = 0; i < swSlot.length; i++) this.track(cur, swFe[i]!, swWant[i]!.base).slots.set(swSlot[i]!, slotEntry(i)[1]);
 
     // ---- 3. revnat
-    const revWrites = [...wantRevNat].filter(([id, r]) => !sameRevNat(cur.revnat.get(id), r));
     await this.put(R, pack(revWrites, abi.revnatKey, abi.revnatValue, ([svc_id, r]) => [{ svc_id }, r]));
     for (const [id, r] of revWrites) cur.revnat.set(id, r);
 
     // ---- 3b. source ranges, before the service entry that turns their check on
     const rangeKey = (svc_id: number, cidr: string) => abi.srcRangeKey.encode(abi.srcRangeKeyOf(svc_id, cidr));
-    const rangeWrites: Array<[number, string]> = [];
-    for (const [svcId, want] of wantRanges) for (const cidr of want) if (!cur.srcRanges.get(svcId)?.has(cidr)) rangeWrites.push([svcId, cidr]);
     await this.put(SR, pack(rangeWrites, abi.srcRangeKey, abi.srcRangeValue, ([svcId, cidr]) => [abi.srcRangeKeyOf(svcId, cidr), { flags: 0 }]));
     for (const [svcId, cidr] of rangeWrites) {
       let set = cur.srcRanges.get(svcId);
@@ -479,11 +502,7 @@ export class Syncer {
     }
 
     // ---- 4. service entries, then VIP markers
-    const entryWrites: Array<[string, WantedFrontend]> = [];
-    for (const group of [wantFrontends, markers]) {
-      for (const [id, w] of group) if (!sameSvc(cur.frontends.get(id)?.entry, w.entry)) entryWrites.push([id, w]);
-    }
-    await this.put(S, pack(entryWrites, abi.svcKey, abi.svcValue, ([, w]) => [w.base, w.entry]));
+    await this.put(S, entryBatch);
     for (const [id, w] of entryWrites) this.track(cur, id, w.base).entry = w.entry;
 
     // ---- 5. stale slots of kept frontends
@@ -604,16 +623,16 @@ export class Syncer {
  */
 export function assignSlots(activeIds: readonly number[], current: ((slot: number) => number | undefined) | undefined): number[] {
   const n = activeIds.length;
+  // Nothing there yet (a first sync into empty maps), or nothing moved: the order as given.
+  if (!current || activeIds.every((id, i) => current(i + 1) === id)) return activeIds.slice();
   const out: Array<number | undefined> = new Array(n).fill(undefined);
   const want = new Set(activeIds);
   const placed = new Set<number>();
-  if (current) {
-    for (let s = 1; s <= n; s++) {
-      const id = current(s);
-      if (id !== undefined && want.has(id) && !placed.has(id)) {
-        out[s - 1] = id;
-        placed.add(id);
-      }
+  for (let s = 1; s <= n; s++) {
+    const id = current(s);
+    if (id !== undefined && want.has(id) && !placed.has(id)) {
+      out[s - 1] = id;
+      placed.add(id);
     }
   }
   const rest = activeIds.filter((id) => !placed.has(id));
