@@ -11,7 +11,9 @@
 //                to its first "maps synced" (every entry written), both from
 //                its log; the syncer's own share is the ms= of that line
 //   RSS:         VmRSS (and the peak, VmHWM) of the agent from /proc/PID/status
-//                once it is ready
+//                once it is ready (the budget's figure), and VmRSS again after
+//                the endpoint changes, once V8 had time to collect what the
+//                first list and sync left behind (reported, not judged)
 //   one change:  one endpoint address of a random Service replaced through the
 //                API (PUT of its EndpointSlice, stamped with
 //                endpoints.kubernetes.io/last-change-trigger-time), then the
@@ -73,6 +75,7 @@ export interface ClusterScaleResult {
   full_sync_updates: number;
   rss_mb: number;
   peak_rss_mb: number;
+  rss_after_changes_mb: number;
   changes: number;
   one_endpoint_p50_ms: number;
   one_endpoint_p99_ms: number;
@@ -293,6 +296,7 @@ async function measureScale(
     const progSum = delta('kubeproxy_network_programming_duration_seconds_sum');
     const progCount = delta('kubeproxy_network_programming_duration_seconds_count');
     const peak = await procStatusMb(agent.pid, 'VmHWM');
+    const rssAfter = await procStatusMb(agent.pid, 'VmRSS');
     return {
       agent: agentBuild.label,
       run: run + 1,
@@ -305,6 +309,7 @@ async function measureScale(
       full_sync_updates: updates,
       rss_mb: rss,
       peak_rss_mb: peak,
+      rss_after_changes_mb: rssAfter,
       changes,
       one_endpoint_p50_ms: pct(lat, 50),
       one_endpoint_p99_ms: pct(lat, 99),
@@ -385,11 +390,11 @@ export async function runClusterBench(opts: ClusterBenchOptions): Promise<Cluste
     }
   }
   process.stdout.write(`run 0 = median of ${repeat} runs\n`);
-  process.stdout.write('agent     run  services  eps/svc  create s  list ms  full sync ms  (syncer ms)  updates  RSS MB  peak MB  changes  1-ep p50 ms  1-ep p99 ms  1-ep max ms  API write p50 ms  prog. metric mean ms  load 1m\n');
+  process.stdout.write('agent     run  services  eps/svc  create s  list ms  full sync ms  (syncer ms)  updates  RSS MB  peak MB  RSS after MB  changes  1-ep p50 ms  1-ep p99 ms  1-ep max ms  API write p50 ms  prog. metric mean ms  load 1m\n');
   for (const r of rows) {
     process.stdout.write(
       `${r.agent.padEnd(8)}  ${String(r.run).padStart(3)}  ${String(r.services).padStart(8)}  ${String(r.endpoints_per_service).padStart(7)}  ${f(r.create_s).padStart(8)}  ${f(r.list_ms, 0).padStart(7)}  ${f(r.full_sync_ms, 0).padStart(12)}  ${f(r.full_sync_syncer_ms, 0).padStart(11)}  ${String(r.full_sync_updates).padStart(7)}` +
-        `  ${f(r.rss_mb, 0).padStart(6)}  ${f(r.peak_rss_mb, 0).padStart(7)}  ${String(r.changes).padStart(7)}  ${f(r.one_endpoint_p50_ms).padStart(11)}  ${f(r.one_endpoint_p99_ms).padStart(11)}  ${f(r.one_endpoint_max_ms).padStart(11)}` +
+        `  ${f(r.rss_mb, 0).padStart(6)}  ${f(r.peak_rss_mb, 0).padStart(7)}  ${f(r.rss_after_changes_mb, 0).padStart(12)}  ${String(r.changes).padStart(7)}  ${f(r.one_endpoint_p50_ms).padStart(11)}  ${f(r.one_endpoint_p99_ms).padStart(11)}  ${f(r.one_endpoint_max_ms).padStart(11)}` +
         `  ${f(r.api_write_p50_ms).padStart(16)}  ${f(r.programming_metric_mean_ms).padStart(20)}  ${f(r.load_avg_1m).padStart(7)}\n`,
     );
   }
@@ -399,7 +404,7 @@ export async function runClusterBench(opts: ClusterBenchOptions): Promise<Cluste
     process.stdout.write(`\n${a.label}${repeat > 1 ? ` (median of ${repeat} runs)` : ''} at ${big.services} Services x ${big.endpoints_per_service} endpoints:\n`);
     process.stdout.write(`  full sync from informer sync ≤ 1 s:        ${f(big.full_sync_ms, 0)} ms — ${verdict(big.full_sync_ms <= 1000)}\n`);
     process.stdout.write(`  one endpoint change, API write to map p99 ≤ 50 ms: ${f(big.one_endpoint_p99_ms)} ms — ${verdict(big.one_endpoint_p99_ms <= 50)}\n`);
-    process.stdout.write(`  agent RSS ≤ 150 MB:                        ${f(big.rss_mb, 0)} MB (peak ${f(big.peak_rss_mb, 0)}) — ${verdict(big.rss_mb <= 150)}\n`);
+    process.stdout.write(`  agent RSS ≤ 150 MB:                        ${f(big.rss_mb, 0)} MB (peak ${f(big.peak_rss_mb, 0)}, ${f(big.rss_after_changes_mb, 0)} after the changes) — ${verdict(big.rss_mb <= 150)}\n`);
   }
   return out;
 }
