@@ -43,14 +43,11 @@ const BPF_NOEXIST = 1;
 
 /** Every map this agent's datapath uses (each KBP_MAP_* of abi.h), by family: the version it expects. */
 const CURRENT = new Map(
-  Object.entries(abi.ABI_CONSTANTS)
-    .filter(([k]) => k.startsWith('KBP_MAP_'))
-    .map(([, v]) => {
-      const name = String(v);
-      const p = parseMapName(name);
-      if (!p) throw new Error(`abi: map name ${name} is not kbp_<family>_v<N>`);
-      return [p.family, { name, version: p.version }] as const;
-    }),
+  abi.DATAPATH_MAPS.map((name) => {
+    const p = parseMapName(name);
+    if (!p) throw new Error(`abi: map name ${name} is not kbp_<family>_v<N>`);
+    return [p.family, { name, version: p.version }] as const;
+  }),
 );
 
 export class MigrationError extends Error {

@@ -671,20 +671,10 @@ export const MAP_CODECS = {
   [KBP_MAP_HOST_NS]: { key: arrayIndexKey, value: hostNsValue },
 } as const;
 
-/** Every map the datapath pins, in abi.h's order (the API dumps them all). */
-export const DATAPATH_MAPS = [
-  KBP_MAP_SERVICES,
-  KBP_MAP_BACKENDS,
-  KBP_MAP_REVNAT,
-  KBP_MAP_CT,
-  KBP_MAP_STATS,
-  KBP_MAP_AFFINITY,
-  KBP_MAP_SNAT,
-  KBP_MAP_CONFIG,
-  KBP_MAP_SRC_RANGES,
-  KBP_MAP_SOCK_REVNAT,
-  KBP_MAP_HOST_NS,
-] as const;
+/** Every map the datapath pins (each KBP_MAP_* of abi.h, in its order): the API dumps them all. */
+export const DATAPATH_MAPS: readonly string[] = Object.entries(ABI_CONSTANTS)
+  .filter(([k]) => k.startsWith('KBP_MAP_'))
+  .map(([, name]) => name as string);
 
 /** The stats map key is a plain __u32 index. */
 export function statKey(index: number): Buffer {
