@@ -29,6 +29,7 @@ import { HealthCheckServers } from './healthcheck.js';
 import { MapMigration } from './migrate.js';
 import { Uplinks } from './uplinks.js';
 import { loadHostServices } from './hostservices.js';
+import { releaseMemory } from './memory.js';
 import type { AgentConfig } from './options.js';
 
 export const PROGRAM_NAME = 'kbp_from_pod';
@@ -215,6 +216,8 @@ export async function runAgent(cfg: AgentConfig, log = new Logger(undefined, cfg
       throw err;
     }
     await migration.afterSwitch(mapOf);
+    // The first list's garbage, before the agent reports ready (src/agent/memory.ts).
+    log.info('memory released after the first sync', { ...releaseMemory() });
     ready = true;
     const mem = process.memoryUsage();
     const spaces = Object.fromEntries(v8.getHeapSpaceStatistics().map((sp) => [sp.space_name.replace(/_space$/, ''), Math.round(sp.space_used_size / 2 ** 20) + '/' + Math.round(sp.physical_space_size / 2 ** 20)]));

@@ -214,6 +214,8 @@ export interface Native {
   /** Constants from abi.h (map names, flags, stat indices, tc handle/priority). */
   constants(): Record<string, number | string>;
   numPossibleCpus(): number;
+  /** glibc malloc_trim(0): give the malloc heap's free pages back; true when something was released. */
+  mallocTrim(): boolean;
 }
 
 let cached: Native | undefined;
