@@ -19,8 +19,12 @@
 // noisy on a shared machine: repeat). Run as root after make build:
 //   node --import @isaacs/ts-node-temp-fork-for-pr-2009/import test/api/bench-paging.ts \
 //     [ENTRIES=1000000] [LIMIT=500] [PASSES=3] [-- AGENT_NODE_FLAGS...]
-// e.g. `-- --max-semi-space-size=1` to bound V8's young generation, or
-// `-- --expose-gc` to collect garbage before each dump (retained vs lazily freed).
+// e.g. `-- --max-semi-space-size=1` to bound V8's young generation,
+// `-- --expose-gc` to collect garbage before each dump (retained vs lazily freed),
+// or `-- --no-concurrent-recompilation` to have TurboFan compile on the main
+// thread (the growth of the first dump after the warm-up is V8's concurrent
+// compiles: worker threads' malloc arenas and new code pages; see README).
+// Each dump also prints the mappings whose resident size changed most.
 
 import { fork } from 'node:child_process';
 import os from 'node:os';
