@@ -19,8 +19,12 @@
 // noisy on a shared machine: repeat). Run as root after make build:
 //   node --import @isaacs/ts-node-temp-fork-for-pr-2009/import test/api/bench-paging.ts \
 //     [ENTRIES=1000000] [LIMIT=500] [PASSES=3] [-- AGENT_NODE_FLAGS...]
-// e.g. `-- --max-semi-space-size=1` to bound V8's young generation, or
-// `-- --expose-gc` to collect garbage before each dump (retained vs lazily freed).
+// e.g. `-- --max-semi-space-size=1` to bound V8's young generation,
+// `-- --expose-gc` to collect garbage before each dump (retained vs lazily freed),
+// or `-- --no-concurrent-recompilation` to have TurboFan compile on the main
+// thread (the growth of the first dump after the warm-up is V8's concurrent
+// compiles: worker threads' malloc arenas and new code pages; see README).
+// Each dump also prints the mappings whose resident size changed most.
 
 import { fork } from 'node:child_process';
 import os from 'node:os';
@@ -70,6 +74,37 @@ async function residentByKind(pid: number): Promise<Record<string, number>> {
     if (rss) out[kind]! += Number(rss[1]) * 1024;
   }
   return out;
+}
+
+/** Resident bytes per mapping (start address -> size, Rss, name): which mapping a dump's growth landed in. */
+async function residentByMapping(pid: number): Promise<Map<string, { size: number; rss: number; name: string }>> {
+  const out = new Map<string, { size: number; rss: number; name: string }>();
+  let cur: { size: number; rss: number; name: string } | undefined;
+  for (const line of (await readFile(`/proc/${pid}/smaps`, 'utf8')).split('\n')) {
+    const head = /^([0-9a-f]+)-([0-9a-f]+) \S+ \S+ \S+ \S+\s*(.*)$/.exec(line);
+    if (head) {
+      // glibc's malloc arenas of threads other than the main one are heaps aligned to HEAP_MAX_SIZE (64 MiB); V8's pages are 256 KiB chunks.
+      const arena = !head[3] && BigInt(`0x${head[1]}`) % (64n << 20n) === 0n;
+      cur = { size: parseInt(head[2]!, 16) - parseInt(head[1]!, 16), rss: 0, name: head[3]! || (arena ? 'malloc arena' : 'anon') };
+      out.set(head[1]!, cur);
+      continue;
+    }
+    const rss = /^Rss:\s+(\d+) kB/.exec(line);
+    if (rss && cur) cur.rss = Number(rss[1]) * 1024;
+  }
+  return out;
+}
+
+/** The mappings whose resident size changed between two snapshots, largest change first. */
+function mappingGrowth(a: Awaited<ReturnType<typeof residentByMapping>>, b: Awaited<ReturnType<typeof residentByMapping>>): string {
+  const d: [string, number, string][] = [];
+  for (const [at, m] of b) {
+    const delta = m.rss - (a.get(at)?.rss ?? 0);
+    if (delta !== 0) d.push([at, delta, `${m.name} ${(m.size / 1024).toFixed(0)}K${a.has(at) ? '' : ' new'}`]);
+  }
+  for (const [at, m] of a) if (!b.has(at) && m.rss) d.push([at, -m.rss, `${m.name} ${(m.size / 1024).toFixed(0)}K gone`]);
+  d.sort((x, y) => Math.abs(y[1]) - Math.abs(x[1]));
+  return d.slice(0, 6).map(([at, delta, what]) => `${at} ${delta > 0 ? '+' : ''}${(delta / 1024).toFixed(0)}K ${what}`).join('; ') || 'none';
 }
 
 /** Resets VmHWM to the current RSS (clear_refs "5", Linux >= 4.0). */
@@ -142,10 +177,12 @@ try {
         await ask();
       }
       const statsBefore = await ask();
+      const mapsBefore = await residentByMapping(pid);
       await resetPeak(pid);
       const before = await rssOf(pid);
       const d = await dump();
       const after = await rssOf(pid);
+      const mapsAfter = await residentByMapping(pid);
       const statsAfter = await ask();
       const gcBefore = statsBefore.gcs;
       const gcAfter = statsAfter.gcs;
@@ -163,7 +200,8 @@ try {
         `  dump ${p} (${p === 1 ? 'cold  ' : 'steady'}): ${d.pages} pages in ${d.secs.toFixed(1)} s (${Math.round(d.served / d.secs)} entries/s); ` +
           `RSS ${mb(before.rss)} -> peak ${mb(after.hwm)}, end ${mb(after.rss)}: growth ${mb(growth)}; ` +
           `GCs ${gcAfter.minor - gcBefore.minor} minor, ${gcAfter.major - gcBefore.major} major; ` +
-          `committed +: new ${mb(grew('new_space'))}, old ${mb(grew('old_space'))}, code ${mb(grew('code_space'))}, large ${mb(grew('large_object_space'))}, outside V8 ${mb(outsideV8)} (end RSS)`,
+          `committed +: new ${mb(grew('new_space'))}, old ${mb(grew('old_space'))}, code ${mb(grew('code_space'))}, large ${mb(grew('large_object_space'))}, outside V8 ${mb(outsideV8)} (end RSS)\n` +
+          `    resident by mapping: ${mappingGrowth(mapsBefore, mapsAfter)}`,
       );
     }
     const sorted = [...steady].sort((a, b) => a - b);
