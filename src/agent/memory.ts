@@ -10,7 +10,7 @@
 // malloc memory still resident once the agent is ready.
 //
 // So once the first sync has been programmed, the agent runs one
-// full V8 collection and then malloc_trim(0). It is a one-off cost (~100 ms of
+// full V8 collection and then malloc_trim(0). It is a one-off cost (~130 ms of
 // main-thread time at 10k Services) paid when nothing is waiting: the
 // datapath is already programmed and the runner's next sync waits on the
 // event loop anyway.
@@ -30,8 +30,8 @@ let gcFn: GcFunction | null | undefined;
 function fullGc(): GcFunction | null {
   if (gcFn !== undefined) return gcFn;
   try {
-    const global = (globalThis as { gc?: GcFunction }).gc;
-    if (typeof global === 'function') return (gcFn = global);
+    const exposed = (globalThis as { gc?: GcFunction }).gc; // node started with --expose-gc
+    if (typeof exposed === 'function') return (gcFn = exposed);
     v8.setFlagsFromString('--expose-gc');
     const fn = vm.runInNewContext('gc') as unknown;
     gcFn = typeof fn === 'function' ? (fn as GcFunction) : null;

@@ -59,33 +59,24 @@ async function rssOf(pid: number): Promise<{ rss: number; hwm: number }> {
   return { rss: kb('VmRSS'), hwm: kb('VmHWM') };
 }
 
-/** Resident bytes by kind of mapping: malloc's main heap (brk), anonymous mappings (V8's heap pages, thread arenas, large mallocs), files. */
-async function residentByKind(pid: number): Promise<Record<string, number>> {
-  const out: Record<string, number> = { '[heap]': 0, anonymous: 0, files: 0, other: 0 };
-  let kind = 'other';
-  for (const line of (await readFile(`/proc/${pid}/smaps`, 'utf8')).split('\n')) {
-    const head = /^[0-9a-f]+-[0-9a-f]+ \S+ \S+ \S+ \S+\s*(.*)$/.exec(line);
-    if (head) {
-      const name = head[1]!;
-      kind = name === '' ? 'anonymous' : name === '[heap]' ? '[heap]' : name.startsWith('/') ? 'files' : 'other';
-      continue;
-    }
-    const rss = /^Rss:\s+(\d+) kB/.exec(line);
-    if (rss) out[kind]! += Number(rss[1]) * 1024;
-  }
-  return out;
+interface Mapping {
+  size: number;
+  rss: number;
+  /** The mapped file or [heap]/[stack]/…; '' for anonymous memory. */
+  path: string;
+  /** Anonymous and aligned like glibc's arenas of threads other than the main one (HEAP_MAX_SIZE, 64 MiB); V8's pages are 256 KiB chunks. */
+  arena: boolean;
 }
 
-/** Resident bytes per mapping (start address -> size, Rss, name): which mapping a dump's growth landed in. */
-async function residentByMapping(pid: number): Promise<Map<string, { size: number; rss: number; name: string }>> {
-  const out = new Map<string, { size: number; rss: number; name: string }>();
-  let cur: { size: number; rss: number; name: string } | undefined;
+/** Resident bytes per mapping of a process, by start address: which mapping a dump's growth landed in. */
+async function residentByMapping(pid: number): Promise<Map<string, Mapping>> {
+  const out = new Map<string, Mapping>();
+  let cur: Mapping | undefined;
   for (const line of (await readFile(`/proc/${pid}/smaps`, 'utf8')).split('\n')) {
     const head = /^([0-9a-f]+)-([0-9a-f]+) \S+ \S+ \S+ \S+\s*(.*)$/.exec(line);
     if (head) {
-      // glibc's malloc arenas of threads other than the main one are heaps aligned to HEAP_MAX_SIZE (64 MiB); V8's pages are 256 KiB chunks.
-      const arena = !head[3] && BigInt(`0x${head[1]}`) % (64n << 20n) === 0n;
-      cur = { size: parseInt(head[2]!, 16) - parseInt(head[1]!, 16), rss: 0, name: head[3]! || (arena ? 'malloc arena' : 'anon') };
+      const path = head[3]!;
+      cur = { size: parseInt(head[2]!, 16) - parseInt(head[1]!, 16), rss: 0, path, arena: !path && BigInt(`0x${head[1]}`) % (64n << 20n) === 0n };
       out.set(head[1]!, cur);
       continue;
     }
@@ -95,14 +86,25 @@ async function residentByMapping(pid: number): Promise<Map<string, { size: numbe
   return out;
 }
 
+/** Resident bytes by kind of mapping: malloc's main heap (brk), anonymous mappings (V8's heap pages, thread arenas, large mallocs), files. */
+async function residentByKind(pid: number): Promise<Record<string, number>> {
+  const out: Record<string, number> = { '[heap]': 0, anonymous: 0, files: 0, other: 0 };
+  for (const m of (await residentByMapping(pid)).values()) {
+    const kind = m.path === '' ? 'anonymous' : m.path === '[heap]' ? '[heap]' : m.path.startsWith('/') ? 'files' : 'other';
+    out[kind]! += m.rss;
+  }
+  return out;
+}
+
 /** The mappings whose resident size changed between two snapshots, largest change first. */
-function mappingGrowth(a: Awaited<ReturnType<typeof residentByMapping>>, b: Awaited<ReturnType<typeof residentByMapping>>): string {
+function mappingGrowth(a: Map<string, Mapping>, b: Map<string, Mapping>): string {
+  const label = (m: Mapping) => `${m.path || (m.arena ? 'malloc arena' : 'anon')} ${(m.size / 1024).toFixed(0)}K`;
   const d: [string, number, string][] = [];
   for (const [at, m] of b) {
     const delta = m.rss - (a.get(at)?.rss ?? 0);
-    if (delta !== 0) d.push([at, delta, `${m.name} ${(m.size / 1024).toFixed(0)}K${a.has(at) ? '' : ' new'}`]);
+    if (delta !== 0) d.push([at, delta, `${label(m)}${a.has(at) ? '' : ' new'}`]);
   }
-  for (const [at, m] of a) if (!b.has(at) && m.rss) d.push([at, -m.rss, `${m.name} ${(m.size / 1024).toFixed(0)}K gone`]);
+  for (const [at, m] of a) if (!b.has(at) && m.rss) d.push([at, -m.rss, `${label(m)} gone`]);
   d.sort((x, y) => Math.abs(y[1]) - Math.abs(x[1]));
   return d.slice(0, 6).map(([at, delta, what]) => `${at} ${delta > 0 ? '+' : ''}${(delta / 1024).toFixed(0)}K ${what}`).join('; ') || 'none';
 }
