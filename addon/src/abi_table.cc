@@ -86,7 +86,8 @@ constexpr Field kCtValue[] = {
     KBP_FIELD(kbp_ct_value, backend_id), KBP_FIELD(kbp_ct_value, svc_id),
     KBP_FIELD(kbp_ct_value, nat_addr),   KBP_FIELD(kbp_ct_value, nat_port),
     KBP_FIELD(kbp_ct_value, flags),      KBP_FIELD(kbp_ct_value, tcp_flags),
-    KBP_FIELD(kbp_ct_value, pad),
+    KBP_FIELD(kbp_ct_value, pad),        KBP_FIELD(kbp_ct_value, client_port),
+    KBP_FIELD(kbp_ct_value, pad2),
 };
 KBP_CHECK_TILES(kbp_ct_value, kCtValue);
 
@@ -254,6 +255,7 @@ Napi::Value Constants(const Napi::CallbackInfo& info) {
   KBP_NUM(KBP_CT_F_CLOSING);
   KBP_NUM(KBP_CT_F_SNAT);
   KBP_NUM(KBP_CT_F_HAIRPIN);
+  KBP_NUM(KBP_CT_F_PORT_REMAP);
   KBP_NUM(KBP_HAIRPIN_ADDR);
   KBP_NUM(KBP_CT_REFRESH_NS);
   KBP_NUM(KBP_CT_LIFETIME_TCP_NS);
@@ -283,6 +285,7 @@ Napi::Value Constants(const Napi::CallbackInfo& info) {
   KBP_NUM(KBP_STAT_SOCK_XLATE);
   KBP_NUM(KBP_STAT_SOCK_REJECT);
   KBP_NUM(KBP_STAT_XDP_TX);
+  KBP_NUM(KBP_STAT_PORT_REMAP);
   KBP_NUM(KBP_STAT_MAX);
   KBP_NUM(KBP_STAT_SLOTS);
 

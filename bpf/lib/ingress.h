@@ -21,7 +21,7 @@
  * frontend and go to the client, so the client's stack finds its socket (port
  * unreachable for UDP, fragmentation needed for path-MTU discovery).
  * Masqueraded flows are found through the SNAT map, the others through their
- * REPLY conntrack entry.
+ * REPLY conntrack entry (which also gives a remapped client its own port).
  * Returns KBP_OK with *stat = ICMP_REVNAT, or KBP_OK with *stat untouched when
  * the packet is no such error, or a drop reason.
  */
@@ -62,8 +62,9 @@ static __always_inline int lb4_icmp_error_reverse(struct __sk_buff *skb, const s
 	/* A hairpinned client is the backend itself (the quote's destination). */
 	client = e.saddr == bpf_htonl(KBP_HAIRPIN_ADDR) ? e.daddr : e.saddr;
 	*stat = KBP_STAT_ICMP_REVNAT;
-	return icmp4_error_rewrite(skb, &e, ct->nat_addr, p->daddr == e.saddr ? client : p->daddr, client, e.sport,
-				   ct->nat_addr, ct->nat_port);
+	return icmp4_error_rewrite(skb, &e, ct->nat_addr, p->daddr == e.saddr ? client : p->daddr, client,
+				   (ct->flags & KBP_CT_F_PORT_REMAP) ? ct->client_port : e.sport, ct->nat_addr,
+				   ct->nat_port);
 }
 
 /*

@@ -135,7 +135,9 @@ static __always_inline void lb4_affinity_record(const struct pkt4 *p, const stru
  * only ever hold local backends and carry no flag: clients keep their address.
  * A client that gets itself as backend (hairpin) is given KBP_HAIRPIN_ADDR as
  * source, so the backend's reply leaves it and comes back through here.
- * Returns KBP_OK with *stat set to NEW_FLOW, SNAT, HAIRPIN or ESTABLISHED;
+ * A new flow whose reply tuple another live flow holds gets another client
+ * port (ct4_create, KBP_CT_F_PORT_REMAP).
+ * Returns KBP_OK with *stat set to NEW_FLOW, SNAT, HAIRPIN, PORT_REMAP or ESTABLISHED;
  * KBP_STAT_REJECT for a frontend without endpoints that rejects; or a drop reason
  * (KBP_STAT_DROP_SOURCE_RANGE: a new flow from outside loadBalancerSourceRanges).
  */
@@ -147,6 +149,8 @@ static __always_inline int lb4_forward(struct kbp_ctx *ctx, const struct pkt4 *p
 	struct kbp_backend_key bkey;
 	struct kbp_backend *be = NULL;
 	__u64 now = bpf_ktime_get_coarse_ns();
+	__be32 remap_addr = 0;
+	__be16 remap_port = 0;
 	bool replace;
 	int ret;
 
@@ -159,7 +163,12 @@ static __always_inline int lb4_forward(struct kbp_ctx *ctx, const struct pkt4 *p
 		if (be && ct->svc_id == svc->svc_id)
 			goto established;
 		/* The frontend was replaced (new id): keep the backend if it is
-		 * still there and re-record the flow under the new frontend. */
+		 * still there and re-record the flow under the new frontend, with
+		 * the client port the backend knows it by. */
+		if (be && (ct->flags & KBP_CT_F_PORT_REMAP)) {
+			remap_addr = ct->nat_addr;
+			remap_port = ct->nat_port;
+		}
 	}
 
 	if (!be) {
@@ -209,6 +218,11 @@ static __always_inline int lb4_forward(struct kbp_ctx *ctx, const struct pkt4 *p
 		v.flags |= KBP_CT_F_HAIRPIN;
 		*stat = KBP_STAT_HAIRPIN;
 	}
+	if (remap_port && !(v.flags & KBP_CT_F_SNAT)) {
+		v.nat_addr = remap_addr;
+		v.nat_port = remap_port;
+		v.flags |= KBP_CT_F_PORT_REMAP;
+	}
 	ret = ct4_create(p, &key, &v, be_ip, be_port, replace);
 	if (ret == KBP_CT_RACE) {
 		/* Another CPU recorded the flow first: give back the SNAT port
@@ -229,8 +243,10 @@ static __always_inline int lb4_forward(struct kbp_ctx *ctx, const struct pkt4 *p
 			snat4_release(p, v.nat_addr, be_ip, be_port, v.nat_port);
 		return ret;
 	}
+	if (v.flags & KBP_CT_F_PORT_REMAP)
+		*stat = KBP_STAT_PORT_REMAP;
 	ret = nat4_rewrite(ctx, p, true, p->daddr, be_ip, p->dport, be_port);
-	if (ret == KBP_OK && (v.flags & (KBP_CT_F_SNAT | KBP_CT_F_HAIRPIN)))
+	if (ret == KBP_OK && (v.flags & KBP_CT_F_REWRITES_SOURCE))
 		ret = nat4_rewrite(ctx, p, false, p->saddr, v.nat_addr, p->sport, v.nat_port);
 	return ret;
 
@@ -238,7 +254,7 @@ established:
 	{
 		__be32 nat_addr = ct->nat_addr;
 		__be16 nat_port = ct->nat_port;
-		bool snat = ct->flags & (KBP_CT_F_SNAT | KBP_CT_F_HAIRPIN);
+		bool snat = ct->flags & KBP_CT_F_REWRITES_SOURCE;
 
 		if (ct4_touch(ct, p, now)) {
 			ret = ct4_repair(p, ct, be->ip, be->port, now);
@@ -294,12 +310,14 @@ static __always_inline int lb4_reverse_snat(struct kbp_ctx *ctx, const struct pk
 /*
  * Backend -> client: if the packet is the reply of a translated flow, rewrite
  * its source back to the frontend the client addressed (and, for a hairpin
- * flow, its destination KBP_HAIRPIN_ADDR back to the client: the backend itself).
+ * flow, its destination KBP_HAIRPIN_ADDR back to the client: the backend
+ * itself; for a remapped flow, its destination port back to the client's).
  * Returns KBP_OK with *stat = REVNAT, or KBP_OK with *stat untouched when the
  * packet is not a reply we know (it passes as it is), or a drop reason.
  */
 static __always_inline int lb4_reverse(struct kbp_ctx *ctx, const struct pkt4 *p, __u32 *stat)
 {
+	__be16 client_port;
 	struct kbp_ct_key key;
 	struct kbp_ct_value *ct;
 	struct kbp_revnat_key rkey;
@@ -318,10 +336,13 @@ static __always_inline int lb4_reverse(struct kbp_ctx *ctx, const struct pkt4 *p
 	ct4_touch(ct, p, bpf_ktime_get_coarse_ns());
 	if (!(ct->flags & KBP_CT_F_SEEN_REPLY))
 		ct->flags |= KBP_CT_F_SEEN_REPLY;
+	client_port = (ct->flags & KBP_CT_F_PORT_REMAP) ? ct->client_port : p->dport;
 	*stat = KBP_STAT_REVNAT;
 	ret = nat4_rewrite(ctx, p, false, p->saddr, rn->vip, p->sport, rn->port);
-	if (ret == KBP_OK && p->daddr == bpf_htonl(KBP_HAIRPIN_ADDR))
-		ret = nat4_rewrite(ctx, p, true, p->daddr, p->saddr, p->dport, p->dport);
+	if (ret == KBP_OK && (p->daddr == bpf_htonl(KBP_HAIRPIN_ADDR) || client_port != p->dport))
+		ret = nat4_rewrite(ctx, p, true, p->daddr,
+				   p->daddr == bpf_htonl(KBP_HAIRPIN_ADDR) ? p->saddr : p->daddr, p->dport,
+				   client_port);
 	return ret;
 }
 

@@ -22,6 +22,12 @@ static __always_inline __be32 snat4_node_addr(const struct pkt4 *p, const struct
 	return cfg ? cfg->node_ip : 0;
 }
 
+/* A random port of KBP_SNAT_PORT_MIN..MAX, network order. */
+static __always_inline __be16 snat4_random_port(void)
+{
+	return bpf_htons((__u16)(KBP_SNAT_PORT_MIN + bpf_get_prandom_u32() % (KBP_SNAT_PORT_MAX - KBP_SNAT_PORT_MIN + 1)));
+}
+
 /*
  * Reserve a SNAT port for the client of a new flow to be_ip:be_port: a random
  * port of the range whose reply tuple is free (BPF_NOEXIST makes the
@@ -41,9 +47,7 @@ static __always_inline int snat4_reserve(const struct pkt4 *p, __be32 nat_addr, 
 	int i;
 
 	for (i = 0; i < KBP_SNAT_TRIES; i++) {
-		__u32 port = KBP_SNAT_PORT_MIN + bpf_get_prandom_u32() % (KBP_SNAT_PORT_MAX - KBP_SNAT_PORT_MIN + 1);
-
-		key.dport = bpf_htons((__u16)port);
+		key.dport = snat4_random_port();
 		if (!bpf_map_update_elem(&kbp_snat4_v1, &key, &v, BPF_NOEXIST)) {
 			*port_out = key.dport;
 			return KBP_OK;

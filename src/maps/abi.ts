@@ -63,6 +63,8 @@ export const KBP_CT_F_SEEN_REPLY = 1 << 0;
 export const KBP_CT_F_CLOSING = 1 << 1;
 export const KBP_CT_F_SNAT = 1 << 2;
 export const KBP_CT_F_HAIRPIN = 1 << 3;
+/** The client's port was remapped: its reply tuple was held by another live flow. */
+export const KBP_CT_F_PORT_REMAP = 1 << 4;
 /** 169.254.42.1 as a host-order number (abi.h); hairpinned clients appear from it. */
 export const KBP_HAIRPIN_ADDR = 0xa9fe2a01;
 export const HAIRPIN_ADDR = '169.254.42.1';
@@ -95,7 +97,8 @@ export const KBP_STAT_XDP_FORWARD = 19;
 export const KBP_STAT_SOCK_XLATE = 20;
 export const KBP_STAT_SOCK_REJECT = 21;
 export const KBP_STAT_XDP_TX = 22;
-export const KBP_STAT_MAX = 23;
+export const KBP_STAT_PORT_REMAP = 23;
+export const KBP_STAT_MAX = 24;
 export const KBP_STAT_SLOTS = 64;
 
 export const KBP_SNAT_PORT_MIN = 61000;
@@ -127,6 +130,7 @@ export const STAT_NAMES: readonly string[] = [
   'sock_xlate',
   'sock_reject',
   'xdp_tx',
+  'port_remap',
 ];
 
 /** Every constant above under its C name, for comparison with native().constants(). */
@@ -175,6 +179,7 @@ export const ABI_CONSTANTS: Readonly<Record<string, number | string>> = {
   KBP_CT_F_CLOSING,
   KBP_CT_F_SNAT,
   KBP_CT_F_HAIRPIN,
+  KBP_CT_F_PORT_REMAP,
   KBP_HAIRPIN_ADDR,
   KBP_CT_REFRESH_NS,
   KBP_CT_LIFETIME_TCP_NS,
@@ -203,6 +208,7 @@ export const ABI_CONSTANTS: Readonly<Record<string, number | string>> = {
   KBP_STAT_SOCK_XLATE,
   KBP_STAT_SOCK_REJECT,
   KBP_STAT_XDP_TX,
+  KBP_STAT_PORT_REMAP,
   KBP_STAT_MAX,
   KBP_STAT_SLOTS,
   KBP_SNAT_PORT_MIN,
@@ -431,10 +437,11 @@ export interface CtValue {
   last_seen_ns: bigint;
   backend_id: number;
   svc_id: number;
-  nat_addr: string; // KBP_CT_F_SNAT: the node address the client is masqueraded to ('0.0.0.0' otherwise)
+  nat_addr: string; // FORWARD: the source the backend sees with KBP_CT_F_SNAT/HAIRPIN/PORT_REMAP ('0.0.0.0' otherwise); REPLY: the frontend address
   nat_port: number;
   flags: number;
   tcp_flags: number;
+  client_port: number; // REPLY with KBP_CT_F_PORT_REMAP: the client's own port (0 otherwise)
 }
 
 export interface AffinityKey {
@@ -530,7 +537,9 @@ export const ctValue = struct<CtValue>('kbp_ct_value', 40, [
   f('nat_port', 28, 2, 'be16'),
   f('flags', 30, 2, 'u16'),
   f('tcp_flags', 32, 1, 'u8'),
-  f('pad', 33, 7, 'pad'),
+  f('pad', 33, 1, 'pad'),
+  f('client_port', 34, 2, 'be16'),
+  f('pad2', 36, 4, 'pad'),
 ]);
 
 export const statValue = struct<StatValue>('kbp_stat_value', 16, [

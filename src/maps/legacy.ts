@@ -118,7 +118,7 @@ export function convertBackendV1(v: BackendV1): abi.Backend {
  * is left behind: its replies could not be translated anyway.
  */
 export function convertCtV1(key: abi.CtKey, v: CtValueV1, ctx: ConvertContext): abi.CtValue | null {
-  const out: abi.CtValue = { ...v, nat_addr: '0.0.0.0', nat_port: 0 };
+  const out: abi.CtValue = { ...v, nat_addr: '0.0.0.0', nat_port: 0, client_port: 0 };
   if (key.dir !== abi.KBP_CT_REPLY) return out;
   const fe = ctx.revnat.get(v.svc_id);
   if (!fe) return null;

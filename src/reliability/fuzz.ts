@@ -221,7 +221,7 @@ export class PacketGenerator {
     const payload = r.bytes(r.int(32));
     if (r.chance(0.25)) return buildPacket({ saddr: f.client, daddr: f.fe.vip, proto, sport: f.clientPort, dport: f.fe.port, tcpFlags, payload });
     if (f.snat) return buildPacket({ saddr: f.backend.ip, daddr: f.snat.addr, proto, sport: f.backend.port, dport: f.snat.port, tcpFlags, payload });
-    return buildPacket({ saddr: f.backend.ip, daddr: f.hairpin ? HAIRPIN_ADDR : f.client, proto, sport: f.backend.port, dport: f.clientPort, tcpFlags, payload });
+    return buildPacket({ saddr: f.backend.ip, daddr: f.hairpin ? HAIRPIN_ADDR : f.client, proto, sport: f.backend.port, dport: f.remap ?? f.clientPort, tcpFlags, payload });
   }
 
   next(cat: Category): Buffer {
@@ -319,7 +319,7 @@ export class PacketGenerator {
     if (!flows.length) return this.valid();
     const f = r.pick(flows);
     const proto = f.proto === abi.IPPROTO_TCP ? 'tcp' : 'udp';
-    const src = f.snat ? { saddr: f.snat.addr, sport: f.snat.port } : { saddr: f.hairpin ? HAIRPIN_ADDR : f.client, sport: f.clientPort };
+    const src = f.snat ? { saddr: f.snat.addr, sport: f.snat.port } : { saddr: f.hairpin ? HAIRPIN_ADDR : f.client, sport: f.remap ?? f.clientPort };
     return buildPacket({ ...src, daddr: f.backend.ip, dport: f.backend.port, proto, tcpFlags: r.pick(FLAG_SETS), payload: r.bytes(r.int(32)), udpZeroChecksum: proto === 'udp' && r.chance(0.2) });
   }
 

@@ -33,10 +33,13 @@
 //    its reply goes back to it from the frontend), and on the node-facing program a backend on another node gets the
 //    client masqueraded to the node (the NodePort address the client used, or
 //    the configured node IP) with a free port in 61000-65535. A new flow whose
-//    reply tuple belongs to another open flow through another frontend is
-//    dropped (the two replies could not be told apart); a closing flow's reply
-//    tuple may be taken over. A flow is closing once a FIN or RST was seen on
-//    one of its later packets; a bare SYN on a closing flow starts a new flow.
+//    reply tuple belongs to another flow, open or closing, through another
+//    frontend (or to a remapped flow) keeps its client address but leaves from
+//    another port of 61000-65535 whose reply tuple is free, as netfilter's NAT
+//    does on such a clash; its replies go back to the client's own port. The
+//    same frontend on the same client port again (a new connection after a
+//    close) takes the tuple over. A flow is closing once a FIN or RST was seen
+//    on one of its later packets; a bare SYN on a closing flow starts a new flow.
 //    A new flow to a frontend with loadBalancerSourceRanges from a source
 //    outside them is dropped, whatever the endpoints.
 //  - Not to a frontend: on the node-facing program a reply to a masqueraded
@@ -61,7 +64,7 @@ export type Verdict = 'untouched' | 'drop' | 'translate' | 'reject';
 
 export type DropReason = 'no_backend' | 'unknown_port' | 'fragment' | 'malformed' | 'ct_clash' | 'no_config' | 'snat_ports' | 'source_range';
 /** How the datapath counts a packet (its stats map); null: not counted. xdp_forward: translated in XDP (besides its outcome). */
-export type CountedAs = 'pass' | 'new_flow' | 'established' | 'revnat' | 'snat' | 'hairpin' | 'reject' | 'icmp_revnat' | 'xdp_forward' | `drop_${DropReason}` | null;
+export type CountedAs = 'pass' | 'new_flow' | 'established' | 'revnat' | 'snat' | 'hairpin' | 'port_remap' | 'reject' | 'icmp_revnat' | 'xdp_forward' | `drop_${DropReason}` | null;
 
 export interface ModelBackend {
   id: number;
@@ -210,12 +213,16 @@ interface Flow {
   snat?: { addr: string; port: number };
   /** The client is its own backend: it sees the flow from HAIRPIN_ADDR. */
   hairpin?: boolean;
+  /** The port the backend sees the client at when its own reply tuple was held by another flow. */
+  remap?: number;
 }
 interface ReplyEntry {
   fe: ModelFrontend; // the frontend the client addressed
   closing: boolean;
   /** Hairpin: the pod the reply (addressed to HAIRPIN_ADDR) goes back to. */
   client?: string;
+  /** A remapped flow (keyed by the remapped port): the client's own port. */
+  clientPort?: number;
 }
 interface SnatEntry {
   fe: ModelFrontend;
@@ -228,8 +235,8 @@ const tuple = (saddr: string, daddr: string, sport: number, dport: number, proto
 /** A pod that gets itself as backend (README, hairpin): it sees the flow from HAIRPIN_ADDR, port kept. */
 const isHairpin = (p: Parsed, b: ModelBackend) => b.ip === p.saddr;
 
-/** The reply tuple of an unmasqueraded flow of p to backend b: backend -> client (or -> HAIRPIN_ADDR). */
-const replyTuple = (p: Parsed, b: ModelBackend) => tuple(b.ip, isHairpin(p, b) ? HAIRPIN_ADDR : p.saddr, b.port, p.sport, p.proto);
+/** The reply tuple of an unmasqueraded flow of p to backend b: backend -> client (or -> HAIRPIN_ADDR), at the client's port or the one it was remapped to. */
+const replyTuple = (p: Parsed, b: ModelBackend, port = p.sport) => tuple(b.ip, isHairpin(p, b) ? HAIRPIN_ADDR : p.saddr, b.port, port, p.proto);
 
 export interface Expectation {
   /** A new flow's verdict and count are settled by check(). */
@@ -239,7 +246,7 @@ export interface Expectation {
   what: string;
   /**
    * A packet of a forward service flow to a frontend (new, masqueraded,
-   * hairpin, established, or one the forward path drops: no backend, clash,
+   * hairpin, remapped, established, or one the forward path drops: no backend,
    * no config, SNAT ports); not a REJECT answer. What XDP may take (xdpRule).
    */
   forward?: boolean;
@@ -284,10 +291,10 @@ export class DatapathModel {
   }
 
   /** Recorded flows, for the generator to aim replies and repeats at. */
-  flowTuples(): Array<{ proto: number; client: string; clientPort: number; fe: ModelFrontend; backend: ModelBackend; snat?: { addr: string; port: number }; hairpin?: boolean }> {
+  flowTuples(): Array<{ proto: number; client: string; clientPort: number; fe: ModelFrontend; backend: ModelBackend; snat?: { addr: string; port: number }; hairpin?: boolean; remap?: number }> {
     return [...this.flows.entries()].map(([k, f]) => {
       const m = /^(.+):(\d+)>.+\/(\d+)$/.exec(k)!;
-      return { proto: Number(m[3]), client: m[1]!, clientPort: Number(m[2]), fe: f.fe, backend: f.backend, snat: f.snat, hairpin: f.hairpin };
+      return { proto: Number(m[3]), client: m[1]!, clientPort: Number(m[2]), fe: f.fe, backend: f.backend, snat: f.snat, hairpin: f.hairpin, remap: f.remap };
     });
   }
 
@@ -313,7 +320,7 @@ export class DatapathModel {
       return translate(pkt, p, 'revnat', 'reply to a masqueraded client', { daddr: sn.client, dport: sn.clientPort, saddr: sn.fe.vip, sport: sn.fe.port });
     }
     if (rep) {
-      return translate(pkt, p, 'revnat', 'reply of a recorded flow', { saddr: rep.fe.vip, sport: rep.fe.port, ...(rep.client ? { daddr: rep.client } : {}) }, () => {
+      return translate(pkt, p, 'revnat', 'reply of a recorded flow', { saddr: rep.fe.vip, sport: rep.fe.port, ...(rep.client ? { daddr: rep.client } : {}), ...(rep.clientPort !== undefined ? { dport: rep.clientPort } : {}) }, () => {
         if (p.tcpFlags & (FIN | RST)) rep.closing = true;
       });
     }
@@ -360,15 +367,15 @@ export class DatapathModel {
     const bareSyn = (p.tcpFlags & (SYN | ACK)) === SYN;
     const live = flow && !(flow.closing && bareSyn) ? flow : undefined;
     if (live && live.fe.svcId === fe.svcId) {
-      const to = { daddr: live.backend.ip, dport: live.backend.port, ...(live.snat ? { saddr: live.snat.addr, sport: live.snat.port } : live.hairpin ? { saddr: HAIRPIN_ADDR } : {}) };
+      const to = { daddr: live.backend.ip, dport: live.backend.port, ...(live.snat ? { saddr: live.snat.addr, sport: live.snat.port } : live.hairpin ? { saddr: HAIRPIN_ADDR } : {}), ...(live.remap !== undefined ? { sport: live.remap } : {}) };
       return translate(pkt, p, 'established', `established flow to ${fe.vip}:${fe.port}`, to, () => {
         if (p.tcpFlags & (FIN | RST)) live.closing = true;
       });
     }
     // A live flow recorded under another frontend id (the same address and
     // port through the other program's entry, or a replaced frontend) keeps
-    // its backend and is recorded again as a new flow of this one: no
-    // endpoint check, no affinity.
+    // its backend (and a remapped client port) and is recorded again as a new
+    // flow of this one: no endpoint check, no affinity.
     const rebind = live !== undefined;
     if (fe.sourceRanges && !fe.sourceRanges.some((cidr) => inCidr(p.saddr, cidr))) return drop('source_range', `new flow to ${fe.vip}:${fe.port} from ${p.saddr}, outside its source ranges`);
     const active = fe.backends.filter((b) => !b.terminating);
@@ -388,14 +395,13 @@ export class DatapathModel {
       what,
       check: (retval, out) => {
         if (retval === TC_ACT_SHOT) {
-          // Legitimate only when the backend it may have picked clashes, or needs SNAT without a node IP.
-          const clashing = allowed.filter((x) => !masquerade(x) && this.clashes(p, fe, x));
-          const noConfig = allowed.some(masquerade) && !natAddr;
-          if (!clashing.length && !noConfig) return `dropped a ${what}`;
+          // Legitimate only when the backend it may have picked needs SNAT
+          // without a node IP. (A held reply tuple is remapped; running out
+          // of the 8 random ports tried needs thousands of flows between
+          // one client port and one backend, which no run here makes.)
+          if (!(allowed.some(masquerade) && !natAddr)) return `dropped a ${what}`;
           exp.verdict = 'drop';
-          exp.counted = clashing.length ? 'drop_ct_clash' : 'drop_no_config';
-          // The choice is remembered for the client before the flow is recorded.
-          if (fe.affinityTimeout && !sticky && !rebind && clashing.length) this.affinity.set(affKey, clashing);
+          exp.counted = 'drop_no_config';
           return null;
         }
         // Which backend did it take? Only the destination tells.
@@ -404,22 +410,31 @@ export class DatapathModel {
         if (!b) return `${what}: retval ${retval}, went to ${op ? `${op.daddr}:${op.dport}` : 'an unparsable packet'}`;
         if (masquerade(b) && !natAddr) return `${what}: masqueraded without a node IP`;
         let snat: Flow['snat'];
+        let remap: number | undefined;
         const hairpin = isHairpin(p, b) && !masquerade(b);
+        const inRange = (port: number) => port >= SNAT_PORT_MIN && port <= SNAT_PORT_MAX;
         if (masquerade(b)) {
           const port = op.sport;
-          if (op.saddr !== natAddr || port < SNAT_PORT_MIN || port > SNAT_PORT_MAX) return `${what}: source ${op.saddr}:${port}, want ${natAddr}:${SNAT_PORT_MIN}-${SNAT_PORT_MAX}`;
+          if (op.saddr !== natAddr || !inRange(port)) return `${what}: source ${op.saddr}:${port}, want ${natAddr}:${SNAT_PORT_MIN}-${SNAT_PORT_MAX}`;
           if (this.snat.has(tuple(b.ip, natAddr!, b.port, port, p.proto))) return `${what}: SNAT port ${port} already held by another flow`;
           snat = { addr: natAddr!, port };
-        } else if (this.clashes(p, fe, b)) {
-          return `${what}: took ${b.ip}:${b.port}, whose reply tuple belongs to another open flow`;
+        } else if (live?.remap !== undefined) {
+          // Re-recorded under this frontend id: the backend knows the client by its remapped port.
+          remap = live.remap;
+        } else if (this.replyHeld(p, b)) {
+          // The reply tuple belongs to another live flow: the client's port is remapped.
+          remap = op.sport;
+          if (!inRange(remap)) return `${what}: took ${b.ip}:${b.port}, whose reply tuple another flow holds, from port ${remap}, want one of ${SNAT_PORT_MIN}-${SNAT_PORT_MAX}`;
+          if (this.replies.has(replyTuple(p, b, remap))) return `${what}: remapped to port ${remap}, whose reply tuple another flow holds too`;
         }
-        const err = checkRewrite(pkt, p, out, { daddr: b.ip, dport: b.port, ...(snat ? { saddr: snat.addr, sport: snat.port } : hairpin ? { saddr: HAIRPIN_ADDR } : {}) });
+        const source = snat ? { saddr: snat.addr, sport: snat.port } : { ...(hairpin ? { saddr: HAIRPIN_ADDR } : {}), ...(remap !== undefined ? { sport: remap } : {}) };
+        const err = checkRewrite(pkt, p, out, { daddr: b.ip, dport: b.port, ...source });
         if (err) return `${what}: ${err}`;
         // Commit what the datapath recorded.
-        exp.counted = snat ? 'snat' : hairpin ? 'hairpin' : 'new_flow';
-        this.flows.set(key, { fe, backend: b, closing: false, snat, hairpin });
+        exp.counted = snat ? 'snat' : remap !== undefined ? 'port_remap' : hairpin ? 'hairpin' : 'new_flow';
+        this.flows.set(key, { fe, backend: b, closing: false, snat, hairpin, remap });
         if (snat) this.snat.set(tuple(b.ip, snat.addr, b.port, snat.port, p.proto), { fe, client: p.saddr, clientPort: p.sport });
-        else this.replies.set(replyTuple(p, b), { fe, closing: false, client: hairpin ? p.saddr : undefined });
+        else this.replies.set(replyTuple(p, b, remap), { fe, closing: false, client: hairpin ? p.saddr : undefined, clientPort: remap !== undefined ? p.sport : undefined });
         if (fe.affinityTimeout && !rebind) this.affinity.set(affKey, [b]);
         return null;
       },
@@ -451,14 +466,20 @@ export class DatapathModel {
     const client = q.saddr === HAIRPIN_ADDR ? q.daddr : q.saddr;
     return icmpTranslate(pkt, p, q, 'ICMP error about a recorded flow', {
       outer: { saddr: rep.fe.vip, daddr: p.daddr === q.saddr ? client : p.daddr },
-      inner: { saddr: client, sport: q.sport, daddr: rep.fe.vip, dport: rep.fe.port },
+      inner: { saddr: client, sport: rep.clientPort ?? q.sport, daddr: rep.fe.vip, dport: rep.fe.port },
     });
   }
 
-  /** Would a new flow of p to backend b take over the open reply tuple of a flow through another frontend? */
-  private clashes(p: Parsed, fe: ModelFrontend, b: ModelBackend): boolean {
+  /**
+   * Does another flow hold the reply tuple a new flow of p to backend b would
+   * have: one through another frontend (open or closing: the backend may still
+   * hold it in TIME_WAIT), or a remapped flow? Then the datapath remaps the
+   * client's port. The model never outlives an idle lifetime (see reset), so
+   * every entry it holds is live.
+   */
+  private replyHeld(p: Parsed, b: ModelBackend): boolean {
     const r = this.replies.get(replyTuple(p, b));
-    return !!r && !r.closing && (r.fe.vip !== p.daddr || r.fe.port !== p.dport);
+    return !!r && ((r.clientPort !== undefined && r.clientPort !== p.sport) || r.fe.vip !== p.daddr || r.fe.port !== p.dport);
   }
 }
 

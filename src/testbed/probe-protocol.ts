@@ -3,7 +3,7 @@
 // (performance.timeOrigin + performance.now()), comparable across processes.
 
 export type ProbeRequest =
-  | { id: number; op: 'http'; host: string; port: number; path?: string; count: number; timeoutMs: number }
+  | { id: number; op: 'http'; host: string; port: number; path?: string; count: number; timeoutMs: number; localPort?: number }
   | { id: number; op: 'udp'; host: string; port: number; payload?: string; timeoutMs: number; connect?: boolean }
   | { id: number; op: 'get'; url: string; timeoutMs: number };
 

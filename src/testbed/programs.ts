@@ -152,7 +152,7 @@ export class Probe {
   }
 
   /** `count` sequential GETs, each on a new TCP connection. */
-  http(host: string, port: number, opts: { count?: number; timeoutMs?: number; path?: string } = {}): Promise<HttpResult[]> {
+  http(host: string, port: number, opts: { count?: number; timeoutMs?: number; path?: string; localPort?: number } = {}): Promise<HttpResult[]> {
     return this.call<HttpResult[]>({
       op: 'http',
       host,
@@ -160,6 +160,7 @@ export class Probe {
       count: opts.count ?? 1,
       timeoutMs: opts.timeoutMs ?? 2000,
       ...(opts.path ? { path: opts.path } : {}),
+      ...(opts.localPort ? { localPort: opts.localPort } : {}),
     });
   }
 

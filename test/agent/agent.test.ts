@@ -156,7 +156,7 @@ t.test('agent and detach on a real kernel', async (t) => {
   const now = process.hrtime.bigint();
   const entry = (sport: number, lastSeen: bigint) => ({
     key: abi.ctKey.encode({ saddr: '10.244.1.9', daddr: '10.96.0.10', sport, dport: 80, proto: abi.IPPROTO_UDP, dir: abi.KBP_CT_FORWARD }),
-    value: abi.ctValue.encode({ created_ns: lastSeen, last_seen_ns: lastSeen, backend_id: 2, svc_id: 1, nat_addr: '0.0.0.0', nat_port: 0, flags: 0, tcp_flags: 0 }),
+    value: abi.ctValue.encode({ created_ns: lastSeen, last_seen_ns: lastSeen, backend_id: 2, svc_id: 1, nat_addr: '0.0.0.0', nat_port: 0, flags: 0, tcp_flags: 0, client_port: 0 }),
   });
   const ended = entry(5001, now - BigInt(abi.KBP_CT_LIFETIME_OTHER_NS) - 1_000_000_000n);
   const live = entry(5002, now);

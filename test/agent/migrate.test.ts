@@ -115,7 +115,7 @@ if (process.getuid?.() !== 0) {
     hook = 2002;
     await oldCt.update(fwdKey(40003), ctV1(1));
     await oldCt.update(fwdKey(40004), ctV1(1));
-    await ct.update(fwdKey(40004), abi.ctValue.encode({ created_ns: 900n, last_seen_ns: 900n, backend_id: 2, svc_id: 3, nat_addr: '0.0.0.0', nat_port: 0, flags: 0, tcp_flags: 2 }));
+    await ct.update(fwdKey(40004), abi.ctValue.encode({ created_ns: 900n, last_seen_ns: 900n, backend_id: 2, svc_id: 3, nat_addr: '0.0.0.0', nat_port: 0, flags: 0, tcp_flags: 2, client_port: 0 }));
     await m.afterSwitch(mapOf);
     t.match(abi.ctValue.decode((await ct.lookup(fwdKey(40003)))!), { backend_id: 1 }, 'flow the old programs made during the switch copied');
     t.match(abi.ctValue.decode((await ct.lookup(fwdKey(40004)))!), { backend_id: 2, created_ns: 900n }, "the new datapath's own entry is kept");

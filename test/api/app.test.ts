@@ -324,7 +324,7 @@ t.test('GET /v1/maps and /v1/maps/{name}', async (t) => {
   r = await get(t, app, '/v1/maps/kbp_ct4_v2?limit=1', '/v1/maps/{name}');
   t.same(r.json().items[0], {
     key: { saddr: '10.244.1.100', daddr: '10.96.0.10', sport: 40000, dport: 80, proto: 6, dir: 0, protocol: 'TCP', dirName: 'forward' },
-    value: { created_ns: '40000000000', last_seen_ns: '97500000000', backend_id: 1, svc_id: 2, nat_addr: '0.0.0.0', nat_port: 0, flags: 0, tcp_flags: 18, flagNames: '-' },
+    value: { created_ns: '40000000000', last_seen_ns: '97500000000', backend_id: 1, svc_id: 2, nat_addr: '0.0.0.0', nat_port: 0, flags: 0, tcp_flags: 18, client_port: 0, flagNames: '-' },
   });
   r = await get(t, app, '/v1/maps/kbp_svc_v1?limit=100', '/v1/maps/{name}');
   t.equal(r.json().items.length, 7);

@@ -12,7 +12,7 @@ export function ctRecord(i: number, keys: Buffer, values: Buffer, at: number): v
     at * abi.ctKey.size,
   );
   abi.ctValue.encodeInto(
-    { created_ns: 1n, last_seen_ns: 1n, backend_id: 1 + (i % 7), svc_id: 1 + (i % 3), nat_addr: '0.0.0.0', nat_port: 0, flags: 0, tcp_flags: 0 },
+    { created_ns: 1n, last_seen_ns: 1n, backend_id: 1 + (i % 7), svc_id: 1 + (i % 3), nat_addr: '0.0.0.0', nat_port: 0, flags: 0, tcp_flags: 0, client_port: 0 },
     values,
     at * abi.ctValue.size,
   );

@@ -103,6 +103,7 @@ t.test('conntrack entries: the writer writes what the schema serializer writes f
       nat_port: u32() & 0xffff,
       flags: pick([0, 1, 2, 3, u32() & 0xffff]),
       tcp_flags: i < 256 ? i : u32() & 255,
+      client_port: u32() & 0xffff,
     });
     const r = compare(ctWriter(filter, now), () => ctOracle(key, value, filter, now), key, value);
     compared++;
@@ -135,7 +136,7 @@ t.test('an entry at any offset of a batch buffer', async (t) => {
   const want: string[] = [];
   for (let i = 0; i < n; i++) {
     const k = { saddr: `10.244.1.${100 + i}`, daddr: '10.96.0.10', sport: 40000 + i, dport: 80, proto: abi.IPPROTO_TCP, dir: abi.KBP_CT_FORWARD };
-    const v = { created_ns: now - BigInt(i) * 1_500_000_000n, last_seen_ns: now, backend_id: i + 1, svc_id: 9, nat_addr: '0.0.0.0', nat_port: 0, flags: 0, tcp_flags: 0x12 };
+    const v = { created_ns: now - BigInt(i) * 1_500_000_000n, last_seen_ns: now, backend_id: i + 1, svc_id: 9, nat_addr: '0.0.0.0', nat_port: 0, flags: 0, tcp_flags: 0x12, client_port: 0 };
     abi.ctKey.encodeInto(k, keys, i * abi.ctKey.size);
     abi.ctValue.encodeInto(v, values, i * abi.ctValue.size);
     want.push(ctOracle(abi.ctKey.encode(k), abi.ctValue.encode(v), {}, now)!);
@@ -187,7 +188,7 @@ t.test('a walk through reused batch buffers sees every entry once, with lookupBa
   for (let i = 0; i < n; i++) {
     ct.set(
       abi.ctKey.encode({ saddr: abi.numberToIPv4(0x0af40000 + i), daddr: '10.96.0.10', sport: 1024 + (i % 1000), dport: 80, proto: abi.IPPROTO_TCP, dir: abi.KBP_CT_FORWARD }),
-      abi.ctValue.encode({ created_ns: 1n, last_seen_ns: 1n, backend_id: 1 + (i % 5), svc_id: 1, nat_addr: '0.0.0.0', nat_port: 0, flags: 0, tcp_flags: 0 }),
+      abi.ctValue.encode({ created_ns: 1n, last_seen_ns: 1n, backend_id: 1 + (i % 5), svc_id: 1, nat_addr: '0.0.0.0', nat_port: 0, flags: 0, tcp_flags: 0, client_port: 0 }),
     );
   }
   const plain: PagedMap = { info: ct.info, valueBufferSize: ct.valueBufferSize, lookupBatch: (c, m) => ct.lookupBatch(c, m) };

@@ -120,7 +120,7 @@ export function putFlow(
   f: { client: string; sport: number; vip: string; port: number; backendIp: string; backendPort: number; svc: number; backend: number; createdNs: bigint; lastNs: bigint; proto?: number },
 ): void {
   const proto = f.proto ?? abi.IPPROTO_TCP;
-  const v = { created_ns: f.createdNs, last_seen_ns: f.lastNs, backend_id: f.backend, svc_id: f.svc, nat_addr: '0.0.0.0', nat_port: 0, flags: 0, tcp_flags: 0x12 };
+  const v = { created_ns: f.createdNs, last_seen_ns: f.lastNs, backend_id: f.backend, svc_id: f.svc, nat_addr: '0.0.0.0', nat_port: 0, flags: 0, tcp_flags: 0x12, client_port: 0 };
   m.ct.set(abi.ctKey.encode({ saddr: f.client, daddr: f.vip, sport: f.sport, dport: f.port, proto, dir: abi.KBP_CT_FORWARD }), abi.ctValue.encode(v));
   m.ct.set(abi.ctKey.encode({ saddr: f.backendIp, daddr: f.client, sport: f.backendPort, dport: f.sport, proto, dir: abi.KBP_CT_REPLY }), abi.ctValue.encode({ ...v, flags: abi.KBP_CT_F_SEEN_REPLY }));
 }

@@ -31,6 +31,7 @@ import {
   HAIRPIN_ADDR,
   KBP_CT_F_CLOSING,
   KBP_CT_F_HAIRPIN,
+  KBP_CT_F_PORT_REMAP,
   KBP_CT_LIFETIME_CLOSING_NS,
   KBP_CT_LIFETIME_OTHER_NS,
   KBP_CT_F_SEEN_REPLY,
@@ -45,10 +46,13 @@ import {
   KBP_STAT_REVNAT,
   KBP_STAT_REJECT,
   KBP_SCOPE_EXTERNAL,
+  KBP_SNAT_PORT_MAX,
+  KBP_SNAT_PORT_MIN,
   KBP_SVC_F_CLUSTER_IP,
   KBP_SVC_F_REJECT,
   STAT_NAMES,
   svcKey,
+  type CtKey,
 } from '../../src/maps/abi.js';
 
 const CLIENT = '10.244.1.2';
@@ -430,36 +434,122 @@ t.test('conntrack lifecycle: stale entries, port reuse after close, evicted repl
     t.match(reply.out, { saddr: vip, sport: 80 }, 'replies are translated again');
   });
 
-  t.test("a second frontend never takes over another flow's reply tuple", async (t) => {
+  t.test("a second frontend never takes over another flow's reply tuple: the client's port is remapped", async (t) => {
     // The same client port reaches the same single backend through two ClusterIPs.
     const vip2 = '10.96.0.81';
     const vip3 = '10.96.0.82';
     await dp.program([
       { svcId: 81, vip: vip2, port: 80, proto: 'tcp', backends: [a] },
       { svcId: 82, vip: vip3, port: 80, proto: 'tcp', backends: [a] },
+      { svcId: 83, vip: vip2, port: 53, proto: 'udp', backends: [{ id: 83, ip: BE1, port: 5353 }] },
+      { svcId: 84, vip: vip3, port: 53, proto: 'udp', backends: [{ id: 83, ip: BE1, port: 5353 }] },
     ]);
+    const inRange = (port: number) => port >= KBP_SNAT_PORT_MIN && port <= KBP_SNAT_PORT_MAX;
     const cport = sport();
     const first = await send({ saddr: CLIENT, daddr: vip2, proto: 'tcp', sport: cport, dport: 80 });
     t.same(first.moved, ['new_flow']);
+    t.match(first.out, { saddr: CLIENT, sport: cport, daddr: a.ip, dport: 8080 }, 'the first flow keeps its port');
+
     const second = await send({ saddr: CLIENT, daddr: vip3, proto: 'tcp', sport: cport, dport: 80 });
-    t.equal(second.res.retval, TC_ACT_SHOT, 'the clashing new flow is refused');
-    t.same(second.moved, ['drop_ct_clash']);
-    const reply = await send({ saddr: a.ip, daddr: CLIENT, proto: 'tcp', sport: 8080, dport: cport, tcpFlags: TCP_ACK });
-    t.match(reply.out, { saddr: vip2, sport: 80 }, "the first flow's replies still come from its own ClusterIP");
-    // Once the first flow closes, the client may reuse its port through the other frontend.
+    t.equal(second.res.retval, TC_ACT_OK, 'the clashing new flow is translated');
+    t.same(second.moved, ['port_remap']);
+    const remapped = second.out!.sport;
+    t.match(second.out, { saddr: CLIENT, daddr: a.ip, dport: 8080, l4ChecksumOk: true, ipChecksumOk: true }, 'to the backend, from the client address');
+    t.ok(remapped !== cport && inRange(remapped), `from another port of the SNAT range (${remapped})`);
+    const fwd = (await dp.ctLookup(fwdKey(cport, vip3)))!;
+    t.match(fwd, { svc_id: 82, nat_addr: CLIENT, nat_port: remapped }, 'forward entry names the port');
+    t.ok(fwd.flags & KBP_CT_F_PORT_REMAP, 'and is flagged remapped');
+    const rev = (await dp.ctLookup({ saddr: a.ip, daddr: CLIENT, sport: 8080, dport: remapped, proto: 6, dir: KBP_CT_REPLY }))!;
+    t.match(rev, { svc_id: 82, nat_addr: vip3, nat_port: 80, client_port: cport }, 'its reply entry is keyed by the new port and names the client\'s own');
+    t.ok(rev.flags & KBP_CT_F_PORT_REMAP);
+
+    const reply1 = await send({ saddr: a.ip, daddr: CLIENT, proto: 'tcp', sport: 8080, dport: cport, tcpFlags: TCP_ACK });
+    t.match(reply1.out, { saddr: vip2, sport: 80, daddr: CLIENT, dport: cport }, "the first flow's replies still come from its own ClusterIP");
+    const reply2 = await send({ saddr: a.ip, daddr: CLIENT, proto: 'tcp', sport: 8080, dport: remapped, tcpFlags: TCP_SYN | TCP_ACK });
+    t.same(reply2.moved, ['revnat']);
+    t.match(reply2.out, { saddr: vip3, sport: 80, daddr: CLIENT, dport: cport, l4ChecksumOk: true, ipChecksumOk: true }, "the second's come from the other, to the client's own port");
+    const est = await send({ saddr: CLIENT, daddr: vip3, proto: 'tcp', sport: cport, dport: 80, tcpFlags: TCP_ACK });
+    t.same(est.moved, ['established']);
+    t.match(est.out, { saddr: CLIENT, sport: remapped, daddr: a.ip, dport: 8080, l4ChecksumOk: true }, 'established packets keep the remapped port');
+
+    await t.test('an ICMP error about the remapped flow reaches the client with its own port', async (t) => {
+      const err = buildIcmpError({ saddr: '10.244.0.1', daddr: CLIENT, type: ICMP_DEST_UNREACH, code: ICMP_FRAG_NEEDED, rest: 1400, offending: est.res.data, quoteL4: 64 });
+      const { res, moved } = await sendRaw(err);
+      t.same(moved, ['icmp_revnat']);
+      const want = buildIcmpError({ saddr: vip3, daddr: CLIENT, type: ICMP_DEST_UNREACH, code: ICMP_FRAG_NEEDED, rest: 1400, offending: est.input, quoteL4: 64 });
+      t.ok(res.data.equals(want), `exact frame\n got  ${res.data.toString('hex')}\n want ${want.toString('hex')}`);
+    });
+
+    // The frontend replaced (a new id, the same address and port): the flow is
+    // re-recorded under it, on the port the backend knows it by.
+    await dp.program([{ svcId: 87, vip: vip3, port: 80, proto: 'tcp', backends: [a] }]);
+    const rebound = await send({ saddr: CLIENT, daddr: vip3, proto: 'tcp', sport: cport, dport: 80, tcpFlags: TCP_ACK });
+    t.same(rebound.moved, ['port_remap'], 're-recorded under the new frontend id');
+    t.match(rebound.out, { saddr: CLIENT, sport: remapped, daddr: a.ip, dport: 8080 }, 'keeping its remapped port');
+    t.match(await dp.ctLookup(fwdKey(cport, vip3)), { svc_id: 87, nat_port: remapped });
+    const reply3 = await send({ saddr: a.ip, daddr: CLIENT, proto: 'tcp', sport: 8080, dport: remapped, tcpFlags: TCP_ACK });
+    t.match(reply3.out, { saddr: vip3, sport: 80, dport: cport }, 'its replies still reach the client port');
+
+    // A closing flow's tuple is not taken over either: the backend may still
+    // hold that connection in TIME_WAIT and refuse a SYN on it.
     const cport2 = sport();
     await send({ saddr: CLIENT, daddr: vip2, proto: 'tcp', sport: cport2, dport: 80 });
     await send({ saddr: a.ip, daddr: CLIENT, proto: 'tcp', sport: 8080, dport: cport2, tcpFlags: TCP_FIN | TCP_ACK });
     const reused = await send({ saddr: CLIENT, daddr: vip3, proto: 'tcp', sport: cport2, dport: 80, tcpFlags: TCP_SYN });
-    t.same(reused.moved, ['new_flow'], 'a closing flow does not block the reused port');
-    const replyNow = await send({ saddr: a.ip, daddr: CLIENT, proto: 'tcp', sport: 8080, dport: cport2, tcpFlags: TCP_SYN | TCP_ACK });
-    t.match(replyNow.out, { saddr: vip3, sport: 80 }, 'and its replies come from the new frontend');
+    t.same(reused.moved, ['port_remap'], 'a closing flow of another frontend: remapped too');
+    const lastAck = await send({ saddr: a.ip, daddr: CLIENT, proto: 'tcp', sport: 8080, dport: cport2, tcpFlags: TCP_ACK });
+    t.match(lastAck.out, { saddr: vip2, sport: 80, dport: cport2 }, "and the closing flow's last packets still come from its frontend");
+    const newReply = await send({ saddr: a.ip, daddr: CLIENT, proto: 'tcp', sport: 8080, dport: reused.out!.sport, tcpFlags: TCP_SYN | TCP_ACK });
+    t.match(newReply.out, { saddr: vip3, sport: 80, dport: cport2 });
+
+    // The same frontend again (a new connection on the same port after
+    // close) takes the tuple over, as before.
+    await send({ saddr: CLIENT, daddr: vip2, proto: 'tcp', sport: cport2, dport: 80, tcpFlags: TCP_FIN | TCP_ACK });
+    const again = await send({ saddr: CLIENT, daddr: vip2, proto: 'tcp', sport: cport2, dport: 80, tcpFlags: TCP_SYN });
+    t.same(again.moved, ['new_flow'], 'the same frontend on a closed flow: a new flow on the own port');
+    t.equal(again.out!.sport, cport2);
+
+    // UDP has no close: the same client port to a second DNS frontend with the same backend.
+    const uport = sport();
+    const u1 = await send({ saddr: CLIENT, daddr: vip2, proto: 'udp', sport: uport, dport: 53 });
+    t.same(u1.moved, ['new_flow']);
+    const u2 = await send({ saddr: CLIENT, daddr: vip3, proto: 'udp', sport: uport, dport: 53 });
+    t.same(u2.moved, ['port_remap'], 'UDP: remapped, not dropped');
+    t.ok(inRange(u2.out!.sport) && u2.out!.l4ChecksumOk, 'with a valid UDP checksum');
+    const ur = await send({ saddr: BE1, daddr: CLIENT, proto: 'udp', sport: 5353, dport: u2.out!.sport });
+    t.match(ur.out, { saddr: vip3, sport: 53, daddr: CLIENT, dport: uport, l4ChecksumOk: true });
+
     // Once the first flow is over, the tuple is free for the other frontend.
-    const rev = { saddr: a.ip, daddr: CLIENT, sport: 8080, dport: cport, proto: 6, dir: KBP_CT_REPLY };
-    const cur = (await dp.ctLookup(rev))!;
-    await dp.ctSet(rev, { ...cur, flags: cur.flags | KBP_CT_F_CLOSING, last_seen_ns: cur.last_seen_ns - BigInt(KBP_CT_LIFETIME_CLOSING_NS) - 1_000_000_000n });
-    const later = await send({ saddr: CLIENT, daddr: vip3, proto: 'tcp', sport: cport, dport: 80 });
+    const revFirst = { saddr: a.ip, daddr: CLIENT, sport: 8080, dport: cport, proto: 6, dir: KBP_CT_REPLY };
+    const cur = (await dp.ctLookup(revFirst))!;
+    await dp.ctSet(revFirst, { ...cur, flags: cur.flags | KBP_CT_F_CLOSING, last_seen_ns: cur.last_seen_ns - BigInt(KBP_CT_LIFETIME_CLOSING_NS) - 1_000_000_000n });
+    const fwd3 = (await dp.ctLookup(fwdKey(cport, vip3)))!;
+    await dp.ctSet(fwdKey(cport, vip3), { ...fwd3, flags: fwd3.flags | KBP_CT_F_CLOSING });
+    const later = await send({ saddr: CLIENT, daddr: vip3, proto: 'tcp', sport: cport, dport: 80, tcpFlags: TCP_SYN });
     t.same(later.moved, ['new_flow']);
+    t.equal(later.out!.sport, cport, 'on its own port');
+  });
+
+  t.test('a clash with every port of the range held is dropped (drop_ct_clash)', async (t) => {
+    const vip4 = '10.96.0.83';
+    const vip5 = '10.96.0.84';
+    await dp.program([
+      { svcId: 85, vip: vip4, port: 80, proto: 'tcp', backends: [b] },
+      { svcId: 86, vip: vip5, port: 80, proto: 'tcp', backends: [b] },
+    ]);
+    const cport = sport();
+    await send({ saddr: CLIENT, daddr: vip4, proto: 'tcp', sport: cport, dport: 80 });
+    const held = (await dp.ctLookup({ saddr: b.ip, daddr: CLIENT, sport: 8080, dport: cport, proto: 6, dir: KBP_CT_REPLY }))!;
+    const taken: CtKey[] = [];
+    for (let port = KBP_SNAT_PORT_MIN; port <= KBP_SNAT_PORT_MAX; port++) taken.push({ saddr: b.ip, daddr: CLIENT, sport: 8080, dport: port, proto: 6, dir: KBP_CT_REPLY });
+    for (const k of taken) await dp.ctSet(k, held);
+    t.teardown(async () => {
+      for (const k of taken) await dp.ctDelete(k);
+    });
+    const second = await send({ saddr: CLIENT, daddr: vip5, proto: 'tcp', sport: cport, dport: 80 });
+    t.equal(second.res.retval, TC_ACT_SHOT, 'refused');
+    t.same(second.moved, ['drop_ct_clash']);
+    t.equal(await dp.ctLookup(fwdKey(cport, vip5)), null, 'nothing recorded');
   });
 });
 

@@ -106,7 +106,7 @@ t.test('agent with --kubeconfig against a real API server', { skip }, async (t) 
   for (const p of [a, b, c]) await startPodServer(tb, p.ns, p.name, 8080);
   // web2's port on web-a: its flows never share a reply tuple (web-a:8080 -> client:port)
   // with the thousands of earlier flows to web, whose closed entries the datapath
-  // keeps for a while and does not let a new flow overwrite (drop_ct_clash).
+  // keeps for a while (a new flow on such a tuple gets another client port).
   await startPodServer(tb, a.ns, a.name, 8081);
   const client = await cluster.addPod('client', '10.244.1.100');
   const [clientProbe, nodeProbe] = await Promise.all([Probe.start(tb, client.ns), Probe.start(tb, cluster.nodeNs)]);

@@ -10,6 +10,10 @@
 //   - hairpin: a pod that is the only endpoint of its Service reaches itself
 //     through the ClusterIP and through its node's NodePort;
 //   - pods reach NodePorts on their own node's and the other node's address;
+//   - a client port reused for a second Service with the same backend, while
+//     the backend holds the first connection in TIME_WAIT: the new flow gets
+//     another source port (as netfilter's NAT picks one), so no SYN meets the
+//     old connection;
 //   - path MTU discovery through translated flows: the backend 'big' sits
 //     behind a host veth with MTU 1300 (its own side 1500, so it advertises
 //     MSS 1460); node2's "fragmentation needed" for full-size segments must
@@ -78,6 +82,15 @@ const web: ServiceSpec = {
   ports: [{ name: 'http', port: 80, targetPort: 8080, protocol: 'TCP', nodePort: 30094 }],
   endpoints: [WEB_B],
 };
+// A second ClusterIP on web-b alone: a client port reused for it right after
+// a connection to `web` closed gives the flow web's reply tuple.
+const web2: ServiceSpec = {
+  name: 'web2',
+  namespace: 'default',
+  clusterIP: '10.96.0.67',
+  ports: [{ name: 'http', port: 80, targetPort: 8080, protocol: 'TCP' }],
+  endpoints: [WEB_B],
+};
 
 const mtu: ServiceSpec = {
   name: 'mtu',
@@ -138,7 +151,7 @@ if (process.getuid?.() !== 0) {
     await startPodServer(tb, selfPod.ns, selfPod.name, 8080);
     const clientPod = await n1.cluster.addPod('c1', CLIENT_POD_IP);
     const dir = await tb.tempDir('manifests');
-    for (const s of [empty, closed, self, web, mtu, rangeExternal, rangePods]) await writeService(dir, s);
+    for (const s of [empty, closed, self, web, web2, mtu, rangeExternal, rangePods]) await writeService(dir, s);
     for (const n of mc.nodes) await writeNode(dir, n.name, n.ip);
     [external, podProbe, selfProbe] = await Promise.all([Probe.start(tb, mc.clientNs), Probe.start(tb, clientPod.ns), Probe.start(tb, selfPod.ns)]);
     agents.push(...(await mc.startAgents(dir)));
@@ -216,6 +229,26 @@ if (process.getuid?.() !== 0) {
     const rs = await selfProbe.http(n2.ip, 30093, { count: 3, timeoutMs: 2000 });
     t.same(failures(rs), [], `self on node1 -> ${n2.ip}:30093 (its own Service, via the other node): 3/3`);
     t.same(seenAddresses(rs), [n2.ip], 'node2 masqueraded it (remote backend)');
+  });
+
+  withAgents('a client port reused for another Service with the same backend: the backend sees another port, every connection completes', async (t) => {
+    const before = await stat(1, 'port_remap');
+    const rounds = 6;
+    const seen: string[][] = [];
+    for (let i = 0; i < rounds; i++) {
+      const localPort = 42100 + i;
+      // web-b closes first (Connection: close), so it keeps TIME_WAIT for c1:localPort.
+      const [first] = await podProbe.http(web.clusterIP, 80, { localPort, timeoutMs: 3000 });
+      await new Promise((r) => setTimeout(r, 100));
+      const [second] = await podProbe.http(web2.clusterIP, 80, { localPort, timeoutMs: 3000 });
+      t.same(failures([first!, second!]), [], `round ${i}: both connections from port ${localPort} complete`);
+      seen.push([first!.seenFrom ?? '-', second!.seenFrom ?? '-', `${Math.round(second!.end - second!.start)} ms`]);
+      t.equal(first!.seenFrom, `${CLIENT_POD_IP}:${localPort}`, `round ${i}: web-b saw the first from the client's own port`);
+      const [addr, port] = (second!.seenFrom ?? ':0').split(':');
+      t.ok(addr === CLIENT_POD_IP && Number(port) >= 61000 && Number(port) <= 65535, `round ${i}: and the second from the client's address, another port (${second!.seenFrom})`);
+    }
+    t.comment(`seen by web-b (first, second, second's duration): ${seen.map((r) => r.join(' ')).join('; ')}`);
+    t.ok((await stat(1, 'port_remap')) - before >= rounds, `node1 counted ${(await stat(1, 'port_remap')) - before} remapped flows`);
   });
 
   withAgents('path MTU discovery works through translated flows: fragmentation needed reaches the client translated', async (t) => {

@@ -36,14 +36,14 @@ t.test('converters', async (t) => {
   const v = { created_ns: 1n, last_seen_ns: 2n, backend_id: 5, svc_id: 3, flags: abi.KBP_CT_F_SEEN_REPLY, tcp_flags: 0x12 };
   const fwd = { saddr: '10.244.1.100', daddr: '10.96.0.10', sport: 40000, dport: 80, proto: 6, dir: abi.KBP_CT_FORWARD };
   const rep = { saddr: '10.244.1.5', daddr: '10.244.1.100', sport: 8080, dport: 40000, proto: 6, dir: abi.KBP_CT_REPLY };
-  t.same(convertCtV1(fwd, v, ctx), { ...v, nat_addr: '0.0.0.0', nat_port: 0 }, 'forward entry: no SNAT fields');
-  t.same(convertCtV1(rep, v, ctx), { ...v, nat_addr: '10.96.0.10', nat_port: 80 }, 'reply entry names the frontend the client addressed (from revnat)');
+  t.same(convertCtV1(fwd, v, ctx), { ...v, nat_addr: '0.0.0.0', nat_port: 0, client_port: 0 }, 'forward entry: no SNAT fields');
+  t.same(convertCtV1(rep, v, ctx), { ...v, nat_addr: '10.96.0.10', nat_port: 80, client_port: 0 }, 'reply entry names the frontend the client addressed (from revnat)');
   t.equal(convertCtV1(rep, { ...v, svc_id: 9 }, ctx), null, 'reply entry of a vanished frontend is left behind');
   // Through the table entry, as migrate.ts calls it.
   const ctMap = LEGACY_MAPS.find((m) => m.name === 'kbp_ct4_v1')!;
   const out = ctMap.convert!(abi.ctKey.encode(rep), ctValueV1.encode(v), ctx)!;
-  t.same(abi.ctValue.decode(out.value), { ...v, nat_addr: '10.96.0.10', nat_port: 80 });
-  t.ok(ctMap.newer!(abi.ctValue.encode({ ...v, last_seen_ns: 3n, nat_addr: '0.0.0.0', nat_port: 0 }), abi.ctValue.encode({ ...v, nat_addr: '0.0.0.0', nat_port: 0 })), 'a later last_seen is newer');
+  t.same(abi.ctValue.decode(out.value), { ...v, nat_addr: '10.96.0.10', nat_port: 80, client_port: 0 });
+  t.ok(ctMap.newer!(abi.ctValue.encode({ ...v, last_seen_ns: 3n, nat_addr: '0.0.0.0', nat_port: 0, client_port: 0 }), abi.ctValue.encode({ ...v, nat_addr: '0.0.0.0', nat_port: 0, client_port: 0 })), 'a later last_seen is newer');
   t.same(parseMapName('kbp_ct4_v2'), { family: 'ct4', version: 2 });
   t.same(parseMapName('kbp_backend_v10'), { family: 'backend', version: 10 });
   t.equal(parseMapName('kbp_ct4'), null);

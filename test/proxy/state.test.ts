@@ -162,7 +162,7 @@ t.test('removed UDP backend: its conntrack entries (both directions) are flushed
   const kept = id('10.244.1.53', abi.IPPROTO_UDP);
   const tcp = id('10.244.1.1', abi.IPPROTO_TCP);
   const ct = async (saddr: string, sport: number, daddr: string, dport: number, proto: number, dir: number, backend_id: number) =>
-    w.update(CT, abi.ctKey.encode({ saddr, daddr, sport, dport, proto, dir }), abi.ctValue.encode({ created_ns: 1n, last_seen_ns: 2n, backend_id, svc_id: 1, nat_addr: '0.0.0.0', nat_port: 0, flags: 0, tcp_flags: 0 }));
+    w.update(CT, abi.ctKey.encode({ saddr, daddr, sport, dport, proto, dir }), abi.ctValue.encode({ created_ns: 1n, last_seen_ns: 2n, backend_id, svc_id: 1, nat_addr: '0.0.0.0', nat_port: 0, flags: 0, tcp_flags: 0, client_port: 0 }));
   await ct('10.244.9.1', 4000, '10.96.0.53', 53, 17, abi.KBP_CT_FORWARD, gone);
   await ct('10.244.2.53', 5353, '10.244.9.1', 4000, 17, abi.KBP_CT_REPLY, gone);
   await ct('10.244.9.2', 4000, '10.96.0.53', 53, 17, abi.KBP_CT_FORWARD, kept);

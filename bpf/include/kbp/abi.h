@@ -152,7 +152,15 @@ struct kbp_ct_key {
 #define KBP_CT_F_CLOSING    (1u << 1) /* FIN or RST seen */
 #define KBP_CT_F_SNAT       (1u << 2) /* the client is masqueraded to nat_addr:nat_port */
 #define KBP_CT_F_HAIRPIN    (1u << 3) /* FORWARD: the client is its own backend; its source
-                                       * is rewritten to nat_addr (KBP_HAIRPIN_ADDR), port kept */
+                                       * is rewritten to nat_addr (KBP_HAIRPIN_ADDR), port kept
+                                       * (unless KBP_CT_F_PORT_REMAP) */
+#define KBP_CT_F_PORT_REMAP (1u << 4) /* the flow's reply tuple was held by another live flow
+                                       * (the same client address and port reaching the same
+                                       * backend through another frontend), so the client's
+                                       * port is rewritten, as netfilter's NAT does on such a
+                                       * clash. FORWARD: source rewritten to nat_addr (the
+                                       * client, or KBP_HAIRPIN_ADDR) : nat_port; REPLY (keyed
+                                       * by that port): client_port is the client's own */
 
 struct kbp_ct_value {
 	__u64  created_ns;   /* CLOCK_MONOTONIC_COARSE at creation (bpf_ktime_get_coarse_ns: tick resolution, a fraction of the cost) */
@@ -160,12 +168,16 @@ struct kbp_ct_value {
 	__u32  backend_id;   /* the backend, never the slot: slots move, backends do not */
 	__u32  svc_id;       /* frontend id, key of revnat */
 	__be32 nat_addr;     /* FORWARD with KBP_CT_F_SNAT: node address the client is masqueraded to;
+	                      * with KBP_CT_F_HAIRPIN or _PORT_REMAP: the source the backend sees;
 	                      * REPLY: the frontend address the client used (tells this flow's
 	                      * reply entry from another flow's with the same tuple) */
-	__be16 nat_port;     /* FORWARD with KBP_CT_F_SNAT: its SNAT port; REPLY: the frontend port */
+	__be16 nat_port;     /* FORWARD with KBP_CT_F_SNAT or _PORT_REMAP: the source port the
+	                      * backend sees; REPLY: the frontend port */
 	__u16  flags;        /* KBP_CT_F_* */
 	__u8   tcp_flags;    /* OR of TCP flags seen in this direction */
-	__u8   pad[7];       /* zero */
+	__u8   pad;          /* zero */
+	__be16 client_port;  /* REPLY with KBP_CT_F_PORT_REMAP: the client's own port; else zero */
+	__u8   pad2[4];      /* zero */
 };
 
 #define KBP_CT_REFRESH_NS 1000000000ull
@@ -308,7 +320,9 @@ enum kbp_stat {
 	KBP_STAT_SNAT,                /* new flow masqueraded to the node (remote backend) */
 	KBP_STAT_DROP_SNAT_PORTS,     /* no free SNAT port after KBP_SNAT_TRIES */
 	KBP_STAT_DROP_NO_CONFIG,      /* SNAT needed but the agent has written no config */
-	KBP_STAT_DROP_CT_CLASH,       /* the flow's reply (or SNAT) tuple belongs to another live flow */
+	KBP_STAT_DROP_CT_CLASH,       /* the flow's reply (or SNAT) tuple belongs to another live
+	                               * flow; for a new flow: and KBP_SNAT_TRIES random ports to
+	                               * remap the client to were all held as well */
 	KBP_STAT_REJECT,              /* frontend without endpoints (KBP_SVC_F_REJECT): answered with
 	                               * ICMP port unreachable, sent back out of the ingress device */
 	KBP_STAT_ICMP_REVNAT,         /* ICMP error about a translated flow translated back
@@ -326,6 +340,8 @@ enum kbp_stat {
 	                               * connect/sendmsg refused (ECONNREFUSED) */
 	KBP_STAT_XDP_TX,              /* packet translated in XDP sent straight back out of its
 	                               * uplink (KBP_CONFIG_F_XDP_TX), besides xdp_forward */
+	KBP_STAT_PORT_REMAP,          /* new flow whose reply tuple another live flow held: DNAT
+	                               * and the client's port rewritten (KBP_CT_F_PORT_REMAP) */
 	KBP_STAT_MAX,
 };
 

@@ -5,7 +5,8 @@
 // (and a node start-up) out of every request.
 //
 // Ops (types in ../probe-protocol.ts):
-//   http  N sequential GETs, each on a NEW TCP connection (agent: false)
+//   http  N sequential GETs, each on a NEW TCP connection (agent: false), from
+//         localPort when given (the kernel's SO_REUSEADDR bind lets it follow a closed one)
 //   udp   one datagram from an unconnected socket; reports who replied (connect:
 //         a connected socket instead, which also reports ICMP errors, e.g. ECONNREFUSED)
 //   get   one GET returning status and body (the agent's REST API)
@@ -24,10 +25,10 @@ function errText(err: unknown): string {
   return e.code ? `${e.code}: ${e.message}` : String(e.message ?? err);
 }
 
-function getOnce(host: string, port: number, path: string, timeoutMs: number): Promise<{ status: number; body: string; peer: string | null }> {
+function getOnce(host: string, port: number, path: string, timeoutMs: number, localPort?: number): Promise<{ status: number; body: string; peer: string | null }> {
   return new Promise((resolve, reject) => {
     let peer: string | null = null;
-    const req = request({ host, port, path, method: 'GET', agent: false, timeout: timeoutMs }, (res) => {
+    const req = request({ host, port, path, method: 'GET', agent: false, timeout: timeoutMs, ...(localPort ? { localPort } : {}) }, (res) => {
       const chunks: Buffer[] = [];
       res.on('data', (c: Buffer) => chunks.push(c));
       res.on('end', () => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks).toString('utf8'), peer }));
@@ -41,10 +42,10 @@ function getOnce(host: string, port: number, path: string, timeoutMs: number): P
   });
 }
 
-async function httpOnce(host: string, port: number, path: string, timeoutMs: number): Promise<HttpResult> {
+async function httpOnce(host: string, port: number, path: string, timeoutMs: number, localPort?: number): Promise<HttpResult> {
   const start = now();
   try {
-    const { status, body, peer } = await getOnce(host, port, path, timeoutMs);
+    const { status, body, peer } = await getOnce(host, port, path, timeoutMs, localPort);
     const end = now();
     let backend: string | null = null;
     let seenFrom: string | null = null;
@@ -102,7 +103,7 @@ async function handle(req: ProbeRequest): Promise<unknown> {
     case 'http': {
       const results: HttpResult[] = [];
       for (let i = 0; i < req.count; i++) {
-        results.push(await httpOnce(req.host, req.port, req.path ?? '/', req.timeoutMs));
+        results.push(await httpOnce(req.host, req.port, req.path ?? '/', req.timeoutMs, req.localPort));
       }
       return results;
     }
