@@ -106,7 +106,10 @@ const podTargets: Target[] = [
 // address and port), then, once the client side has closed, a GET to
 // HOST2:PORT from the same source port. Two Services with the same backends
 // may land on the same backend address and port, so the second flow's reply
-// tuple is one a just-ended flow of another frontend used. Prints, one JSON
+// tuple is one a just-ended flow of another frontend used, and the backend may
+// still hold it in TIME_WAIT. netfilter's NAT gives such a flow another source
+// port; a proxy that reused the tuple would see the backend refuse some SYNs
+// ("slow", or a timeout). Prints, one JSON
 // line, each second connection's outcome: "ok" (connected in < 500 ms),
 // "slow" (connected later: SYN retransmitted) or the error code.
 const PORT_REUSE = `
@@ -125,7 +128,7 @@ const get = (host, localPort) => new Promise((resolve) => {
     s.end();
     resolve(connected < 500 ? 'ok' : 'slow');
   });
-  s.on('timeout', () => { s.destroy(); resolve('timeout'); });
+  s.on('timeout', () => { s.destroy(); resolve('ETIMEDOUT'); });
   s.on('error', (e) => resolve(e.code || 'error'));
 });
 (async () => {
