@@ -45,7 +45,7 @@ Idempotent.
 
 const benchUsage = `Usage: kbp bench [compare] [options]   (kbp bench compare --help)
        kbp bench (packet | controlplane | cluster) [--json]
-       kbp bench cluster [--json] [--scales 1000,10000] [--changes N] [--profile DIR]
+       kbp bench cluster [--json] [--scales 1000,10000] [--changes N] [--profile DIR] [--heap-snapshot DIR]
 
 packet: per-packet prog-test-run time of a no-op tc program and of the service
 path (new flow, established flow) with 1, 1k and 100k services, and their ratios.
@@ -57,6 +57,7 @@ created through the API, the agent started against them (root namespace,
 private bpffs, no device): full sync from informer sync to maps programmed,
 agent RSS, and API-write-to-map latency of single endpoint changes (p50/p99).
 --profile DIR runs the agent with --cpu-prof and --heap-prof into DIR.
+--heap-snapshot DIR writes a V8 heap snapshot of the agent into DIR once it is ready.
 `;
 
 class UsageError extends Error {}
@@ -119,7 +120,7 @@ async function cmdBench(args: string[]): Promise<number> {
       args,
       strict: true,
       allowPositionals: true,
-      options: { json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' }, scales: { type: 'string' }, changes: { type: 'string' }, profile: { type: 'string' } },
+      options: { json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' }, scales: { type: 'string' }, changes: { type: 'string' }, profile: { type: 'string' }, 'heap-snapshot': { type: 'string' } },
     });
   } catch (err) {
     throw new UsageError(`${(err as Error).message}\n\n${benchUsage}`);
@@ -131,7 +132,8 @@ async function cmdBench(args: string[]): Promise<number> {
   const which = parsed.positionals[0];
   if (parsed.positionals.length !== 1 || (which !== 'packet' && which !== 'controlplane' && which !== 'cluster')) throw new UsageError(benchUsage);
   const { scales, changes, profile } = parsed.values;
-  if (which !== 'cluster' && (scales !== undefined || changes !== undefined || profile !== undefined)) throw new UsageError(`--scales, --changes and --profile are for bench cluster\n\n${benchUsage}`);
+  const snapshot = parsed.values['heap-snapshot'];
+  if (which !== 'cluster' && (scales !== undefined || changes !== undefined || profile !== undefined || snapshot !== undefined)) throw new UsageError(`--scales, --changes, --profile and --heap-snapshot are for bench cluster\n\n${benchUsage}`);
   if (which === 'cluster') {
     const nums = (s: string, what: string) =>
       s.split(',').map((x) => {
@@ -145,6 +147,7 @@ async function cmdBench(args: string[]): Promise<number> {
       scales: scales === undefined ? undefined : nums(scales, '--scales'),
       changes: changes === undefined ? undefined : nums(changes, '--changes')[0],
       profileDir: profile,
+      snapshotDir: snapshot,
     });
     return 0;
   }

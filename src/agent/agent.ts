@@ -8,6 +8,7 @@
 // runs against empty maps; on exit the hooks and pins stay, so traffic keeps
 // flowing until the next agent takes over.
 
+import { AGENT_ENV, missingAgentEnv, missingNodeFlags } from './nodeflags.js';
 import { existsSync } from 'node:fs';
 import v8 from 'node:v8';
 import { bpfObjectPath } from '../paths.js';
@@ -44,6 +45,8 @@ async function makeSource(cfg: AgentConfig, log: Logger): Promise<ObjectSource> 
 /** Runs until SIGINT/SIGTERM; resolves with the exit code. */
 export async function runAgent(cfg: AgentConfig, log = new Logger(undefined, cfg.logLevel)): Promise<number> {
   log.info('starting', { nodeName: cfg.nodeName, source: cfg.source.kind, bpffs: cfg.bpffs, podDevices: cfg.podDevices, nodeDevices: cfg.nodeDevices || undefined, nodePortAcceleration: cfg.nodeDevices ? cfg.nodePortAcceleration : undefined, pid: process.pid });
+  const missingFlags = [...missingNodeFlags(process.execArgv), ...missingAgentEnv(process.env).map((k) => `${k}=${AGENT_ENV[k]}`)];
+  if (missingFlags.length) log.warn('running without some of the agent\'s node flags or environment (this Node has no process.execve to apply them): start node with them', { missing: missingFlags.join(' '), node: process.version });
 
   const { created } = await ensureBpffs(cfg.bpffs);
   if (created) log.info('created pin folder on bpffs', { bpffs: cfg.bpffs });

@@ -37,7 +37,7 @@
 
 import https from 'node:https';
 import os from 'node:os';
-import { readFile } from 'node:fs/promises';
+import { readdir, readFile, stat } from 'node:fs/promises';
 import path from 'node:path';
 import * as abi from '../maps/abi.js';
 import { native, type BpfMap } from '../native/binding.js';
@@ -45,6 +45,7 @@ import { apiRequest, freePort, startControlPlane, type ApiResponse, type Control
 import { Testbed } from '../testbed/netns.js';
 import { childEnv } from '../testbed/programs.js';
 import { kbpBin } from '../testbed/agent.js';
+import { AGENT_NODE_FLAGS, agentEnv } from '../agent/nodeflags.js';
 
 export interface ClusterBenchOptions {
   json: boolean;
@@ -57,10 +58,12 @@ export interface ClusterBenchOptions {
   concurrency?: number;
   /** Run the agent with --cpu-prof / --heap-prof into this folder. */
   profileDir?: string;
+  /** Write a V8 heap snapshot of the agent into this folder once it is ready (after the RSS is read). */
+  snapshotDir?: string;
   /** Agent starts per scale and agent build (default 1). */
   repeat?: number;
-  /** Agent builds to measure, each a kbp.js (default: this checkout's, labelled "this"). */
-  agents?: Array<{ label: string; bin: string }>;
+  /** Agent builds to measure, each a kbp.js (default: this checkout's, labelled "this"), optionally with other node flags than AGENT_NODE_FLAGS. */
+  agents?: AgentBuild[];
 }
 
 export interface ClusterScaleResult {
@@ -179,15 +182,26 @@ interface RunningAgent {
   stop(): Promise<void>;
 }
 
-async function startAgent(tb: Testbed, kubeconfig: string, bin: string, label: string, profileDir: string | undefined): Promise<RunningAgent> {
+/** An agent to measure: a kbp.js, and the node flags to start it with (default: the agent's own, AGENT_NODE_FLAGS and AGENT_ENV; given flags: those, in the harness's plain environment plus `env`). */
+export interface AgentBuild {
+  label: string;
+  bin: string;
+  nodeFlags?: readonly string[];
+  env?: Readonly<Record<string, string>>;
+}
+
+async function startAgent(tb: Testbed, kubeconfig: string, build: AgentBuild, label: string, profileDir: string | undefined, snapshotDir: string | undefined): Promise<RunningAgent> {
   const bpffs = await tb.mountBpffs();
   const apiPort = await freePort();
   const logFile = path.join(await tb.tempDir('bench-agent'), `${label}.log`);
-  const prof = profileDir ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`, '--heap-prof', `--heap-prof-dir=${profileDir}`] : [];
+  const prof = [
+    ...(profileDir ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`, '--heap-prof', `--heap-prof-dir=${profileDir}`] : []),
+    ...(snapshotDir ? ['--heapsnapshot-signal=SIGUSR2', `--diagnostic-dir=${snapshotDir}`] : []),
+  ];
   const child = tb.spawn(
     null,
-    [process.execPath, ...prof, bin, 'agent', '--host-services-cgroup', 'off', '--kubeconfig', kubeconfig, '--node-name', NODE, '--pod-devices', 'kbpbench-nomatch-*', '--bpffs', bpffs, '--api-listen', `127.0.0.1:${apiPort}`, '--log-level', 'info'],
-    { logFile, env: childEnv(), stopTimeoutMs: 10_000 },
+    [process.execPath, ...(build.nodeFlags ?? AGENT_NODE_FLAGS), ...prof, build.bin, 'agent', '--host-services-cgroup', 'off', '--kubeconfig', kubeconfig, '--node-name', NODE, '--pod-devices', 'kbpbench-nomatch-*', '--bpffs', bpffs, '--api-listen', `127.0.0.1:${apiPort}`, '--log-level', 'info'],
+    { logFile, env: build.nodeFlags ? { ...childEnv(), ...build.env } : agentEnv(childEnv()), stopTimeoutMs: 10_000 },
   );
   const end = Date.now() + 600_000;
   for (;;) {
@@ -208,6 +222,29 @@ async function startAgent(tb: Testbed, kubeconfig: string, bin: string, label: s
       await exited;
     },
   };
+}
+
+/** SIGUSR2 to an agent started with --heapsnapshot-signal: the file it writes into `dir`, once complete (node blocks while writing it). */
+async function heapSnapshot(pid: number, dir: string): Promise<string> {
+  const ours = async () => (await readdir(dir)).filter((f) => f.endsWith('.heapsnapshot') && f.includes(`.${pid}.`));
+  const had = new Set(await ours());
+  process.kill(pid, 'SIGUSR2');
+  const end = Date.now() + 120_000;
+  let last = -1;
+  while (Date.now() < end) {
+    await sleep(500);
+    const f = (await ours()).find((x) => !had.has(x));
+    if (!f) continue;
+    const size = (await stat(path.join(dir, f))).size;
+    // Still growing: the agent is writing it.
+    if (size > 0 && size === last && (await procState(pid)) !== 'R') return path.join(dir, f);
+    last = size;
+  }
+  throw new Error(`no heap snapshot of ${pid} in ${dir} after 120 s`);
+}
+
+async function procState(pid: number): Promise<string> {
+  return /^State:\s+(\S)/m.exec(await readFile(`/proc/${pid}/status`, 'utf8'))?.[1] ?? '?';
 }
 
 async function procStatusMb(pid: number, field: 'VmRSS' | 'VmHWM'): Promise<number> {
@@ -236,7 +273,7 @@ async function metricsText(port: number): Promise<string> {
 const metricValue = (text: string, name: string) => Number(text.split('\n').find((l) => l.startsWith(`${name} `))?.split(' ')[1] ?? NaN);
 
 async function measureScale(
-  agentBuild: { label: string; bin: string },
+  agentBuild: AgentBuild,
   run: number,
   tb: Testbed,
   cp: ControlPlane,
@@ -247,12 +284,14 @@ async function measureScale(
   vips: string[],
   createS: number,
   profileDir: string | undefined,
+  snapshotDir: string | undefined,
   progress: (s: string) => void,
 ): Promise<ClusterScaleResult> {
   progress(`${services} Services: starting the agent (${agentBuild.label}, run ${run + 1})`);
-  const agent = await startAgent(tb, cp.kubeconfigPath, agentBuild.bin, `agent-${services}-${agentBuild.label}-${run + 1}`, profileDir);
+  const agent = await startAgent(tb, cp.kubeconfigPath, agentBuild, `agent-${services}-${agentBuild.label}-${run + 1}`, profileDir, snapshotDir);
   try {
     const rss = await procStatusMb(agent.pid, 'VmRSS');
+    if (snapshotDir) progress(`${services} Services: heap snapshot ${await heapSnapshot(agent.pid, snapshotDir)}`);
     const load = os.loadavg()[0]!;
     const lines = (await readFile(agent.logFile, 'utf8')).split('\n');
     const started = lines.find((l) => l.includes('msg=starting'));
@@ -355,7 +394,7 @@ export async function runClusterBench(opts: ClusterBenchOptions): Promise<Cluste
         const createS = (now() - t0) / 1000;
         created = n;
         for (let run = 0; run < repeat; run++) {
-          for (const a of agents) out.push(await measureScale(a, run, tb, cp, api, n, endpoints, changes, vips, createS, opts.profileDir, progress));
+          for (const a of agents) out.push(await measureScale(a, run, tb, cp, api, n, endpoints, changes, vips, createS, opts.profileDir, opts.snapshotDir, progress));
         }
       }
     } finally {

@@ -18,7 +18,7 @@ import { relayInto, startControlPlane, type ControlPlane, type Relay } from '../
 import { waitExit, type Testbed } from '../testbed/netns.js';
 import { Cluster, POD_DEVICE_GLOB, type Pod } from '../testbed/topology.js';
 import { Probe, childEnv, startPodServer } from '../testbed/programs.js';
-import { kbpBin } from '../testbed/agent.js';
+import { agentEnv, agentNodeArgs, kbpBin } from '../testbed/agent.js';
 import type { HttpResult } from '../testbed/probe-protocol.js';
 
 export const NS = 'default';
@@ -183,9 +183,9 @@ export class ApiNode {
     const logFile = path.join(this.logDir, `${label}.log`);
     const child = this.tb.spawn(
       this.cluster.nodeNs,
-      [process.execPath, kbpBin(), 'agent', '--host-services-cgroup', 'off', '--kubeconfig', this.relay.kubeconfigPath, '--node-name', this.cluster.nodeName, '--pod-devices', POD_DEVICE_GLOB,
-        '--bpffs', this.cluster.bpffs, '--api-listen', '127.0.0.1:10256', '--log-level', 'debug', ...extraArgs],
-      { logFile, env: childEnv(), stopTimeoutMs: 5000 },
+      agentNodeArgs(kbpBin(), ['--host-services-cgroup', 'off', '--kubeconfig', this.relay.kubeconfigPath, '--node-name', this.cluster.nodeName, '--pod-devices', POD_DEVICE_GLOB,
+        '--bpffs', this.cluster.bpffs, '--api-listen', '127.0.0.1:10256', '--log-level', 'debug', ...extraArgs]),
+      { logFile, env: agentEnv(childEnv()), stopTimeoutMs: 5000 },
     );
     const log = () => readFile(logFile, 'utf8').catch(() => '');
     const ready = async (timeoutMs = 30_000) => {

@@ -8,12 +8,16 @@ import type { ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
+import { agentEnv, agentNodeArgs } from '../agent/nodeflags.js';
 import { projectRoot } from '../paths.js';
 import { nsExec, stopChild, waitExit, type RunResult, type Testbed } from './netns.js';
 import { childEnv, type Probe } from './programs.js';
 import { POD_DEVICE_GLOB, type Cluster } from './topology.js';
 
 /** The CLI entry point (bin/kbp.js, which loads dist/). */
+/** Every harness starts the agent with the node flags and environment `kbp agent` gives itself (src/agent/nodeflags.ts). */
+export { agentEnv, agentNodeArgs };
+
 export function kbpBin(): string {
   return path.join(projectRoot, 'bin', 'kbp.js');
 }
@@ -68,10 +72,7 @@ export class Agent {
     if (nodeProbe.ns !== cluster.nodeNs) throw new Error('agent: the probe must live in the node namespace');
     const logFile = opts.logFile ?? path.join(await tb.tempDir('agent'), 'agent.log');
     const apiListen = opts.apiListen ?? '127.0.0.1:10256';
-    const argv = [
-      process.execPath,
-      opts.kbpBin ?? kbpBin(),
-      'agent',
+    const argv = agentNodeArgs(opts.kbpBin ?? kbpBin(), [
       '--manifests',
       opts.manifestsDir,
       '--node-name',
@@ -84,8 +85,8 @@ export class Agent {
       apiListen,
       ...(opts.hostServicesCgroup !== undefined || !opts.kbpBin ? ['--host-services-cgroup', opts.hostServicesCgroup ?? 'off'] : []),
       ...(opts.extraArgs ?? []),
-    ];
-    const child = tb.spawn(cluster.nodeNs, argv, { logFile, env: childEnv(), stopTimeoutMs: 5000 });
+    ]);
+    const child = tb.spawn(cluster.nodeNs, argv, { logFile, env: agentEnv(childEnv()), stopTimeoutMs: 5000 });
     return new Agent(cluster, child, logFile, `http://${apiListen}`, nodeProbe);
   }
 

@@ -18,7 +18,11 @@
 // with the agent's GC counts per dump and the load average (the figures are
 // noisy on a shared machine: repeat). Run as root after make build:
 //   node --import @isaacs/ts-node-temp-fork-for-pr-2009/import test/api/bench-paging.ts \
-//     [ENTRIES=1000000] [LIMIT=500] [PASSES=3] [-- AGENT_NODE_FLAGS...]
+//     [ENTRIES=1000000] [LIMIT=500] [PASSES=3] [-- NODE_FLAGS...]
+// The API process runs with the agent's node flags and environment
+// (AGENT_NODE_FLAGS, AGENT_ENV: src/agent/nodeflags.ts), as `kbp agent`
+// does, unless `--` gives other flags (then in the bench's own environment):
+// `--` alone for none (node's defaults),
 // e.g. `-- --max-semi-space-size=1` to bound V8's young generation,
 // `-- --expose-gc` to collect garbage before each dump (retained vs lazily freed),
 // or `-- --no-concurrent-recompilation` to have TurboFan compile on the main
@@ -32,6 +36,7 @@ import { readFile, writeFile } from 'node:fs/promises';
 import http from 'node:http';
 import path from 'node:path';
 import * as abi from '../../src/maps/abi.js';
+import { AGENT_NODE_FLAGS, agentEnv } from '../../src/agent/nodeflags.js';
 import { native } from '../../src/native/binding.js';
 import { bpfObjectPath, projectRoot } from '../../src/paths.js';
 import { Testbed } from '../../src/testbed/netns.js';
@@ -45,7 +50,9 @@ if (process.env.TAP) {
 
 const dash = process.argv.indexOf('--');
 const args = dash < 0 ? process.argv.slice(2) : process.argv.slice(2, dash);
-const agentFlags = dash < 0 ? [] : process.argv.slice(dash + 1);
+const agentFlags = dash < 0 ? [...AGENT_NODE_FLAGS] : process.argv.slice(dash + 1);
+// And the agent's environment (MALLOC_ARENA_MAX=1) with its own flags; with others, the bench's plain environment.
+const agentEnvironment = dash < 0 ? agentEnv(process.env) : process.env;
 const n = Number(args[0] ?? 1_000_000);
 const limit = Number(args[1] ?? 500);
 const passes = Math.max(2, Number(args[2] ?? 3));
@@ -134,14 +141,14 @@ try {
   await fill(obj.map(abi.KBP_MAP_CT), n);
   process.stdout.write(`filled ${n} conntrack entries in ${((performance.now() - t0) / 1000).toFixed(1)} s\n`);
 
-  const agent = fork(path.join(projectRoot, 'test', 'api', 'bench-paging-agent.mjs'), [path.join(pinRoot, abi.KBP_MAP_CT)], { execArgv: agentFlags, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+  const agent = fork(path.join(projectRoot, 'test', 'api', 'bench-paging-agent.mjs'), [path.join(pinRoot, abi.KBP_MAP_CT)], { execArgv: agentFlags, env: agentEnvironment, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
   try {
     const { port } = await new Promise<{ port: number }>((resolve, reject) => {
       agent.once('message', (m) => resolve(m as { port: number }));
       agent.once('exit', (code) => reject(new Error(`agent exited (${code}) before listening`)));
     });
     const pid = agent.pid!;
-    process.stdout.write(`agent pid ${pid}, node flags: ${agentFlags.join(' ') || '(none)'}\n`);
+    process.stdout.write(`agent pid ${pid}, node flags: ${agentFlags.join(' ') || '(none)'}, MALLOC_ARENA_MAX=${agentEnvironment.MALLOC_ARENA_MAX ?? '(unset)'}\n`);
 
     let pageBytes = 0;
     const dump = async (): Promise<{ served: number; pages: number; secs: number }> => {

@@ -29,7 +29,7 @@ import { ensureK8sBins, K8sBinsUnavailable, relayInto, startControlPlane, type C
 import { Testbed } from '../../src/testbed/netns.js';
 import { Cluster, POD_DEVICE_GLOB } from '../../src/testbed/topology.js';
 import { Probe, childEnv, startPodServer } from '../../src/testbed/programs.js';
-import { kbpBin } from '../../src/testbed/agent.js';
+import { agentEnv, agentNodeArgs, kbpBin } from '../../src/testbed/agent.js';
 import type { HttpResult } from '../../src/testbed/probe-protocol.js';
 
 const now = () => performance.timeOrigin + performance.now();
@@ -127,8 +127,8 @@ t.test('agent with --kubeconfig against a real API server', { skip }, async (t) 
     const logFile = path.join(logDir, `${label}.log`);
     const child = tb.spawn(
       cluster.nodeNs,
-      [process.execPath, kbpBin(), 'agent', '--host-services-cgroup', 'off', '--kubeconfig', relay.kubeconfigPath, '--node-name', NODE, '--pod-devices', POD_DEVICE_GLOB, '--bpffs', cluster.bpffs, '--api-listen', '127.0.0.1:10256', '--log-level', 'debug'],
-      { logFile, env: childEnv(), stopTimeoutMs: 5000 },
+      agentNodeArgs(kbpBin(), ['--host-services-cgroup', 'off', '--kubeconfig', relay.kubeconfigPath, '--node-name', NODE, '--pod-devices', POD_DEVICE_GLOB, '--bpffs', cluster.bpffs, '--api-listen', '127.0.0.1:10256', '--log-level', 'debug']),
+      { logFile, env: agentEnv(childEnv()), stopTimeoutMs: 5000 },
     );
     const log = () => readFile(logFile, 'utf8').catch(() => '');
     const ready = async () => {

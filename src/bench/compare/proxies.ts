@@ -14,7 +14,7 @@
 import type { ChildProcess } from 'node:child_process';
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
-import { kbpBin, kbpDetach, kbpInNode } from '../../testbed/agent.js';
+import { agentEnv, agentNodeArgs, kbpBin, kbpDetach, kbpInNode } from '../../testbed/agent.js';
 import type { Relay } from '../../testbed/apiserver.js';
 import { chainCount, KubeProxy, type KubeChains } from '../../testbed/kubeproxy.js';
 import { stopChild, type Testbed } from '../../testbed/netns.js';
@@ -100,10 +100,7 @@ export async function startKbp(tb: Testbed, node: ProxyNode, opts: StartOptions 
   const startedAt = Date.now();
   const child: ChildProcess = tb.spawn(
     c.nodeNs,
-    [
-      process.execPath,
-      kbpBin(),
-      'agent',
+    agentNodeArgs(kbpBin(), [
       // the pods are the clients; the node's own sockets are not measured
       '--host-services-cgroup',
       'off',
@@ -120,8 +117,8 @@ export async function startKbp(tb: Testbed, node: ProxyNode, opts: StartOptions 
       '127.0.0.1:10256',
       '--log-level',
       'info',
-    ],
-    { logFile, env: childEnv(), stopTimeoutMs: 10_000 },
+    ]),
+    { logFile, env: agentEnv(childEnv()), stopTimeoutMs: 10_000 },
   );
   const deadline = Date.now() + (opts.timeoutMs ?? 600_000);
   let text = '';
