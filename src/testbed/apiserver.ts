@@ -320,8 +320,8 @@ export interface ControlPlane {
 
 /**
  * Starts etcd and kube-apiserver on 127.0.0.1 with fresh certificates and
- * data, and resolves once /readyz is ok. Everything belongs to `tb` and goes
- * away at its teardown.
+ * data, and resolves once /readyz is ok and the default kubernetes Service
+ * exists. Everything belongs to `tb` and goes away at its teardown.
  */
 export async function startControlPlane(tb: Testbed, opts: ControlPlaneOptions = {}): Promise<ControlPlane> {
   const bins = opts.bins ?? (await ensureK8sBins());
@@ -392,7 +392,11 @@ export async function startControlPlane(tb: Testbed, opts: ControlPlaneOptions =
     const child = apiServer;
     await waitUntil('kube-apiserver', child, logs.apiServer, opts.readyTimeoutMs ?? 90_000, async () => {
       const r = await apiRequest(url, credentials, 'GET', '/readyz', undefined, 2000);
-      return r.status === 200 ? true : `HTTP ${r.status} ${r.body.split('\n').filter((l) => l.includes('[-]')).join('; ')}`;
+      if (r.status !== 200) return `HTTP ${r.status} ${r.body.split('\n').filter((l) => l.includes('[-]')).join('; ')}`;
+      // Ready can come a moment before the apiserver's own controller has
+      // created the default "kubernetes" Service, which every cluster has.
+      const k = await apiRequest(url, credentials, 'GET', '/api/v1/namespaces/default/services/kubernetes', undefined, 2000);
+      return k.status === 200 ? true : `ready, but the kubernetes Service: HTTP ${k.status}`;
     });
   };
   await launchApiServer();
