@@ -19,7 +19,6 @@
 import { existsSync, readFileSync } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
-import { KubeConfig } from '@kubernetes/client-node';
 
 export const SERVICEACCOUNT_DIR = '/var/run/secrets/kubernetes.io/serviceaccount';
 export const SERVICEACCOUNT_DIR_ENV = 'KBP_SERVICEACCOUNT_DIR';
@@ -50,17 +49,6 @@ export function inClusterConfig(env: NodeJS.ProcessEnv = process.env): InCluster
   const nsFile = path.join(dir, 'namespace');
   const namespace = existsSync(nsFile) ? readFileSync(nsFile, 'utf8').trim() : undefined;
   return { server: `https://${net.isIPv6(host) ? `[${host}]` : host}:${port}`, caFile, tokenFile, namespace };
-}
-
-/** A KubeConfig for the in-cluster config; its token is re-read from the file (every 60 s, client-node's FileAuth). */
-export function inClusterKubeConfig(env: NodeJS.ProcessEnv = process.env): KubeConfig {
-  const c = inClusterConfig(env);
-  const kc = new KubeConfig();
-  kc.loadFromClusterAndUser(
-    { name: 'in-cluster', server: c.server, caFile: c.caFile, skipTLSVerify: false },
-    { name: 'in-cluster', authProvider: { name: 'tokenFile', config: { tokenFile: c.tokenFile } } },
-  );
-  return kc;
 }
 
 /** The token in `file`, read now (so a rotated token is picked up). */

@@ -23,9 +23,13 @@
 
 import http from 'node:http';
 import https from 'node:https';
-import { KubeConfig, ListWatch, Watch, type KubernetesListObject, type KubernetesObject } from '@kubernetes/client-node';
+// Only the informer and watch modules of client-node: its package index (and
+// its KubeConfig) load every generated API client (see kubeconfig.ts).
+import type { KubeConfig, KubernetesListObject, KubernetesObject } from '@kubernetes/client-node';
+import { ListWatch } from '@kubernetes/client-node/dist/cache.js';
+import { Watch } from '@kubernetes/client-node/dist/watch.js';
 import type { Logger } from '../log.js';
-import { inClusterKubeConfig } from './incluster.js';
+import { inClusterApiConfig, readSimpleKubeConfig, type ApiConfig } from './kubeconfig.js';
 import { projectEndpointSlice, projectNode, projectService } from './project.js';
 import type { ObjectSource, SourceHandler } from './source.js';
 import type { EndpointSlice, Node, Service } from './types.js';
@@ -47,13 +51,19 @@ export interface InformerSourceOptions {
   listPageSize?: number;
 }
 
-/** Loads the kubeconfig (file or in-cluster, see incluster.ts), as kube-proxy's --kubeconfig does. */
-export function loadKubeConfig(path: string | undefined): KubeConfig {
-  let kc: KubeConfig;
-  if (path) {
-    kc = new KubeConfig();
-    kc.loadFromFile(path);
-  } else kc = inClusterKubeConfig();
+/**
+ * Loads the kubeconfig (file or in-cluster), as kube-proxy's --kubeconfig
+ * does: read here when it is one of the common kinds (kubeconfig.ts), else by
+ * client-node's KubeConfig (exec and auth-provider plugins, proxies, …).
+ */
+export async function loadKubeConfig(path: string | undefined): Promise<ApiConfig> {
+  let kc: ApiConfig | null = path ? readSimpleKubeConfig(path) : inClusterApiConfig();
+  if (!kc) {
+    const { KubeConfig: Full } = await import('@kubernetes/client-node');
+    const full = new Full();
+    full.loadFromFile(path!);
+    kc = full as ApiConfig;
+  }
   if (!kc.getCurrentCluster()) throw new Error(path ? `kubeconfig ${path}: no current cluster` : 'in-cluster config: no cluster');
   return kc;
 }
@@ -95,7 +105,7 @@ class ApiStatusError extends Error {
 }
 
 /** GET one API path as JSON, authenticated the way client-node's own requests are (kubeconfig or in-cluster). */
-async function getJson(kc: KubeConfig, apiPath: string): Promise<unknown> {
+async function getJson(kc: ApiConfig, apiPath: string): Promise<unknown> {
   const cluster = kc.getCurrentCluster();
   if (!cluster) throw new Error('no current cluster');
   const url = new URL(cluster.server.replace(/\/+$/, '') + apiPath);
@@ -150,7 +160,7 @@ class Informer<T> {
 
   constructor(
     readonly kind: string,
-    private readonly kc: KubeConfig,
+    private readonly kc: ApiConfig,
     private readonly path: string,
     private readonly fieldSelector: string | undefined,
     private readonly project: (o: unknown) => T | undefined,
@@ -162,7 +172,7 @@ class Informer<T> {
     private readonly backoff: Backoff,
     private readonly pageSize: number,
   ) {
-    const watch = new Watch(kc);
+    const watch = new Watch(kc as KubeConfig); // Watch calls getCurrentCluster and applyToFetchOptions only
     const stubWatch = {
       watch: (p: string, params: Record<string, string | number | boolean | undefined>, cb: (phase: string, obj: unknown, raw: unknown) => void, done: (err: unknown) => void) =>
         watch.watch(p, params, (phase, obj, raw) => cb(phase, phase === 'ADDED' || phase === 'MODIFIED' || phase === 'DELETED' ? this.stub(obj) : obj, raw), done),
@@ -280,7 +290,7 @@ export class InformerSource implements ObjectSource {
   }
 
   async start(h: SourceHandler): Promise<void> {
-    const kc = loadKubeConfig(this.opts.kubeconfig);
+    const kc = await loadKubeConfig(this.opts.kubeconfig);
     const log = this.opts.log;
     const backoff = this.opts.backoff ?? DEFAULT_BACKOFF;
     const nodeName = this.opts.nodeName;

@@ -1,14 +1,15 @@
 // In-cluster config (src/k8s/incluster.ts): the standard ServiceAccount paths,
 // the KBP_SERVICEACCOUNT_DIR override, and that both clients pick up a rotated
-// token — the API's review client on its next request, client-node's KubeConfig
-// (the informers) on its next re-read.
+// token — the API's review client on its next request, the informers' config
+// (src/k8s/kubeconfig.ts) on its next re-read.
 
 import t, { type Test } from 'tap';
 import http from 'node:http';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { SERVICEACCOUNT_DIR, inClusterConfig, inClusterKubeConfig, serviceAccountDir } from '../../src/k8s/incluster.js';
+import { SERVICEACCOUNT_DIR, inClusterConfig, serviceAccountDir } from '../../src/k8s/incluster.js';
+import { inClusterApiConfig } from '../../src/k8s/kubeconfig.js';
 import { KubeReviewer, inClusterConnection } from '../../src/api/auth.js';
 
 async function saDir(t: Test): Promise<string> {
@@ -30,9 +31,11 @@ t.test('paths: standard folder, override, server address', async (t) => {
   t.equal(inClusterConfig({ ...env, KUBERNETES_SERVICE_HOST: 'fd00::1' }).server, 'https://[fd00::1]:443', 'IPv6 in brackets');
   t.throws(() => inClusterConfig({ KBP_SERVICEACCOUNT_DIR: dir }), /KUBERNETES_SERVICE_HOST/, 'not in a pod');
   t.throws(() => inClusterConfig({ ...env, KBP_SERVICEACCOUNT_DIR: path.join(dir, 'missing') }), /token not found|not found/, 'no token mounted');
-  const kc = inClusterKubeConfig(env);
-  t.equal(kc.getCurrentCluster()?.server, 'https://10.96.0.1:443');
-  t.equal(kc.getCurrentCluster()?.caFile, path.join(dir, 'ca.crt'));
+  const kc = inClusterApiConfig(env);
+  t.equal(kc.getCurrentCluster().server, 'https://10.96.0.1:443');
+  const opts: { ca?: Buffer } = {};
+  await kc.applyToHTTPSOptions(opts);
+  t.equal(opts.ca?.toString(), 'CA', 'the ServiceAccount CA');
 });
 
 t.test('a rotated token is used by the review client and by the informers\' KubeConfig', async (t) => {
@@ -55,9 +58,9 @@ t.test('a rotated token is used by the review client and by the informers\' Kube
   await reviewer.authenticate('y');
   t.same(seen, ['Bearer token-1', 'Bearer token-2'], 'the next review carries the new token');
 
-  // client-node re-reads its token file when its copy is older than 60 s.
+  // The informers' config re-reads the token file when its copy is older than 60 s.
   await writeFile(path.join(dir, 'token'), 'token-1');
-  const kc = inClusterKubeConfig(env);
+  const kc = inClusterApiConfig(env);
   const headers = async () => {
     const opts: { headers: Record<string, string> } = { headers: {} };
     await kc.applyToHTTPSOptions(opts);
@@ -67,14 +70,7 @@ t.test('a rotated token is used by the review client and by the informers\' Kube
   await writeFile(path.join(dir, 'token'), 'token-2');
   t.equal(await headers(), 'Bearer token-1', 'cached within 60 s');
   const realNow = Date.now;
-  const RealDate = Date;
-  // FileAuth compares `new Date()` against its last read: move the clock past 60 s.
-  globalThis.Date = class extends RealDate {
-    constructor(...a: unknown[]) {
-      if (a.length) super(...(a as [number]));
-      else super(realNow() + 61_000);
-    }
-  } as DateConstructor;
-  t.teardown(() => (globalThis.Date = RealDate));
+  Date.now = () => realNow() + 61_000;
+  t.teardown(() => (Date.now = realNow));
   t.equal(await headers(), 'Bearer token-2', 'picked up after 60 s');
 });
