@@ -317,6 +317,7 @@ static __always_inline int lb4_reverse_snat(struct kbp_ctx *ctx, const struct pk
  */
 static __always_inline int lb4_reverse(struct kbp_ctx *ctx, const struct pkt4 *p, __u32 *stat)
 {
+	bool hairpin = p->daddr == bpf_htonl(KBP_HAIRPIN_ADDR);
 	__be16 client_port;
 	struct kbp_ct_key key;
 	struct kbp_ct_value *ct;
@@ -339,10 +340,8 @@ static __always_inline int lb4_reverse(struct kbp_ctx *ctx, const struct pkt4 *p
 	client_port = (ct->flags & KBP_CT_F_PORT_REMAP) ? ct->client_port : p->dport;
 	*stat = KBP_STAT_REVNAT;
 	ret = nat4_rewrite(ctx, p, false, p->saddr, rn->vip, p->sport, rn->port);
-	if (ret == KBP_OK && (p->daddr == bpf_htonl(KBP_HAIRPIN_ADDR) || client_port != p->dport))
-		ret = nat4_rewrite(ctx, p, true, p->daddr,
-				   p->daddr == bpf_htonl(KBP_HAIRPIN_ADDR) ? p->saddr : p->daddr, p->dport,
-				   client_port);
+	if (ret == KBP_OK && (hairpin || client_port != p->dport))
+		ret = nat4_rewrite(ctx, p, true, p->daddr, hairpin ? p->saddr : p->daddr, p->dport, client_port);
 	return ret;
 }
 

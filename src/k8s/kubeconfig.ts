@@ -24,7 +24,7 @@ import https from 'node:https';
 import path from 'node:path';
 import { Headers, type RequestInit } from 'node-fetch';
 import { parse } from 'yaml';
-import { inClusterConfig } from './incluster.js';
+import { inClusterConfig, readTokenFile } from './incluster.js';
 
 /** What the informers (and client-node's Watch) use of a config. */
 export interface ApiConfig {
@@ -61,7 +61,7 @@ export class SimpleKubeConfig implements ApiConfig {
     if (this.auth.token) return this.auth.token;
     if (!this.auth.tokenFile) return undefined;
     const now = Date.now();
-    if (!this.token || now - this.token.at > TOKEN_FILE_TTL_MS) this.token = { value: fs.readFileSync(this.auth.tokenFile, 'utf8').trim(), at: now };
+    if (!this.token || now - this.token.at > TOKEN_FILE_TTL_MS) this.token = { value: readTokenFile(this.auth.tokenFile), at: now };
     return this.token.value;
   }
 

@@ -62,7 +62,7 @@
 
 export type Verdict = 'untouched' | 'drop' | 'translate' | 'reject';
 
-export type DropReason = 'no_backend' | 'unknown_port' | 'fragment' | 'malformed' | 'ct_clash' | 'no_config' | 'snat_ports' | 'source_range';
+export type DropReason = 'no_backend' | 'unknown_port' | 'fragment' | 'malformed' | 'no_config' | 'snat_ports' | 'source_range';
 /** How the datapath counts a packet (its stats map); null: not counted. xdp_forward: translated in XDP (besides its outcome). */
 export type CountedAs = 'pass' | 'new_flow' | 'established' | 'revnat' | 'snat' | 'hairpin' | 'port_remap' | 'reject' | 'icmp_revnat' | 'xdp_forward' | `drop_${DropReason}` | null;
 
